@@ -1,0 +1,48 @@
+"""The one database: resolving `BUFFALO_PG_URL` (or starting the embedded server) and engines."""
+
+from __future__ import annotations
+
+import os
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from buffalo_assets.settings import state_dir
+from buffalo_assets.storage.embedded import EmbeddedPostgres
+
+PG_URL_VARIABLE = "BUFFALO_PG_URL"
+
+
+def embedded_server() -> EmbeddedPostgres:
+    return EmbeddedPostgres(state_dir() / "postgres")
+
+
+def database_url(*, start_embedded: bool = True) -> str:
+    """`BUFFALO_PG_URL` if set, else the embedded server's URL (started if needed)."""
+    configured = os.environ.get(PG_URL_VARIABLE)
+    if configured:
+        return normalize_url(configured)
+    if not start_embedded:
+        raise RuntimeError(f"{PG_URL_VARIABLE} is not set")
+    return embedded_server().ensure_running()
+
+
+def normalize_url(url: str) -> str:
+    """Accept `postgres://` and `postgresql://` too, always using the psycopg2 driver."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"{PG_URL_VARIABLE} must be a PostgreSQL URL, got {safe_url(url)}")
+    return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with any password masked, for printing and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(url: str | None = None) -> Engine:
+    return sa.create_engine(
+        url or database_url(),
+        pool_pre_ping=True,
+        future=True,
+    )

