@@ -47,6 +47,9 @@ ORDER_FIELDS = frozenset(
     {"id", "expressnumber", "thirdnumber", "statusname", "recordMap", "boxList", "createtimeStr"}
 )
 _EXCERPT_CHARS = 200
+# Login and list pages are few, and failing one costs the whole run rather than one
+# order, so they always get at least this many tries.
+CONTROL_MIN_ATTEMPTS = 6
 
 
 class BuffaloError(Exception):
@@ -354,7 +357,12 @@ class BuffaloClient:
                 headers={"Content-Type": "application/json;charset=UTF-8"},
             )
         except BuffaloApiError as exc:
-            raise BuffaloAuthError(f"login to {self.base_url} as {self.username!r} failed: {exc}") from None
+            message = f"login to {self.base_url} as {self.username!r} failed: {exc}"
+            if exc.retryable:  # the service was unavailable, not refusing: worth another run
+                raise BuffaloApiError(
+                    exc.kind, exc.endpoint, message, status=exc.status, retryable=True
+                ) from None
+            raise BuffaloAuthError(message) from None
         data = body.get("data") if isinstance(body, dict) else None
         ticket = data.get("ticket") if isinstance(data, dict) else None
         if not isinstance(ticket, str) or not ticket:
@@ -383,32 +391,19 @@ class BuffaloClient:
 
     # -- listing ----------------------------------------------------------------------
 
-    def iter_order_pages(self) -> Iterator[OrderPage]:
+    def iter_order_pages(self, *, parallel: bool = False) -> Iterator[OrderPage]:
         """Pages of ids not seen earlier in this walk, newest first.
 
         Stops on an empty page or once `recordTotal` ids were seen; a page that repeats
         only known ids (orders arriving mid-walk shift the pages) never makes it loop.
+        With `parallel`, the pages that page 1's `recordTotal` announces are fetched
+        `concurrency` at a time (still yielded in order); a consumer that may stop early
+        (an incremental walk) should walk sequentially.
         """
         seen: set[str] = set()
         record_total: int | None = None
         pages_without_new = 0
-        number = 1
-        while True:
-            body = self._call(
-                "GET",
-                ORDER_LIST_PATH,
-                params={
-                    "condition": "",
-                    "status": 0,
-                    "pageNum": number,
-                    "language": "en",
-                    "tableIndex": 0,
-                },
-            )
-            try:
-                items, page_total = parse_order_page(body)
-            except ValueError as exc:
-                raise BuffaloApiError("bad_response", ORDER_LIST_PATH, f"page {number}: {exc}") from None
+        for number, (items, page_total) in self._list_pages(parallel):
             if not items:
                 return
             if page_total is not None:
@@ -430,7 +425,31 @@ class BuffaloClient:
             if pages_without_new >= 3 or number >= self._page_limit(record_total):
                 log.warning("stopping the order list walk at page %d", number)
                 return
+
+    def _list_pages(self, parallel: bool) -> Iterator[tuple[int, tuple[list[Any], int | None]]]:
+        first = self._list_page(1)
+        yield 1, first
+        number = 1
+        if parallel and first[1]:
+            last = math.ceil(first[1] / PAGE_SIZE)
+            numbers = range(2, last + 1)
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="buffalo-list") as pool:
+                yield from zip(numbers, pool.map(self._list_page, numbers), strict=True)
+            number = max(last, 1)
+        while True:
             number += 1
+            yield number, self._list_page(number)
+
+    def _list_page(self, number: int) -> tuple[list[Any], int | None]:
+        body = self._call(
+            "GET",
+            ORDER_LIST_PATH,
+            params={"condition": "", "status": 0, "pageNum": number, "language": "en", "tableIndex": 0},
+        )
+        try:
+            return parse_order_page(body)
+        except ValueError as exc:
+            raise BuffaloApiError("bad_response", ORDER_LIST_PATH, f"page {number}: {exc}") from None
 
     @staticmethod
     def _page_limit(record_total: int | None) -> int:
@@ -438,9 +457,9 @@ class BuffaloClient:
             return 1_000_000
         return math.ceil(record_total / PAGE_SIZE) * 2 + 10
 
-    def iter_order_ids(self) -> Iterator[str]:
+    def iter_order_ids(self, *, parallel: bool = False) -> Iterator[str]:
         """Every order id the account can see, each once, newest first."""
-        for page in self.iter_order_pages():
+        for page in self.iter_order_pages(parallel=parallel):
             yield from page.order_ids
 
     # -- details ----------------------------------------------------------------------
@@ -453,6 +472,7 @@ class BuffaloClient:
             path,
             params={"language": "en"},
             headers={"Referer": f"{PRODUCTION_ORIGIN}/client/orders/order-detail?id={order_id}"},
+            control=False,
         )
         detail = unwrap_detail(body)
         if detail is None:
@@ -500,15 +520,16 @@ class BuffaloClient:
         *,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        control: bool = True,
     ) -> Any:
         """An authenticated call: one fresh login and one retry if the ticket is rejected."""
         generation = self._ensure_logged_in()
         try:
-            return self._request(method, path, params=params, headers=headers)
+            return self._request(method, path, params=params, headers=headers, control=control)
         except _TicketRejected:
             self._refresh_ticket(generation)
         try:
-            return self._request(method, path, params=params, headers=headers)
+            return self._request(method, path, params=params, headers=headers, control=control)
         except _TicketRejected as exc:
             raise BuffaloAuthError(
                 f"{path} still rejected the ticket after a fresh login (HTTP {exc.status})"
@@ -524,17 +545,22 @@ class BuffaloClient:
         params: dict[str, Any] | None = None,
         data: str | None = None,
         headers: dict[str, str] | None = None,
+        control: bool = True,
     ) -> Any:
-        """One logical call with retries on transient failures; returns JSON or text."""
+        """One logical call with retries on transient failures; returns JSON or text.
+
+        `control` calls (login, list pages) get at least CONTROL_MIN_ATTEMPTS tries.
+        """
+        budget = max(self.max_attempts, CONTROL_MIN_ATTEMPTS) if control else self.max_attempts
         last: _Transient | None = None
-        for attempt in range(1, self.max_attempts + 1):
+        for attempt in range(1, budget + 1):
             self._local.attempts = getattr(self._local, "attempts", 0) + 1
             self._pacer.acquire()
             try:
                 return self._attempt(method, path, authenticated, expect_json, params, data, headers)
             except _Transient as exc:
                 last = exc
-                if attempt == self.max_attempts:
+                if attempt == budget:
                     break
                 self.stats.count_retry(exc.reason)
                 delay = self._backoff(attempt)
@@ -548,14 +574,14 @@ class BuffaloClient:
                     delay,
                     exc.reason,
                     attempt,
-                    self.max_attempts,
+                    budget,
                 )
                 time.sleep(delay)
         assert last is not None
         raise BuffaloApiError(
             last.reason,
             path,
-            f"gave up after {self.max_attempts} attempts: {last}",
+            f"gave up after {budget} attempts: {last}",
             status=last.status,
             retryable=True,
         )
@@ -605,7 +631,7 @@ class BuffaloClient:
         parsed = False
         if expect_json or status >= 400:
             try:
-                body = json.loads(text)
+                body = json.loads(text, parse_constant=_reject_constant)
                 parsed = True
             except ValueError:
                 body = None
@@ -663,6 +689,11 @@ class BuffaloClient:
             if secret:
                 text = text.replace(secret, "***")
         return text
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; a body carrying them is treated as malformed."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 class _TicketRejected(Exception):

@@ -52,6 +52,20 @@ fetch_errors = sa.Table(
     comment="Order details that could not be fetched, with the reason.",
 )
 
+list_walks = sa.Table(
+    "list_walks",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("walked_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("full_walk", sa.Boolean, nullable=False, comment="Walked to the end of the list"),
+    sa.Column("pages", sa.Integer, nullable=False),
+    sa.Column("ids_seen", sa.Integer, nullable=False),
+    sa.Column("new_ids", sa.Integer, nullable=False),
+    schema="ops",
+    comment="Each walk of the order list: full, or stopped at the first page of known ids.",
+)
+
 LATEST_ORDERS_VIEW = """
 CREATE OR REPLACE VIEW raw.orders AS
 SELECT DISTINCT ON (order_id)

@@ -1,0 +1,220 @@
+"""The Postgres IO manager: how assets hand pandas tables to each other.
+
+An asset's table is named by its `dagster/table_name` definition metadata (for example
+`raw.order_ids`) and must be declared in `storage/tables.py`; nothing is created from a
+DataFrame's guessed types. `write_mode` metadata picks replace, append or upsert
+(`primary_key`, and optionally `update_columns`, also from metadata).
+
+An asset may return a `FrameChunks` instead of one DataFrame: the chunks are written as
+they come, so memory does not grow with the number of rows. Every chunk is COPYed into a
+temporary table and merged with one INSERT, in one transaction per chunk (replace: one
+transaction for all of them, so readers never see a half-replaced table).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+)
+from pydantic import Field
+
+from buffalo_assets.storage.resource import engine_for
+from buffalo_assets.storage.tables import metadata as declared
+
+WRITE_MODES = ("replace", "append", "upsert")
+
+
+@dataclass
+class WriteTotals:
+    chunks: int = 0
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+
+
+@dataclass
+class FrameChunks:
+    """An asset output written chunk by chunk; `summarize` adds metadata once all are written.
+
+    `summarize` may raise (for example dagster.Failure): the chunks already written stay.
+    """
+
+    frames: Iterable[pd.DataFrame]
+    summarize: Callable[[WriteTotals], Mapping[str, Any]] | None = field(default=None)
+
+
+def declared_table(name: str) -> sa.Table:
+    table = declared.tables.get(name)
+    if table is None:
+        raise ValueError(f"table {name!r} is not declared in buffalo_assets/storage/tables.py")
+    return table
+
+
+def column_schema(table: sa.Table) -> TableSchema:
+    return TableSchema(
+        columns=[
+            TableColumn(
+                name=column.name,
+                type=str(column.type).lower(),
+                description=column.comment,
+            )
+            for column in table.columns
+        ]
+    )
+
+
+class PostgresIOManager(ConfigurableIOManager):
+    """Stores pandas DataFrames (or FrameChunks) in declared PostgreSQL tables."""
+
+    url: str = Field(description="SQLAlchemy URL of the database (BUFFALO_PG_URL)")
+
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame | FrameChunks | None) -> None:
+        if obj is None:
+            return
+        spec = _WriteSpec.from_metadata(context.definition_metadata, context)
+        chunks = obj if isinstance(obj, FrameChunks) else FrameChunks([obj])
+        engine = engine_for(self.url)
+        totals = WriteTotals()
+        if spec.mode == "replace":
+            with engine.begin() as connection:
+                connection.execute(sa.text(f"DELETE FROM {spec.qualified}"))
+                for frame in chunks.frames:
+                    _write_chunk(connection, spec, frame, totals)
+        else:
+            for frame in chunks.frames:
+                with engine.begin() as connection:
+                    _write_chunk(connection, spec, frame, totals)
+        with engine.connect() as connection:
+            row_count = connection.execute(sa.text(f"SELECT count(*) FROM {spec.qualified}")).scalar_one()
+        metadata: dict[str, Any] = {
+            "dagster/table_name": spec.name,
+            "dagster/row_count": MetadataValue.int(int(row_count)),
+            "dagster/column_schema": column_schema(spec.table),
+            "write_mode": spec.mode,
+            "rows_written": MetadataValue.int(totals.rows),
+            "chunks": MetadataValue.int(totals.chunks),
+        }
+        if spec.mode == "upsert":
+            metadata["rows_inserted"] = MetadataValue.int(totals.inserted)
+            metadata["rows_updated"] = MetadataValue.int(totals.updated)
+        context.add_output_metadata(metadata)
+        if chunks.summarize is not None:
+            context.add_output_metadata(dict(chunks.summarize(totals)))
+
+    def load_input(self, context: InputContext) -> pd.DataFrame:
+        upstream = context.upstream_output
+        source = upstream.definition_metadata if upstream is not None else {}
+        spec = _WriteSpec.from_metadata(source, context)
+        columns = ", ".join(_quote(c.name) for c in spec.table.columns)
+        with engine_for(self.url).connect() as connection:
+            return pd.read_sql_query(sa.text(f"SELECT {columns} FROM {spec.qualified}"), connection)
+
+
+@dataclass(frozen=True)
+class _WriteSpec:
+    name: str
+    table: sa.Table
+    mode: str
+    primary_key: tuple[str, ...]
+    update_columns: tuple[str, ...] | None
+
+    @property
+    def qualified(self) -> str:
+        return f"{_quote(self.table.schema or 'public')}.{_quote(self.table.name)}"
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], context: OutputContext | InputContext) -> _WriteSpec:
+        what = context.asset_key.to_user_string() if context.has_asset_key else "this output"
+        name = _plain(metadata.get("dagster/table_name"))
+        if not name:
+            raise ValueError(f"{what} has no 'dagster/table_name' metadata naming its table")
+        table = declared_table(name)
+        mode = _plain(metadata.get("write_mode")) or "replace"
+        if mode not in WRITE_MODES:
+            raise ValueError(f"{what}: write_mode must be one of {', '.join(WRITE_MODES)}, not {mode!r}")
+        primary_key = tuple(_plain(metadata.get("primary_key")) or (c.name for c in table.primary_key))
+        update = _plain(metadata.get("update_columns"))
+        if mode == "upsert" and not primary_key:
+            raise ValueError(f"{what}: upsert needs a primary key")
+        return cls(name, table, mode, primary_key, tuple(update) if update is not None else None)
+
+
+def _plain(value: Any) -> Any:
+    """Definition metadata arrives as MetadataValue objects in some contexts; unwrap them."""
+    return getattr(value, "value", value)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _write_chunk(
+    connection: sa.Connection, spec: _WriteSpec, frame: pd.DataFrame, totals: WriteTotals
+) -> None:
+    if frame.empty:
+        return
+    known = {c.name for c in spec.table.columns}
+    unknown = [c for c in frame.columns if c not in known]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the declared table {spec.name}")
+    columns = [str(c) for c in frame.columns]
+    column_list = ", ".join(_quote(c) for c in columns)
+    connection.execute(
+        sa.text(f"CREATE TEMP TABLE _incoming (LIKE {spec.qualified} INCLUDING DEFAULTS) ON COMMIT DROP")
+    )
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
+    buffer.seek(0)
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        cursor.copy_expert(f"COPY _incoming ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
+    totals.chunks += 1
+    totals.rows += len(frame)
+    if spec.mode in ("append", "replace"):
+        connection.execute(
+            sa.text(f"INSERT INTO {spec.qualified} ({column_list}) SELECT {column_list} FROM _incoming")
+        )
+        totals.inserted += len(frame)
+        connection.execute(sa.text("DROP TABLE _incoming"))
+        return
+    keys = ", ".join(_quote(c) for c in spec.primary_key)
+    updates = (
+        spec.update_columns
+        if spec.update_columns is not None
+        else [c for c in columns if c not in spec.primary_key]
+    )
+    if updates:
+        assignments = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in updates)
+        conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
+    else:
+        conflict = f"ON CONFLICT ({keys}) DO NOTHING"
+    # DISTINCT ON: a key twice in one chunk would make ON CONFLICT DO UPDATE fail.
+    flags = (
+        connection.execute(
+            sa.text(
+                f"INSERT INTO {spec.qualified} ({column_list}) "
+                f"SELECT DISTINCT ON ({keys}) {column_list} FROM _incoming "
+                f"{conflict} RETURNING (xmax = 0) AS inserted"
+            )
+        )
+        .scalars()
+        .all()
+    )
+    inserted = sum(1 for flag in flags if flag)
+    totals.inserted += inserted
+    totals.updated += len(flags) - inserted
+    connection.execute(sa.text("DROP TABLE _incoming"))

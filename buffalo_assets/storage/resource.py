@@ -1,0 +1,36 @@
+"""The database as a Dagster resource: one engine per process, schemas ensured once."""
+
+from __future__ import annotations
+
+import threading
+
+import sqlalchemy as sa
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from buffalo_assets.storage.database import create_engine, normalize_url
+from buffalo_assets.storage.tables import ensure_schema
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(url: str) -> sa.Engine:
+    """A process-wide engine for `url`, with the platform's schemas ensured on first use."""
+    url = normalize_url(url)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = create_engine(url)
+            ensure_schema(engine)
+            _engines[url] = engine
+        return engine
+
+
+class PostgresResource(ConfigurableResource):
+    """The platform's PostgreSQL database (set `url` from the BUFFALO_PG_URL EnvVar)."""
+
+    url: str = Field(description="SQLAlchemy URL, postgresql+psycopg2://...")
+
+    def get_engine(self) -> sa.Engine:
+        return engine_for(self.url)
