@@ -1,20 +1,38 @@
 """The one place that wires the platform together: assets, resources, jobs, schedules.
 
 Buffalo settings come from the environment (or `.env`); when `BUFFALO_BASE_URL` is unset
-they point at the local sandbox and its documented default credentials.
+they point at the local sandbox and its documented default credentials. When
+`BUFFALO_PG_URL` is unset the embedded PostgreSQL is started and its URL used.
 """
 
 from __future__ import annotations
 
 import os
 
-from dagster import Definitions, EnvVar
+from dagster import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    Definitions,
+    EnvVar,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    sensor,
+)
+from dagster._core.launcher import DefaultRunLauncher
 
 from buffalo_assets import settings
+from buffalo_assets.assets.ingestion import order_ids, raw_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
+from buffalo_assets.runs import release_dead_runs
+from buffalo_assets.storage.database import PG_URL_VARIABLE, database_url
+from buffalo_assets.storage.io_manager import PostgresIOManager
+from buffalo_assets.storage.resource import PostgresResource
 
 settings.load_environment()
-settings.apply_sandbox_defaults()
+using_sandbox = settings.apply_sandbox_defaults()
+os.environ[PG_URL_VARIABLE] = database_url()
 
 buffalo = BuffaloResource(
     base_url=EnvVar("BUFFALO_BASE_URL"),
@@ -22,8 +40,48 @@ buffalo = BuffaloResource(
     password=EnvVar("BUFFALO_PASSWORD"),
     concurrency=int(os.environ.get("BUFFALO_CONCURRENCY", "16")),
     requests_per_second=float(os.environ.get("BUFFALO_REQUESTS_PER_SECOND", "0")),
-    verify_tls=os.environ.get("BUFFALO_VERIFY_TLS", "true").lower() not in {"0", "false", "no"},
+    verify_tls=settings.env_flag("BUFFALO_VERIFY_TLS", default=True),
     ca_bundle=os.environ.get("BUFFALO_CA_BUNDLE") or None,
 )
 
-defs = Definitions(resources={"buffalo": buffalo})
+ingest_orders = define_asset_job(
+    "ingest_orders",
+    selection=[order_ids, raw_orders],
+    description="List every Buffalo order id, then fetch new and in-flight orders' details.",
+)
+
+# On by default where a real API is configured; a laptop on the sandbox opts in.
+schedule_on = settings.env_flag("BUFFALO_SCHEDULE_ENABLED", default=not using_sandbox)
+ingest_schedule = ScheduleDefinition(
+    name="ingest_orders_schedule",
+    job=ingest_orders,
+    cron_schedule=os.environ.get("BUFFALO_INGEST_CRON", "*/15 * * * *"),
+    execution_timezone="Africa/Johannesburg",
+    default_status=DefaultScheduleStatus.RUNNING if schedule_on else DefaultScheduleStatus.STOPPED,
+    description="Ingest every 15 minutes (BUFFALO_INGEST_CRON).",
+)
+
+
+@sensor(
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Marks runs whose process died (SIGKILL, OOM) as failed so they free the API pool.",
+)
+def release_dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
+    if not isinstance(context.instance.run_launcher, DefaultRunLauncher):
+        return SkipReason("runs are launched elsewhere; Dagster's run monitoring covers them")
+    released = release_dead_runs(context.instance)
+    return SkipReason(f"released {len(released)} dead runs" if released else "no dead runs")
+
+
+defs = Definitions(
+    assets=[order_ids, raw_orders],
+    jobs=[ingest_orders],
+    schedules=[ingest_schedule],
+    sensors=[release_dead_runs_sensor],
+    resources={
+        "buffalo": buffalo,
+        "postgres": PostgresResource(url=EnvVar(PG_URL_VARIABLE)),
+        "postgres_io": PostgresIOManager(url=EnvVar(PG_URL_VARIABLE)),
+    },
+)

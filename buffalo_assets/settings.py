@@ -52,3 +52,15 @@ def apply_sandbox_defaults() -> bool:
     os.environ.setdefault("BUFFALO_USERNAME", SANDBOX_USERNAME)
     os.environ.setdefault("BUFFALO_PASSWORD", SANDBOX_PASSWORD)
     return True
+
+
+def env_flag(name: str, *, default: bool) -> bool:
+    """A yes/no setting: true/1/yes/on or false/0/no/off (case-insensitive)."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, not {value!r}")

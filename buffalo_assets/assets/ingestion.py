@@ -1,0 +1,247 @@
+"""Ingestion: `order_ids` (every id the account can see) and `raw_orders` (versioned details).
+
+Both talk to the Buffalo API, so both run in the `buffalo_api` concurrency pool: two runs
+never hit the API at once.
+"""
+
+import os
+import resource
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    Backoff,
+    Config,
+    Failure,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
+from pydantic import Field
+
+from buffalo_assets.buffalo.client import (
+    BuffaloApiError,
+    BuffaloAuthError,
+    BuffaloClient,
+    FetchedOrder,
+    FetchFailure,
+)
+from buffalo_assets.buffalo.resource import BuffaloResource
+from buffalo_assets.storage import raw_store
+from buffalo_assets.storage.io_manager import FrameChunks, WriteTotals
+from buffalo_assets.storage.resource import PostgresResource
+
+OWNERS = ["team:data-platform"]
+API_POOL = "buffalo_api"
+CHUNK_ORDERS = 500
+
+
+class OrderIdsConfig(Config):
+    full_walk: bool = Field(
+        default=False, description="Walk the whole order list even if a full walk ran recently"
+    )
+    full_walk_every_hours: float = Field(
+        default=float(os.environ.get("BUFFALO_FULL_WALK_HOURS", "24")),
+        description="Hours between full walks; in between, listing stops at the first known page",
+    )
+
+
+class RawOrdersConfig(Config):
+    full_refresh: bool = Field(default=False, description="Fetch every known order, including delivered ones")
+    max_failure_share: float = Field(
+        default=float(os.environ.get("BUFFALO_MAX_FAILURE_SHARE", "0.2")),
+        description="Fail the run when more than this share of the orders could not be fetched",
+    )
+
+
+def _logged_in(buffalo: BuffaloResource) -> BuffaloClient:
+    client = buffalo.get_client()
+    try:
+        client.login()
+    except BuffaloAuthError as exc:
+        client.close()
+        # Retrying cannot fix wrong credentials; fail now with the service's reason.
+        raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
+    except BuffaloApiError as exc:
+        client.close()
+        raise Failure(description=f"Buffalo API unavailable: {exc}") from None
+    return client
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@asset(
+    group_name="ingestion",
+    owners=OWNERS,
+    kinds={"python", "postgres"},
+    pool=API_POOL,
+    io_manager_key="postgres_io",
+    retry_policy=RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL),
+    metadata={
+        "dagster/table_name": "raw.order_ids",
+        "write_mode": "upsert",
+        "primary_key": ["order_id"],
+        "update_columns": ["last_seen_at"],
+    },
+)
+def order_ids(
+    context: AssetExecutionContext,
+    config: OrderIdsConfig,
+    buffalo: BuffaloResource,
+    postgres: PostgresResource,
+) -> pd.DataFrame:
+    """Every order id Solo's Buffalo account can see, with when it was first and last seen.
+
+    Table `raw.order_ids`. Between full walks of the order list (by default once a day),
+    listing stops at the first page whose ids are all known already, because new orders
+    arrive at the top of the list.
+    """
+    engine = postgres.get_engine()
+    known = raw_store.known_order_ids(engine)
+    now = _now()
+    full = config.full_walk or raw_store.full_walk_due(
+        engine, now, timedelta(hours=config.full_walk_every_hours)
+    )
+    seen: list[str] = []
+    pages = 0
+    with _logged_in(buffalo) as client:
+        try:
+            for page in client.iter_order_pages(parallel=full):
+                pages += 1
+                seen.extend(page.order_ids)
+                if not full and page.order_ids and known.issuperset(page.order_ids):
+                    break
+        except BuffaloAuthError as exc:
+            raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
+        except BuffaloApiError as exc:
+            raise Failure(description=f"Buffalo order list unavailable: {exc}") from None
+        stats = client.stats.as_dict()
+    new = [order_id for order_id in seen if order_id not in known]
+    raw_store.record_list_walk(
+        engine,
+        run_id=context.run_id,
+        walked_at=now,
+        full_walk=full,
+        pages=pages,
+        ids_seen=len(seen),
+        new_ids=len(new),
+    )
+    context.add_output_metadata(
+        {
+            "total": MetadataValue.int(len(known) + len(new)),
+            "new_since_last_run": MetadataValue.int(len(new)),
+            "ids_listed": MetadataValue.int(len(seen)),
+            "pages": MetadataValue.int(pages),
+            "full_walk": MetadataValue.bool(full),
+            "requests": MetadataValue.int(stats["requests"]),
+            "retries": MetadataValue.int(stats["retries"]),
+        }
+    )
+    return pd.DataFrame({"order_id": seen, "first_seen_at": now, "last_seen_at": now})
+
+
+@asset(
+    deps=[order_ids],
+    group_name="ingestion",
+    owners=OWNERS,
+    kinds={"python", "postgres"},
+    pool=API_POOL,
+    io_manager_key="postgres_io",
+    retry_policy=RetryPolicy(max_retries=1, delay=30),
+    metadata={
+        "dagster/table_name": "raw.order_versions",
+        "write_mode": "upsert",
+        "primary_key": ["order_id", "payload_sha256"],
+        "update_columns": ["last_fetched_at"],
+    },
+)
+def raw_orders(
+    context: AssetExecutionContext,
+    config: RawOrdersConfig,
+    buffalo: BuffaloResource,
+    postgres: PostgresResource,
+) -> FrameChunks:
+    """Each order's detail exactly as Buffalo sent it, kept as append-only versions.
+
+    Table `raw.order_versions` (view `raw.orders`: the latest version of each order).
+    Fetches orders never fetched and orders not yet delivered, returned, cancelled or lost
+    (`full_refresh` fetches all). An unchanged payload only moves `last_fetched_at`; a
+    changed one adds a version. Orders that could not be fetched are listed in
+    `ops.fetch_errors` and fetched again by the next run.
+    """
+    engine = postgres.get_engine()
+    wanted = raw_store.order_ids_to_fetch(engine, full_refresh=config.full_refresh)
+    client = _logged_in(buffalo)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    failed: list[FetchFailure] = []
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        fetched: list[FetchedOrder] = []
+        failures: list[FetchFailure] = []
+        try:
+            for result in client.fetch_details(wanted):
+                if isinstance(result, FetchFailure):
+                    failures.append(result)
+                    continue
+                fetched.append(result)
+                if len(fetched) >= CHUNK_ORDERS:
+                    failed.extend(failures)
+                    raw_store.record_fetch_errors(engine, failures, context.run_id)
+                    yield raw_store.version_frame(fetched, context.run_id, _now())
+                    fetched, failures = [], []
+        except BuffaloAuthError as exc:
+            raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
+        finally:
+            client.close()
+        failed.extend(failures)
+        raw_store.record_fetch_errors(engine, failures, context.run_id)
+        if fetched:
+            yield raw_store.version_frame(fetched, context.run_id, _now())
+
+    def summarize(totals: WriteTotals) -> dict[str, MetadataValue]:
+        elapsed = time.perf_counter() - started
+        stats = client.stats.as_dict()
+        share = len(failed) / len(wanted) if wanted else 0.0
+        kinds: dict[str, int] = {}
+        for failure in failed:
+            kinds[failure.kind] = kinds.get(failure.kind, 0) + 1
+        metadata = {
+            "orders_wanted": MetadataValue.int(len(wanted)),
+            "fetched": MetadataValue.int(totals.rows),
+            "new_versions": MetadataValue.int(totals.inserted),
+            "unchanged": MetadataValue.int(totals.updated),
+            "failed": MetadataValue.int(len(failed)),
+            "failure_kinds": MetadataValue.json(kinds),
+            "requests": MetadataValue.int(stats["requests"]),
+            "retries": MetadataValue.int(stats["retries"]),
+            "relogins": MetadataValue.int(stats["relogins"]),
+            "elapsed_s": MetadataValue.float(round(elapsed, 3)),
+            "orders_per_s": MetadataValue.float(round(totals.rows / elapsed, 1) if elapsed else 0.0),
+            "cpu_ms_per_order": MetadataValue.float(
+                round(1000 * (time.process_time() - cpu_started) / max(totals.rows, 1), 3)
+            ),
+            "peak_rss_mb": MetadataValue.float(
+                round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            ),
+        }
+        if share > config.max_failure_share:
+            raise Failure(
+                description=(
+                    f"{len(failed)} of {len(wanted)} orders ({share:.0%}) could not be fetched, "
+                    f"more than the allowed {config.max_failure_share:.0%}; the "
+                    f"{totals.rows} fetched were stored, see ops.fetch_errors for the rest"
+                ),
+                metadata=metadata,
+            )
+        if failed:
+            context.log.warning(
+                f"{len(failed)} orders could not be fetched ({kinds}); the next run retries them"
+            )
+        return metadata
+
+    return FrameChunks(chunks(), summarize)
