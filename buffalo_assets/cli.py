@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -174,42 +174,83 @@ def db_stop() -> None:
 
 @main.command()
 @click.option("--orders", default=2_000, show_default=True, help="Orders in the demo sandbox")
-@click.option("--details", default=50, show_default=True, help="Order details to fetch")
-def demo(orders: int, details: int) -> None:
-    """The main job: Postgres + sandbox, log in, list every order, fetch details, summarise."""
-    from buffalo_assets.buffalo.client import BuffaloClient, FetchedOrder
+@click.option("--advance-days", default=1.0, show_default=True, help="Sandbox days between the two runs")
+def demo(orders: int, advance_days: float) -> None:
+    """The main job: Postgres + sandbox, ingest through Dagster, advance the clock, ingest again."""
+    from buffalo_assets.sandbox.control import SandboxControl
     from buffalo_assets.sandbox.server import running_sandbox
-    from buffalo_assets.storage.database import create_engine, database_url, safe_url
-    from buffalo_assets.storage.tables import ensure_schema
+    from buffalo_assets.storage.database import database_url, safe_url
 
     started = time.perf_counter()
     embedded = not os.environ.get("BUFFALO_PG_URL")
     url = database_url()
     click.echo(f"database   {safe_url(url)} ({'embedded' if embedded else 'BUFFALO_PG_URL'})")
-    engine = create_engine(url)
-    ensure_schema(engine)
-    engine.dispose()
-    click.echo("schemas    raw, core, analytics, ops ready")
-
-    config = SandboxConfig(orders=orders, username=settings.SANDBOX_USERNAME)
+    config = SandboxConfig(orders=orders)
     with running_sandbox(config) as running:
-        click.echo(f"sandbox    {running.url} with {orders} orders")
-        with BuffaloClient(running.url, config.username, config.password) as client:
-            client.login()
-            click.echo(f"login      ok as {config.username}")
-            ids = list(client.iter_order_ids())
-            click.echo(f"order list {len(ids)} ids on {-(-len(ids) // 15)} pages")
-            results = list(client.fetch_details(ids[:details]))
-            fetched = [r for r in results if isinstance(r, FetchedOrder)]
-            statuses = Counter(str(r.payload.get("statusname")) for r in fetched)
-            click.echo(f"details    {len(fetched)} fetched, {len(results) - len(fetched)} failed")
-            for status, count in statuses.most_common():
-                click.echo(f"           {count:4d}  {status}")
-            stats = client.stats.as_dict()
+        click.echo(f"sandbox    {running.url} with {orders} orders (user {config.username})")
+        os.environ.update(
+            dagster_environment(url)
+            | {
+                "BUFFALO_BASE_URL": running.url,
+                "BUFFALO_USERNAME": config.username,
+                "BUFFALO_PASSWORD": config.password,
+            }
+        )
+        from dagster import DagsterInstance
+
+        from buffalo_assets.definitions import defs
+        from buffalo_assets.runs import release_dead_runs
+
+        job = defs.resolve_job_def("ingest_orders")
+        with DagsterInstance.get() as instance:
+            release_dead_runs(instance)
+            click.echo(f"dagster    instance {os.environ['DAGSTER_HOME']}, job ingest_orders")
+            _report_run("run 1", job.execute_in_process(instance=instance, raise_on_error=False))
+            moved = SandboxControl(running.url).advance(days=advance_days)
+            click.echo(f"clock      +{advance_days:g} day(s): {moved['new_orders']} new orders arrived")
+            _report_run("run 2", job.execute_in_process(instance=instance, raise_on_error=False))
+    _print_store_summary(url)
+    click.echo(f"done in {time.perf_counter() - started:.1f}s; browse it with `make ui`")
+
+
+def _report_run(label: str, result: Any) -> None:
+    if not result.success:
+        failure = result.get_run_failure_event() if hasattr(result, "get_run_failure_event") else None
+        raise click.ClickException(f"{label} failed: {failure.message if failure else 'see the Dagster UI'}")
+    metadata = {
+        event.asset_key.to_user_string(): {
+            k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+    }
+    ids, raw = metadata["order_ids"], metadata["raw_orders"]
     click.echo(
-        f"requests   {stats['requests']} made, {stats['retries']} retried; "
-        f"done in {time.perf_counter() - started:.1f}s"
+        f"{label:10} {ids['total']} orders ({ids['new_since_last_run']} new, "
+        f"{ids['pages']} list pages); fetched {raw['fetched']}: {raw['new_versions']} new versions, "
+        f"{raw['unchanged']} unchanged, {raw['failed']} failed; "
+        f"{raw['elapsed_s']:.1f}s, {raw['orders_per_s']:.0f} orders/s ({result.run_id[:8]})"
     )
+
+
+def _print_store_summary(url: str) -> None:
+    import sqlalchemy as sa
+
+    from buffalo_assets.storage.resource import engine_for
+
+    with engine_for(url).connect() as connection:
+        orders, versions, errors = connection.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM raw.order_ids), (SELECT count(*) FROM raw.order_versions), "
+                "(SELECT count(*) FROM ops.fetch_errors)"
+            )
+        ).one()
+        statuses = connection.execute(
+            sa.text(
+                "SELECT payload->>'statusname' AS status, count(*) FROM raw.orders GROUP BY 1 ORDER BY 2 DESC"
+            )
+        ).all()
+    click.echo(f"stored     raw.order_ids {orders}, raw.order_versions {versions}, ops.fetch_errors {errors}")
+    click.echo("status     " + ", ".join(f"{status} {count}" for status, count in statuses))
 
 
 # -- Dagster -------------------------------------------------------------------------------

@@ -11,11 +11,13 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 import sqlalchemy as sa
+from dagster import DagsterInstance
 from sqlalchemy.engine import make_url
 
 from buffalo_assets.sandbox.app import SandboxConfig
@@ -24,6 +26,7 @@ from buffalo_assets.sandbox.server import RunningSandbox, running_sandbox
 from buffalo_assets.storage.database import create_engine, embedded_server, normalize_url
 from buffalo_assets.storage.tables import ensure_schema
 
+ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 
@@ -75,6 +78,42 @@ def engine(pg_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(pg_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def dagster_home(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A real Dagster instance (the project's dagster.yaml) on the session database.
+
+    The environment points at it, so code that reads BUFFALO_PG_URL or DAGSTER_HOME
+    (the definitions, subprocesses) uses the test database and never starts the
+    embedded server.
+    """
+    home = tmp_path_factory.mktemp("dagster_home")
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    saved = {k: os.environ.get(k) for k in ("BUFFALO_PG_URL", "DAGSTER_HOME")}
+    os.environ.update({"BUFFALO_PG_URL": pg_url, "DAGSTER_HOME": str(home)})
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def instance(dagster_home: Path) -> Iterator[DagsterInstance]:
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        yield instance
+
+
+@pytest.fixture
+def empty_store(engine: sa.Engine) -> sa.Engine:
+    """The session database with every platform table emptied."""
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("TRUNCATE raw.order_ids, raw.order_versions, ops.fetch_errors, ops.list_walks")
+        )
+    return engine
 
 
 SandboxFactory = Callable[..., RunningSandbox]

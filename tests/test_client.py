@@ -174,11 +174,25 @@ def test_giving_up_after_the_retry_budget_names_the_endpoint_and_reason(
     start_sandbox: SandboxFactory,
 ) -> None:
     running = start_sandbox(orders=5, faults=FaultPlan(server_error=1.0))
-    client = client_for(running, max_attempts=3, **FAST_RETRIES)
-    with pytest.raises(BuffaloAuthError) as raised:
-        client.login()
+    client = client_for(running, max_attempts=2, **FAST_RETRIES)
+    with pytest.raises(BuffaloApiError) as raised:
+        client.login()  # an unavailable service is not a refused login: a later run may succeed
+    assert raised.value.retryable
     assert "/buffalo/getRsaPublicKey" in str(raised.value)
-    assert "gave up after 3 attempts" in str(raised.value)
+    assert "gave up after 6 attempts" in str(raised.value)  # logins get at least 6 tries
+    assert "HTTP 50" in str(raised.value)
+
+
+def test_a_detail_gets_exactly_max_attempts_tries(start_sandbox: SandboxFactory) -> None:
+    running = start_sandbox(orders=5)
+    with client_for(running, max_attempts=3, **FAST_RETRIES) as client:
+        client.login()
+        SandboxControl(running.url).set_faults(server_error=1.0)
+        [failure] = list(client.fetch_details(["31000001"]))
+    assert isinstance(failure, FetchFailure)
+    assert failure.attempts == 3
+    assert failure.kind in {"http_502", "http_503"}
+    assert "gave up after 3 attempts" in failure.message
 
 
 def test_no_password_or_ticket_appears_in_logs_reprs_or_errors(

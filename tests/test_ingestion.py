@@ -1,0 +1,318 @@
+"""Ingestion through real Dagster machinery, real Postgres and a real sandbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from dagster import (
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRunStatus,
+    ExecuteInProcessResult,
+    RunsFilter,
+    materialize,
+)
+
+from buffalo_assets.assets.ingestion import order_ids, raw_orders
+from buffalo_assets.buffalo.resource import BuffaloResource
+from buffalo_assets.runs import release_dead_runs
+from buffalo_assets.sandbox.control import SandboxControl
+from buffalo_assets.sandbox.faults import FaultPlan
+from buffalo_assets.sandbox.orders import TERMINAL_STAGES
+from buffalo_assets.sandbox.server import RunningSandbox
+from buffalo_assets.storage.io_manager import PostgresIOManager
+from buffalo_assets.storage.resource import PostgresResource
+from tests.conftest import ROOT, SandboxFactory
+
+QUICK_CLIENT = {"connect_timeout": 2.0, "read_timeout": 1.0}
+
+
+def ingest(
+    running: RunningSandbox,
+    pg_url: str,
+    instance: DagsterInstance,
+    *,
+    password: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    **client: Any,
+) -> ExecuteInProcessResult:
+    config = running.sandbox.config
+    resources = {
+        "buffalo": BuffaloResource(
+            base_url=running.url,
+            username=config.username,
+            password=password or config.password,
+            **{**QUICK_CLIENT, **client},
+        ),
+        "postgres": PostgresResource(url=pg_url),
+        "postgres_io": PostgresIOManager(url=pg_url),
+    }
+    return materialize(
+        [order_ids, raw_orders],
+        instance=instance,
+        resources=resources,
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def metadata_of(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == asset:
+            return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    raise AssertionError(f"{asset} was not materialized")
+
+
+def stored_versions(engine: sa.Engine) -> Counter[str]:
+    with engine.connect() as connection:
+        return Counter(connection.execute(sa.text("SELECT order_id FROM raw.order_versions")).scalars())
+
+
+def truth_ids(running: RunningSandbox) -> set[str]:
+    return {row["order_id"] for row in SandboxControl(running.url).truth()}
+
+
+def test_the_first_run_stores_every_order_exactly_once(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    running = start_sandbox(orders=300)
+    result = ingest(running, pg_url, instance)
+    assert result.success
+    versions = stored_versions(empty_store)
+    assert set(versions) == truth_ids(running)
+    assert set(versions.values()) == {1}
+    ids_meta, raw_meta = metadata_of(result, "order_ids"), metadata_of(result, "raw_orders")
+    assert ids_meta["total"] == ids_meta["new_since_last_run"] == 300
+    assert ids_meta["dagster/row_count"] == 300
+    assert raw_meta["dagster/table_name"] == "raw.order_versions"
+    assert raw_meta["dagster/row_count"] == raw_meta["fetched"] == raw_meta["new_versions"] == 300
+    columns = [c.name for c in raw_meta["dagster/column_schema"].columns]
+    assert columns == [
+        "order_id",
+        "payload",
+        "payload_sha256",
+        "first_fetched_at",
+        "last_fetched_at",
+        "run_id",
+    ]
+    assert raw_meta["failed"] == 0 and raw_meta["orders_per_s"] > 0
+    with empty_store.connect() as connection:
+        latest = connection.execute(sa.text("SELECT count(*) FROM raw.orders")).scalar_one()
+    assert latest == 300
+
+
+def test_a_rerun_with_nothing_changed_adds_no_version_and_reads_one_list_page(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    running = start_sandbox(orders=400)
+    assert ingest(running, pg_url, instance).success
+    running.sandbox.stats.clear()
+    result = ingest(running, pg_url, instance)
+    assert result.success
+    in_flight = {
+        row["order_id"] for row in SandboxControl(running.url).truth() if row["stage"] not in TERMINAL_STAGES
+    }
+    raw_meta = metadata_of(result, "raw_orders")
+    assert raw_meta["new_versions"] == 0
+    assert raw_meta["fetched"] == raw_meta["unchanged"] == len(in_flight) < 400
+    assert running.sandbox.stats["requests.list"] == 1
+    assert running.sandbox.stats["requests.detail"] == len(in_flight)
+    assert sum(stored_versions(empty_store).values()) == 400
+
+
+def test_advancing_the_clock_adds_exactly_the_changed_orders_versions(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    running = start_sandbox(orders=400)
+    sandbox = running.sandbox
+    assert ingest(running, pg_url, instance).success
+    before_time, visible_before = sandbox.now, sandbox.visible_count()
+    arrived = sandbox.advance(2 * 86_400)
+    assert arrived > 0
+    changed = {
+        str(sandbox.book.order_id(i))
+        for i in range(visible_before)
+        if sandbox.book.detail(i, before_time) != sandbox.book.detail(i, sandbox.now)
+    }
+    assert changed
+    result = ingest(running, pg_url, instance)
+    assert result.success
+    versions = stored_versions(empty_store)
+    assert {order_id for order_id, n in versions.items() if n == 2} == changed
+    assert max(versions.values()) == 2
+    assert len(versions) == visible_before + arrived
+    assert metadata_of(result, "raw_orders")["new_versions"] == len(changed) + arrived
+    assert metadata_of(result, "order_ids")["new_since_last_run"] == arrived
+
+
+def test_with_10_percent_faults_every_order_is_stored_after_at_most_two_runs(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    running = start_sandbox(
+        orders=300, faults=FaultPlan.mixed(0.10, retry_after_s=0.05, slow_ms=1500, detail_envelope="mixed")
+    )
+    first = ingest(running, pg_url, instance, max_attempts=2)
+    assert first.success
+    failed_first = metadata_of(first, "raw_orders")["failed"]
+    with empty_store.connect() as connection:
+        errors = connection.execute(
+            sa.text("SELECT order_id, kind, message, run_id FROM ops.fetch_errors")
+        ).all()
+    assert len(errors) == failed_first > 0  # max_attempts=2 lets some faults through
+    assert all(kind and message and run_id == first.run_id for _, kind, message, run_id in errors)
+    second = ingest(running, pg_url, instance, max_attempts=6)
+    assert second.success
+    versions = stored_versions(empty_store)
+    assert set(versions) == truth_ids(running)
+    assert set(versions.values()) == {1}
+
+
+def test_an_order_that_fails_for_good_is_quarantined_and_the_run_succeeds(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    running = start_sandbox(orders=60)
+    SandboxControl(running.url).mark_gone("31000010")
+    result = ingest(running, pg_url, instance)
+    assert result.success
+    with empty_store.connect() as connection:
+        row = connection.execute(sa.text("SELECT order_id, kind, message FROM ops.fetch_errors")).one()
+    assert row.order_id == "31000010" and row.kind == "detail_error"
+    assert "does not exist" in row.message
+    assert len(stored_versions(empty_store)) == 59
+
+
+def test_a_refused_login_fails_the_run_with_the_reason_and_writes_nothing(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    running = start_sandbox(orders=30)
+    result = ingest(running, pg_url, instance, password="wrong-password")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    assert "Buffalo login failed" in str(failure.event_specific_data.error)
+    assert "Incorrect username or password" in str(failure.event_specific_data.error)
+    assert "wrong-password" not in str(failure.event_specific_data.error)
+    assert stored_versions(empty_store) == Counter()
+
+
+def test_too_many_failures_fail_the_run_but_keep_what_was_fetched(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    running = start_sandbox(orders=200)
+    assert ingest(running, pg_url, instance, run_config=None).success
+    SandboxControl(running.url).set_faults(server_error=0.6)
+    result = ingest(
+        running,
+        pg_url,
+        instance,
+        max_attempts=1,
+        run_config={"ops": {"raw_orders": {"config": {"full_refresh": True, "max_failure_share": 0.2}}}},
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    assert "could not be fetched, more than the allowed 20%" in str(failure.event_specific_data.error)
+    assert len(stored_versions(empty_store)) == 200  # nothing lost or half-written
+
+
+def subprocess_env(running: RunningSandbox, pg_url: str, dagster_home: Path, **extra: str) -> dict[str, str]:
+    config = running.sandbox.config
+    return {
+        **os.environ,
+        "BUFFALO_PG_URL": pg_url,
+        "DAGSTER_HOME": str(dagster_home),
+        "BUFFALO_BASE_URL": running.url,
+        "BUFFALO_USERNAME": config.username,
+        "BUFFALO_PASSWORD": config.password,
+        **extra,
+    }
+
+
+MATERIALIZE = [
+    sys.executable, "-m", "dagster", "asset", "materialize",
+    "-m", "buffalo_assets.definitions", "--select", "order_ids,raw_orders",
+]  # fmt: skip
+
+
+def test_a_run_killed_mid_fetch_is_released_and_the_rerun_stores_every_order_once(
+    start_sandbox: SandboxFactory,
+    pg_url: str,
+    dagster_home: Path,
+    instance: DagsterInstance,
+    empty_store: sa.Engine,
+) -> None:
+    running = start_sandbox(orders=1_500, faults=FaultPlan(latency_ms=25))
+    env = subprocess_env(running, pg_url, dagster_home, BUFFALO_CONCURRENCY="4")
+    process = subprocess.Popen(
+        MATERIALIZE,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while sum(stored_versions(empty_store).values()) < 500:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = sum(stored_versions(empty_store).values())
+    assert 500 <= partial < 1_500
+
+    released = release_dead_runs(instance)
+    assert len(released) == 1
+    assert instance.get_run_by_id(released[0]).status == DagsterRunStatus.FAILURE
+
+    rerun = subprocess.run(MATERIALIZE, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    versions = stored_versions(empty_store)
+    assert set(versions) == truth_ids(running)
+    assert set(versions.values()) == {1}
+
+
+def test_two_runs_started_together_take_turns_on_the_api_pool(
+    start_sandbox: SandboxFactory,
+    pg_url: str,
+    dagster_home: Path,
+    instance: DagsterInstance,
+    empty_store: sa.Engine,
+) -> None:
+    running = start_sandbox(orders=300, faults=FaultPlan(latency_ms=20))
+    env = subprocess_env(running, pg_url, dagster_home, BUFFALO_CONCURRENCY="4")
+    before = {r.run_id for r in instance.get_runs()}
+    processes = [
+        subprocess.Popen(MATERIALIZE, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    runs = [
+        r
+        for r in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+        if r.run_id not in before
+    ]
+    assert len(runs) == 2
+    intervals = []
+    for run in runs:
+        starts: dict[str, float] = {}
+        for record in instance.all_logs(run.run_id):
+            event = record.dagster_event
+            if event is None or event.step_key is None:
+                continue
+            if event.event_type == DagsterEventType.STEP_START:
+                starts[event.step_key] = record.timestamp
+            elif event.event_type == DagsterEventType.STEP_SUCCESS:
+                intervals.append((starts[event.step_key], record.timestamp, run.run_id))
+    assert len(intervals) == 4
+    intervals.sort()
+    for (_, end, run_a), (start, _, run_b) in zip(intervals, intervals[1:], strict=False):
+        assert end <= start or run_a == run_b, "two runs used the Buffalo API at the same time"
+    assert len(stored_versions(empty_store)) == 300
