@@ -36,6 +36,12 @@ def sandbox_options(command: click.Command) -> click.Command:
             help="Password the sandbox accepts (default documented in the README)",
         ),
         click.option(
+            "--history-days",
+            default=60.0,
+            show_default=True,
+            help="Days over which the initial orders were created (longer: more delivered)",
+        ),
+        click.option(
             "--start",
             type=click.DateTime(),
             default=None,
@@ -83,6 +89,7 @@ def sandbox_config(
     seed: int,
     username: str,
     password: str,
+    history_days: float,
     start: datetime | None,
     fault_rate: float,
     latency_ms: float,
@@ -109,6 +116,7 @@ def sandbox_config(
         username=username,
         password=password,
         start=start.replace(tzinfo=UTC).timestamp() if start else None,
+        history_days=history_days,
         variation_rate=variations,
         missing_rate=missing,
         faults=plan,
@@ -179,12 +187,13 @@ def demo(orders: int, advance_days: float) -> None:
     """The main job: Postgres + sandbox, ingest through Dagster, advance the clock, ingest again."""
     from buffalo_assets.sandbox.control import SandboxControl
     from buffalo_assets.sandbox.server import running_sandbox
-    from buffalo_assets.storage.database import database_url, safe_url
+    from buffalo_assets.storage.database import safe_url
 
     started = time.perf_counter()
     embedded = not os.environ.get("BUFFALO_PG_URL")
-    url = database_url()
-    click.echo(f"database   {safe_url(url)} ({'embedded' if embedded else 'BUFFALO_PG_URL'})")
+    url = demo_database_url(fresh=True)
+    where = "embedded server" if embedded else "the BUFFALO_PG_URL server"
+    click.echo(f"database   {safe_url(url)} (recreated on {where})")
     config = SandboxConfig(orders=orders)
     with running_sandbox(config) as running:
         click.echo(f"sandbox    {running.url} with {orders} orders (user {config.username})")
@@ -205,12 +214,36 @@ def demo(orders: int, advance_days: float) -> None:
         with DagsterInstance.get() as instance:
             release_dead_runs(instance)
             click.echo(f"dagster    instance {os.environ['DAGSTER_HOME']}, job ingest_orders")
-            _report_run("run 1", job.execute_in_process(instance=instance, raise_on_error=False))
+            _report_run(
+                "run 1", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+            )
             moved = SandboxControl(running.url).advance(days=advance_days)
             click.echo(f"clock      +{advance_days:g} day(s): {moved['new_orders']} new orders arrived")
-            _report_run("run 2", job.execute_in_process(instance=instance, raise_on_error=False))
+            _report_run(
+                "run 2", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+            )
     _print_store_summary(url)
-    click.echo(f"done in {time.perf_counter() - started:.1f}s; browse it with `make ui`")
+    click.echo(f"done in {time.perf_counter() - started:.1f}s; browse it with `.venv/bin/buffalo dev --demo`")
+
+
+def demo_database_url(*, fresh: bool) -> str:
+    """The demo's own database (BUFFALO_DEMO_DB, default buffalo_demo) on the usual server.
+
+    Each demo starts a new sandbox world, so it starts from an empty database; the one in
+    BUFFALO_PG_URL (or the embedded default) is never touched.
+    """
+    from sqlalchemy.engine import make_url
+
+    from buffalo_assets.storage.database import database_url, recreate_database
+
+    name = os.environ.get("BUFFALO_DEMO_DB", "buffalo_demo")
+    if fresh:
+        return recreate_database(database_url(), name)
+    return make_url(database_url()).set(database=name).render_as_string(hide_password=False)
+
+
+# The demo prints its own summary; Dagster's console logger only reports problems.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _report_run(label: str, result: Any) -> None:
@@ -258,12 +291,13 @@ def _print_store_summary(url: str) -> None:
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--port", default=3000, show_default=True)
+@click.option("--demo", "use_demo", is_flag=True, help="Browse the database of the last `buffalo demo`")
 @click.pass_context
-def dev(ctx: click.Context, port: int) -> None:
+def dev(ctx: click.Context, port: int, use_demo: bool) -> None:
     """Run `dagster dev` (UI at 127.0.0.1:PORT, daemon included) against the same database."""
     from buffalo_assets.storage.database import database_url
 
-    env = dagster_environment(database_url())
+    env = dagster_environment(demo_database_url(fresh=False) if use_demo else database_url())
     command = [
         sys.executable,
         "-m",

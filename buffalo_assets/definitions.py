@@ -24,7 +24,9 @@ from dagster._core.launcher import DefaultRunLauncher
 
 from buffalo_assets import settings
 from buffalo_assets.assets.ingestion import order_ids, raw_orders
+from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
+from buffalo_assets.checks.core import core_checks
 from buffalo_assets.runs import release_dead_runs
 from buffalo_assets.storage.database import PG_URL_VARIABLE, database_url
 from buffalo_assets.storage.io_manager import PostgresIOManager
@@ -75,7 +77,8 @@ def release_dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
 
 
 defs = Definitions(
-    assets=[order_ids, raw_orders],
+    assets=[order_ids, raw_orders, transform_orders],
+    asset_checks=core_checks(),
     jobs=[ingest_orders],
     schedules=[ingest_schedule],
     sensors=[release_dead_runs_sensor],

@@ -111,7 +111,10 @@ def empty_store(engine: sa.Engine) -> sa.Engine:
     """The session database with every platform table emptied."""
     with engine.begin() as connection:
         connection.execute(
-            sa.text("TRUNCATE raw.order_ids, raw.order_versions, ops.fetch_errors, ops.list_walks")
+            sa.text(
+                "TRUNCATE raw.order_ids, raw.order_versions, ops.fetch_errors, ops.list_walks, "
+                "core.clean_orders, core.order_items, core.order_events, ops.transform_errors"
+            )
         )
     return engine
 

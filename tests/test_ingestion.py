@@ -18,21 +18,15 @@ from dagster import (
     DagsterRunStatus,
     ExecuteInProcessResult,
     RunsFilter,
-    materialize,
 )
 
-from buffalo_assets.assets.ingestion import order_ids, raw_orders
-from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.runs import release_dead_runs
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.sandbox.faults import FaultPlan
 from buffalo_assets.sandbox.orders import TERMINAL_STAGES
 from buffalo_assets.sandbox.server import RunningSandbox
-from buffalo_assets.storage.io_manager import PostgresIOManager
-from buffalo_assets.storage.resource import PostgresResource
 from tests.conftest import ROOT, SandboxFactory
-
-QUICK_CLIENT = {"connect_timeout": 2.0, "read_timeout": 1.0}
+from tests.pipeline import metadata_of, run
 
 
 def ingest(
@@ -44,31 +38,7 @@ def ingest(
     run_config: dict[str, Any] | None = None,
     **client: Any,
 ) -> ExecuteInProcessResult:
-    config = running.sandbox.config
-    resources = {
-        "buffalo": BuffaloResource(
-            base_url=running.url,
-            username=config.username,
-            password=password or config.password,
-            **{**QUICK_CLIENT, **client},
-        ),
-        "postgres": PostgresResource(url=pg_url),
-        "postgres_io": PostgresIOManager(url=pg_url),
-    }
-    return materialize(
-        [order_ids, raw_orders],
-        instance=instance,
-        resources=resources,
-        run_config=run_config,
-        raise_on_error=False,
-    )
-
-
-def metadata_of(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.to_user_string() == asset:
-            return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
-    raise AssertionError(f"{asset} was not materialized")
+    return run(running, pg_url, instance, password=password, run_config=run_config, **client)
 
 
 def stored_versions(engine: sa.Engine) -> Counter[str]:
@@ -301,16 +271,16 @@ def test_two_runs_started_together_take_turns_on_the_api_pool(
     ]
     assert len(runs) == 2
     intervals = []
-    for run in runs:
+    for finished in runs:
         starts: dict[str, float] = {}
-        for record in instance.all_logs(run.run_id):
+        for record in instance.all_logs(finished.run_id):
             event = record.dagster_event
             if event is None or event.step_key is None:
                 continue
             if event.event_type == DagsterEventType.STEP_START:
                 starts[event.step_key] = record.timestamp
             elif event.event_type == DagsterEventType.STEP_SUCCESS:
-                intervals.append((starts[event.step_key], record.timestamp, run.run_id))
+                intervals.append((starts[event.step_key], record.timestamp, finished.run_id))
     assert len(intervals) == 4
     intervals.sort()
     for (_, end, run_a), (start, _, run_b) in zip(intervals, intervals[1:], strict=False):

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sqlalchemy as sa
 from dagster import Definitions
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,15 +54,39 @@ def test_db_url_prints_the_configured_database(pg_url: str) -> None:
     assert result.stdout.strip() == pg_url
 
 
-def test_the_main_job_logs_in_lists_and_fetches(pg_url: str) -> None:
+def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, tmp_path: Path) -> None:
+    demo_db = f"{make_url(pg_url).database}_demo"
     result = subprocess.run(
-        [sys.executable, "-m", "buffalo_assets.cli", "demo", "--orders", "300", "--details", "20"],
+        [sys.executable, "-m", "buffalo_assets.cli", "demo", "--orders", "300"],
         cwd=ROOT,
-        env={**os.environ, "BUFFALO_PG_URL": pg_url},
+        env={**os.environ, "BUFFALO_PG_URL": pg_url, "BUFFALO_DEMO_DB": demo_db},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "order list 300 ids" in result.stdout
-    assert "details    20 fetched, 0 failed" in result.stdout
+    lines = result.stdout.splitlines()
+    run1 = next(line for line in lines if line.startswith("run 1"))
+    assert "300 orders (300 new" in run1 and "fetched 300: 300 new versions" in run1 and "0 failed" in run1
+    assert any(line.startswith("run 2") for line in lines)
+    demo_url = make_url(pg_url).set(database=demo_db).render_as_string(hide_password=False)
+    engine = sa.create_engine(demo_url)
+    try:
+        with engine.connect() as connection:
+            orders, versions = connection.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM raw.order_ids), (SELECT count(*) FROM raw.order_versions)"
+                )
+            ).one()
+        assert f"raw.order_ids {orders}, raw.order_versions {versions}, ops.fetch_errors 0" in result.stdout
+        assert orders >= 300 and versions > orders
+        # Both runs went through Dagster, whose run storage is that same database.
+        with engine.connect() as connection:
+            statuses = connection.execute(sa.text("SELECT status FROM runs")).scalars().all()
+        assert statuses == ["SUCCESS", "SUCCESS"]
+    finally:
+        engine.dispose()
+        admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{demo_db}" WITH (FORCE)'))
+        admin.dispose()

@@ -16,6 +16,7 @@ from dagster import (
     Backoff,
     Config,
     Failure,
+    FreshnessPolicy,
     MetadataValue,
     RetryPolicy,
     asset,
@@ -37,6 +38,7 @@ from buffalo_assets.storage.resource import PostgresResource
 OWNERS = ["team:data-platform"]
 API_POOL = "buffalo_api"
 CHUNK_ORDERS = 500
+FRESH_WITHIN = timedelta(hours=float(os.environ.get("BUFFALO_FRESHNESS_HOURS", "1")))
 
 
 class OrderIdsConfig(Config):
@@ -147,6 +149,7 @@ def order_ids(
 
 @asset(
     deps=[order_ids],
+    freshness_policy=FreshnessPolicy.time_window(fail_window=FRESH_WITHIN),
     group_name="ingestion",
     owners=OWNERS,
     kinds={"python", "postgres"},
@@ -183,6 +186,16 @@ def raw_orders(
     def chunks() -> Iterator[pd.DataFrame]:
         fetched: list[FetchedOrder] = []
         failures: list[FetchFailure] = []
+
+        def flush() -> pd.DataFrame:
+            frame, unstorable = raw_store.version_frame(fetched, context.run_id, _now())
+            failures.extend(unstorable)
+            failed.extend(failures)
+            raw_store.record_fetch_errors(engine, failures, context.run_id)
+            fetched.clear()
+            failures.clear()
+            return frame
+
         try:
             for result in client.fetch_details(wanted):
                 if isinstance(result, FetchFailure):
@@ -190,18 +203,12 @@ def raw_orders(
                     continue
                 fetched.append(result)
                 if len(fetched) >= CHUNK_ORDERS:
-                    failed.extend(failures)
-                    raw_store.record_fetch_errors(engine, failures, context.run_id)
-                    yield raw_store.version_frame(fetched, context.run_id, _now())
-                    fetched, failures = [], []
+                    yield flush()
         except BuffaloAuthError as exc:
             raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
         finally:
             client.close()
-        failed.extend(failures)
-        raw_store.record_fetch_errors(engine, failures, context.run_id)
-        if fetched:
-            yield raw_store.version_frame(fetched, context.run_id, _now())
+        yield flush()
 
     def summarize(totals: WriteTotals) -> dict[str, MetadataValue]:
         elapsed = time.perf_counter() - started

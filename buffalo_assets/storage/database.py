@@ -46,3 +46,17 @@ def create_engine(url: str | None = None) -> Engine:
         pool_pre_ping=True,
         future=True,
     )
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop (if present) and create database `name` on the server of `server_url`; its URL."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a plain database name: {name!r}")
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)

@@ -13,8 +13,6 @@ transaction for all of them, so readers never see a half-replaced table).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +29,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from buffalo_assets.storage.bulk import FrameWrite, qualified_name, quote, write_frame
 from buffalo_assets.storage.resource import engine_for
 from buffalo_assets.storage.tables import metadata as declared
 
@@ -43,6 +42,13 @@ class WriteTotals:
     rows: int = 0
     inserted: int = 0
     updated: int = 0
+
+    def add(self, written: FrameWrite) -> None:
+        if written.rows:
+            self.chunks += 1
+        self.rows += written.rows
+        self.inserted += written.inserted
+        self.updated += written.updated
 
 
 @dataclass
@@ -92,11 +98,15 @@ class PostgresIOManager(ConfigurableIOManager):
             with engine.begin() as connection:
                 connection.execute(sa.text(f"DELETE FROM {spec.qualified}"))
                 for frame in chunks.frames:
-                    _write_chunk(connection, spec, frame, totals)
+                    totals.add(write_frame(connection, spec.table, frame, "append"))
         else:
             for frame in chunks.frames:
                 with engine.begin() as connection:
-                    _write_chunk(connection, spec, frame, totals)
+                    totals.add(
+                        write_frame(
+                            connection, spec.table, frame, spec.mode, spec.primary_key, spec.update_columns
+                        )
+                    )
         with engine.connect() as connection:
             row_count = connection.execute(sa.text(f"SELECT count(*) FROM {spec.qualified}")).scalar_one()
         metadata: dict[str, Any] = {
@@ -118,7 +128,7 @@ class PostgresIOManager(ConfigurableIOManager):
         upstream = context.upstream_output
         source = upstream.definition_metadata if upstream is not None else {}
         spec = _WriteSpec.from_metadata(source, context)
-        columns = ", ".join(_quote(c.name) for c in spec.table.columns)
+        columns = ", ".join(quote(c.name) for c in spec.table.columns)
         with engine_for(self.url).connect() as connection:
             return pd.read_sql_query(sa.text(f"SELECT {columns} FROM {spec.qualified}"), connection)
 
@@ -133,7 +143,7 @@ class _WriteSpec:
 
     @property
     def qualified(self) -> str:
-        return f"{_quote(self.table.schema or 'public')}.{_quote(self.table.name)}"
+        return qualified_name(self.table)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any], context: OutputContext | InputContext) -> _WriteSpec:
@@ -155,66 +165,3 @@ class _WriteSpec:
 def _plain(value: Any) -> Any:
     """Definition metadata arrives as MetadataValue objects in some contexts; unwrap them."""
     return getattr(value, "value", value)
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _write_chunk(
-    connection: sa.Connection, spec: _WriteSpec, frame: pd.DataFrame, totals: WriteTotals
-) -> None:
-    if frame.empty:
-        return
-    known = {c.name for c in spec.table.columns}
-    unknown = [c for c in frame.columns if c not in known]
-    if unknown:
-        raise ValueError(f"columns {unknown} are not in the declared table {spec.name}")
-    columns = [str(c) for c in frame.columns]
-    column_list = ", ".join(_quote(c) for c in columns)
-    connection.execute(
-        sa.text(f"CREATE TEMP TABLE _incoming (LIKE {spec.qualified} INCLUDING DEFAULTS) ON COMMIT DROP")
-    )
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
-    buffer.seek(0)
-    raw = connection.connection.dbapi_connection
-    assert raw is not None
-    with raw.cursor() as cursor:
-        cursor.copy_expert(f"COPY _incoming ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
-    totals.chunks += 1
-    totals.rows += len(frame)
-    if spec.mode in ("append", "replace"):
-        connection.execute(
-            sa.text(f"INSERT INTO {spec.qualified} ({column_list}) SELECT {column_list} FROM _incoming")
-        )
-        totals.inserted += len(frame)
-        connection.execute(sa.text("DROP TABLE _incoming"))
-        return
-    keys = ", ".join(_quote(c) for c in spec.primary_key)
-    updates = (
-        spec.update_columns
-        if spec.update_columns is not None
-        else [c for c in columns if c not in spec.primary_key]
-    )
-    if updates:
-        assignments = ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in updates)
-        conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
-    else:
-        conflict = f"ON CONFLICT ({keys}) DO NOTHING"
-    # DISTINCT ON: a key twice in one chunk would make ON CONFLICT DO UPDATE fail.
-    flags = (
-        connection.execute(
-            sa.text(
-                f"INSERT INTO {spec.qualified} ({column_list}) "
-                f"SELECT DISTINCT ON ({keys}) {column_list} FROM _incoming "
-                f"{conflict} RETURNING (xmax = 0) AS inserted"
-            )
-        )
-        .scalars()
-        .all()
-    )
-    inserted = sum(1 for flag in flags if flag)
-    totals.inserted += inserted
-    totals.updated += len(flags) - inserted
-    connection.execute(sa.text("DROP TABLE _incoming"))

@@ -41,12 +41,32 @@ def payload_sha256(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def version_frame(orders: Sequence[FetchedOrder], run_id: str | None, fetched_at: datetime) -> pd.DataFrame:
-    """Rows for `raw.order_versions`; the IO manager upserts them on (order_id, payload_sha256)."""
-    texts = [canonical_json(order.payload) for order in orders]
-    return pd.DataFrame(
+def version_frame(
+    orders: Sequence[FetchedOrder], run_id: str | None, fetched_at: datetime
+) -> tuple[pd.DataFrame, list[FetchFailure]]:
+    """Rows for `raw.order_versions` (upserted on (order_id, payload_sha256)), and the orders
+    whose payload PostgreSQL cannot store as jsonb (a NUL character), as failures."""
+    kept: list[FetchedOrder] = []
+    texts: list[str] = []
+    rejected: list[FetchFailure] = []
+    for order in orders:
+        text = canonical_json(order.payload)
+        if "\\u0000" in text:
+            rejected.append(
+                FetchFailure(
+                    order.order_id,
+                    "unstorable_payload",
+                    "the detail contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store",
+                    None,
+                    order.attempts,
+                )
+            )
+            continue
+        kept.append(order)
+        texts.append(text)
+    frame = pd.DataFrame(
         {
-            "order_id": [order.order_id for order in orders],
+            "order_id": [order.order_id for order in kept],
             "payload": texts,
             "payload_sha256": [payload_sha256(text) for text in texts],
             "first_fetched_at": fetched_at,
@@ -55,6 +75,7 @@ def version_frame(orders: Sequence[FetchedOrder], run_id: str | None, fetched_at
         },
         columns=VERSION_COLUMNS,
     )
+    return frame, rejected
 
 
 def known_order_ids(engine: sa.Engine) -> set[str]:

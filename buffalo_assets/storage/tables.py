@@ -66,6 +66,101 @@ list_walks = sa.Table(
     comment="Each walk of the order list: full, or stopped at the first page of known ids.",
 )
 
+STAGE_CHECK = (
+    "stage IN ('processing', 'dispatched', 'in_transit', 'arrived_hub', 'customs', "
+    "'out_for_delivery', 'delivered', 'returned', 'cancelled', 'lost', 'unknown')"
+)
+
+
+def _column(name: str, type_: sa.types.TypeEngine[object], comment: str, **options: object) -> sa.Column:
+    return sa.Column(name, type_, comment=comment, **options)  # type: ignore[arg-type]
+
+
+clean_orders = sa.Table(
+    "clean_orders",
+    metadata,
+    _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
+    _column("tracking_number", sa.Text, "Buffalo tracking number, e.g. BUFZA1234567890YQ (expressnumber)"),
+    _column("third_party_number", sa.Text, "Last-mile courier reference (thirdnumber)"),
+    _column("status_text", sa.Text, "Status in Buffalo's words (statusname)"),
+    _column("stage", sa.Text, "Normalized journey stage (see README)", nullable=False),
+    _column(
+        "is_terminal", sa.Boolean, "Delivered, returned, cancelled or lost: will not change", nullable=False
+    ),
+    _column("pay_status", sa.Text, "Shipping fee payment status (paystatusname)"),
+    _column("duty_status", sa.Text, "Import duty/VAT payment status (taxpaystatusname)"),
+    _column("address", sa.Text, "Delivery address as given (personal data)"),
+    _column("street", sa.Text, "Street part of the address"),
+    _column("suburb", sa.Text, "Suburb part of the address"),
+    _column("city", sa.Text, "City of delivery"),
+    _column("province", sa.Text, "South African province of delivery"),
+    _column("postal_code", sa.Text, "Four-digit postal code"),
+    _column("weight_kg", sa.Numeric, "Weighed mass, kg (ascertainedweight)"),
+    _column("volumetric_weight_kg", sa.Numeric, "Volumetric mass, kg (ascertainedvolumweight)"),
+    _column("billed_weight_kg", sa.Numeric, "Billed weight, kg (finalweight)"),
+    _column("cost_zar", sa.Numeric, "Charged shipping cost, ZAR (ascertainedcost)"),
+    _column("duty_zar", sa.Numeric, "Duty/VAT collected, ZAR (receivedtax)"),
+    _column("created_at", sa.DateTime(timezone=True), "Order created (createtimeStr, SAST)"),
+    _column("updated_at", sa.DateTime(timezone=True), "Order last updated (updatetimeStr, SAST)"),
+    _column("first_event_at", sa.DateTime(timezone=True), "Earliest tracking event"),
+    _column(
+        "delivered_at",
+        sa.DateTime(timezone=True),
+        "When delivered (delivered event); set iff stage is delivered",
+    ),
+    _column("days_in_transit", sa.Numeric, "Days from first event to delivery (or end, or transformed_at)"),
+    _column("box_count", sa.Integer, "Boxes in the shipment", nullable=False),
+    _column("item_count", sa.BigInteger, "Declared items over all boxes", nullable=False),
+    _column("declared_value_zar", sa.Numeric, "Declared value of the goods (unit value x quantity), ZAR"),
+    _column("event_count", sa.Integer, "Tracking events so far", nullable=False),
+    _column("payload_sha256", sa.Text, "Raw version this row was built from", nullable=False),
+    _column("transformed_at", sa.DateTime(timezone=True), "When this row was built", nullable=False),
+    sa.CheckConstraint(STAGE_CHECK, name="clean_orders_stage"),
+    schema="core",
+    comment="One typed row per order, from its latest raw version.",
+)
+
+order_items = sa.Table(
+    "order_items",
+    metadata,
+    _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
+    _column("box_index", sa.Integer, "Position of the box in boxList, from 1", primary_key=True),
+    _column(
+        "line_index", sa.Integer, "Position of the line in the box's detaillist, from 1", primary_key=True
+    ),
+    _column("description", sa.Text, "Goods description, when given (goodsname)"),
+    _column("quantity", sa.BigInteger, "Declared quantity (number)"),
+    _column("declared_value", sa.Numeric, "Declared unit value, ZAR (declaredvalue)"),
+    _column("actual_declared_value", sa.Numeric, "Actual declared unit value, ZAR (actualdeclaredvalue)"),
+    schema="core",
+    comment="Declared goods per order, box and line.",
+)
+
+order_events = sa.Table(
+    "order_events",
+    metadata,
+    _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
+    _column("event_id", sa.Text, "Buffalo event id (or derived from time and text)", primary_key=True),
+    _column("event_at", sa.DateTime(timezone=True), "When it happened (createtime)"),
+    _column("description", sa.Text, "Event text (content)"),
+    _column("stage", sa.Text, "Journey stage the text belongs to", nullable=False),
+    sa.CheckConstraint(STAGE_CHECK, name="order_events_stage"),
+    schema="core",
+    comment="Tracking events, deduplicated by event id, one row each.",
+)
+
+transform_errors = sa.Table(
+    "transform_errors",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("payload_sha256", sa.Text, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    schema="ops",
+    comment="Raw versions that could not be made sense of, with the reason.",
+)
+
 LATEST_ORDERS_VIEW = """
 CREATE OR REPLACE VIEW raw.orders AS
 SELECT DISTINCT ON (order_id)

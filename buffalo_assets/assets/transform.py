@@ -1,0 +1,210 @@
+"""Transform: the `core` tables analysts use, built from the latest raw version of each order.
+
+`clean_orders`, `order_items` and `order_events` are one multi-asset because an order's
+rows in the three tables must change together (one transaction per batch of orders).
+It runs by itself whenever `raw_orders` changes (declarative automation) and only
+transforms orders whose latest raw payload changed since the last transform.
+"""
+
+import json
+import resource
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    AutomationCondition,
+    Config,
+    FreshnessPolicy,
+    MaterializeResult,
+    MetadataValue,
+    TableColumnDep,
+    TableColumnLineage,
+    multi_asset,
+)
+from pydantic import Field
+
+from buffalo_assets.assets.ingestion import FRESH_WITHIN, OWNERS, raw_orders
+from buffalo_assets.orders.parse import ParsedOrder, UnparseableOrder, parse_order
+from buffalo_assets.storage import core_store
+from buffalo_assets.storage.core_store import TransformError
+from buffalo_assets.storage.io_manager import column_schema
+from buffalo_assets.storage.resource import PostgresResource
+from buffalo_assets.storage.tables import clean_orders, order_events, order_items
+
+BATCH_ORDERS = 2_000
+RAW = raw_orders.key
+PERSONAL_COLUMNS = ("address", "street", "suburb")
+
+# Which raw JSON field (in raw.order_versions.payload) each core column comes from.
+CLEAN_ORDER_SOURCES = {
+    "order_id": ["order_id"],
+    "tracking_number": ["payload.expressnumber"],
+    "third_party_number": ["payload.thirdnumber"],
+    "status_text": ["payload.statusname"],
+    "stage": ["payload.statusname"],
+    "is_terminal": ["payload.statusname"],
+    "pay_status": ["payload.paystatusname"],
+    "duty_status": ["payload.taxpaystatusname"],
+    "address": ["payload.receiveaddress"],
+    "street": ["payload.receiveaddress"],
+    "suburb": ["payload.receiveaddress"],
+    "city": ["payload.receiveaddress"],
+    "province": ["payload.receiveaddress"],
+    "postal_code": ["payload.receiveaddress"],
+    "weight_kg": ["payload.ascertainedweight"],
+    "volumetric_weight_kg": ["payload.ascertainedvolumweight"],
+    "billed_weight_kg": ["payload.finalweight"],
+    "cost_zar": ["payload.ascertainedcost"],
+    "duty_zar": ["payload.receivedtax"],
+    "created_at": ["payload.createtimeStr"],
+    "updated_at": ["payload.updatetimeStr"],
+    "first_event_at": ["payload.recordMap[].createtime"],
+    "delivered_at": ["payload.recordMap[].createtime", "payload.recordMap[].content", "payload.statusname"],
+    "days_in_transit": ["payload.recordMap[].createtime", "payload.createtimeStr"],
+    "box_count": ["payload.boxList[]"],
+    "item_count": ["payload.boxList[].detaillist[].number"],
+    "declared_value_zar": [
+        "payload.boxList[].detaillist[].declaredvalue",
+        "payload.boxList[].detaillist[].number",
+    ],
+    "event_count": ["payload.recordMap[].id"],
+    "payload_sha256": ["payload_sha256"],
+}
+ITEM_SOURCES = {
+    "order_id": ["order_id"],
+    "box_index": ["payload.boxList[]"],
+    "line_index": ["payload.boxList[].detaillist[]"],
+    "description": ["payload.boxList[].detaillist[].goodsname"],
+    "quantity": ["payload.boxList[].detaillist[].number"],
+    "declared_value": ["payload.boxList[].detaillist[].declaredvalue"],
+    "actual_declared_value": ["payload.boxList[].detaillist[].actualdeclaredvalue"],
+}
+EVENT_SOURCES = {
+    "order_id": ["order_id"],
+    "event_id": ["payload.recordMap[].id"],
+    "event_at": ["payload.recordMap[].createtime"],
+    "description": ["payload.recordMap[].content"],
+    "stage": ["payload.recordMap[].content"],
+}
+
+
+def _lineage(sources: dict[str, list[str]]) -> TableColumnLineage:
+    return TableColumnLineage(
+        deps_by_column={
+            column: [TableColumnDep(asset_key=RAW, column_name=field) for field in fields]
+            for column, fields in sources.items()
+        }
+    )
+
+
+def _spec(table: sa.Table, description: str, *, fresh: bool) -> AssetSpec:
+    return AssetSpec(
+        key=AssetKey(table.name),
+        deps=[RAW],
+        description=description,
+        group_name="core",
+        owners=OWNERS,
+        kinds={"python", "postgres"},
+        automation_condition=AutomationCondition.eager(),
+        freshness_policy=FreshnessPolicy.time_window(fail_window=FRESH_WITHIN) if fresh else None,
+        metadata={
+            "dagster/table_name": f"{table.schema}.{table.name}",
+            "dagster/column_schema": column_schema(table),
+        },
+    )
+
+
+class TransformConfig(Config):
+    full_refresh: bool = Field(default=False, description="Rebuild every order, not only changed ones")
+
+
+@multi_asset(
+    specs=[
+        _spec(
+            clean_orders,
+            "One row per order: tracking numbers, journey stage, payment and duty status, delivery "
+            "city and province, weights, cost and duty in ZAR, key times (created, first event, "
+            "delivered) and days in transit, built from the latest version Buffalo sent.",
+            fresh=True,
+        ),
+        _spec(
+            order_items,
+            "The goods declared in each order: one row per box and line with quantity and the "
+            "declared and actual declared unit values in ZAR.",
+            fresh=False,
+        ),
+        _spec(
+            order_events,
+            "Each order's tracking events in time order, one row per event (deduplicated by "
+            "Buffalo's event id), with the journey stage the event text belongs to.",
+            fresh=False,
+        ),
+    ],
+    name="transform_orders",
+    can_subset=False,
+)
+def transform_orders(
+    context: AssetExecutionContext, config: TransformConfig, postgres: PostgresResource
+) -> Iterator[MaterializeResult]:
+    """Parse the latest raw version of each changed order into the three core tables."""
+    engine = postgres.get_engine()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    transformed = failed = 0
+    for batch in core_store.pending_versions(
+        engine, full_refresh=config.full_refresh, batch_size=BATCH_ORDERS
+    ):
+        now = datetime.now(UTC)
+        parsed: list[ParsedOrder] = []
+        errors: list[TransformError] = []
+        for version in batch:
+            try:
+                parsed.append(
+                    parse_order(version.order_id, json.loads(version.payload), version.payload_sha256, now)
+                )
+            except (UnparseableOrder, ValueError, TypeError, RecursionError) as exc:
+                errors.append(TransformError(version.order_id, version.payload_sha256, _reason(exc)))
+        core_store.replace_orders(engine, parsed, errors, context.run_id)
+        transformed += len(parsed)
+        failed += len(errors)
+    elapsed = time.perf_counter() - started
+    if failed:
+        context.log.warning(f"{failed} orders could not be transformed; see ops.transform_errors")
+    run_metadata = {
+        "orders_transformed": MetadataValue.int(transformed),
+        "transform_errors": MetadataValue.int(failed),
+        "full_refresh": MetadataValue.bool(config.full_refresh),
+        "elapsed_s": MetadataValue.float(round(elapsed, 3)),
+        "orders_per_s": MetadataValue.float(round(transformed / elapsed, 1) if elapsed else 0.0),
+        "cpu_ms_per_order": MetadataValue.float(
+            round(1000 * (time.process_time() - cpu_started) / max(transformed, 1), 3)
+        ),
+        "peak_rss_mb": MetadataValue.float(
+            round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        ),
+    }
+    for key, table, sources in (
+        ("clean_orders", clean_orders, CLEAN_ORDER_SOURCES),
+        ("order_items", order_items, ITEM_SOURCES),
+        ("order_events", order_events, EVENT_SOURCES),
+    ):
+        yield MaterializeResult(
+            asset_key=key,
+            metadata={
+                "dagster/table_name": f"{table.schema}.{table.name}",
+                "dagster/row_count": MetadataValue.int(core_store.row_count(engine, table)),
+                "dagster/column_schema": column_schema(table),
+                "dagster/column_lineage": _lineage(sources),
+                "preview": MetadataValue.md(core_store.preview(engine, table, masked=PERSONAL_COLUMNS)),
+                **run_metadata,
+            },
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    kind = "unparseable" if isinstance(exc, UnparseableOrder) else type(exc).__name__
+    return f"{kind}: {str(exc)[:500]}"

@@ -1,0 +1,122 @@
+"""Bulk writes: COPY a DataFrame into a temporary table, then merge it with one INSERT.
+
+Used by the IO manager and by the transform (which writes three tables in one
+transaction). The caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+
+
+@dataclass(frozen=True)
+class FrameWrite:
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def qualified_name(table: sa.Table) -> str:
+    return f"{quote(table.schema or 'public')}.{quote(table.name)}"
+
+
+def write_frame(
+    connection: sa.Connection,
+    table: sa.Table,
+    frame: pd.DataFrame,
+    mode: str,
+    primary_key: Sequence[str] = (),
+    update_columns: Sequence[str] | None = None,
+) -> FrameWrite:
+    """Append or upsert `frame` into the declared `table`; returns rows inserted/updated.
+
+    Upsert conflicts on `primary_key` update `update_columns` (default: every non-key
+    column; empty: leave the stored row alone).
+    """
+    if frame.empty:
+        return FrameWrite()
+    declared = {c.name for c in table.columns}
+    unknown = [c for c in frame.columns if c not in declared]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the declared table {qualified_name(table)}")
+    frame = _integers_as_integers(table, frame)
+    target = qualified_name(table)
+    columns = [str(c) for c in frame.columns]
+    column_list = ", ".join(quote(c) for c in columns)
+    connection.execute(
+        sa.text(f"CREATE TEMP TABLE _incoming (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP")
+    )
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
+    buffer.seek(0)
+    raw = connection.connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        cursor.copy_expert(f"COPY _incoming ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
+    if mode in ("append", "replace"):
+        connection.execute(
+            sa.text(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM _incoming")
+        )
+        written = FrameWrite(rows=len(frame), inserted=len(frame))
+    elif mode == "upsert":
+        written = _merge(connection, target, column_list, columns, primary_key, update_columns, len(frame))
+    else:
+        raise ValueError(f"unknown write mode {mode!r}")
+    # On failure the transaction's rollback discards the temporary table instead.
+    connection.execute(sa.text("DROP TABLE _incoming"))
+    return written
+
+
+def _integers_as_integers(table: sa.Table, frame: pd.DataFrame) -> pd.DataFrame:
+    """pandas turns an integer column with a missing value into floats ("3.0"), which an
+    integer column refuses; write such columns as nullable integers."""
+    floats = [
+        c.name
+        for c in table.columns
+        if isinstance(c.type, sa.Integer) and c.name in frame and frame[c.name].dtype.kind == "f"
+    ]
+    if not floats:
+        return frame
+    return frame.astype({name: "Int64" for name in floats})
+
+
+def _merge(
+    connection: sa.Connection,
+    target: str,
+    column_list: str,
+    columns: list[str],
+    primary_key: Sequence[str],
+    update_columns: Sequence[str] | None,
+    rows: int,
+) -> FrameWrite:
+    keys = ", ".join(quote(c) for c in primary_key)
+    updates = [c for c in columns if c not in primary_key] if update_columns is None else list(update_columns)
+    if updates:
+        assignments = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in updates)
+        conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
+    else:
+        conflict = f"ON CONFLICT ({keys}) DO NOTHING"
+    # DISTINCT ON: a key twice in one frame would make ON CONFLICT DO UPDATE fail.
+    flags = (
+        connection.execute(
+            sa.text(
+                f"INSERT INTO {target} ({column_list}) "
+                f"SELECT DISTINCT ON ({keys}) {column_list} FROM _incoming "
+                f"{conflict} RETURNING (xmax = 0) AS inserted"
+            )
+        )
+        .scalars()
+        .all()
+    )
+    inserted = sum(1 for flag in flags if flag)
+    return FrameWrite(rows=rows, inserted=inserted, updated=len(flags) - inserted)

@@ -1,0 +1,70 @@
+"""Running the platform's assets the way Dagster does, for tests: real resources, real instance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dagster import AssetsDefinition, AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
+
+from buffalo_assets.assets.ingestion import order_ids, raw_orders
+from buffalo_assets.assets.transform import transform_orders
+from buffalo_assets.buffalo.resource import BuffaloResource
+from buffalo_assets.checks.core import core_checks
+from buffalo_assets.sandbox.server import RunningSandbox
+from buffalo_assets.storage.io_manager import PostgresIOManager
+from buffalo_assets.storage.resource import PostgresResource
+
+QUICK_CLIENT = {"connect_timeout": 2.0, "read_timeout": 1.0}
+INGESTION: list[AssetsDefinition] = [order_ids, raw_orders]
+EVERYTHING: list[AssetsDefinition] = [order_ids, raw_orders, transform_orders, *core_checks()]
+
+
+def resources(
+    running: RunningSandbox | None, pg_url: str, password: str | None = None, **client: Any
+) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "postgres": PostgresResource(url=pg_url),
+        "postgres_io": PostgresIOManager(url=pg_url),
+    }
+    if running is not None:
+        config = running.sandbox.config
+        found["buffalo"] = BuffaloResource(
+            base_url=running.url,
+            username=config.username,
+            password=password or config.password,
+            **{**QUICK_CLIENT, **client},
+        )
+    return found
+
+
+def run(
+    running: RunningSandbox | None,
+    pg_url: str,
+    instance: DagsterInstance,
+    assets: Sequence[AssetsDefinition] = INGESTION,
+    *,
+    selection: AssetSelection | None = None,
+    password: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    **client: Any,
+) -> ExecuteInProcessResult:
+    return materialize(
+        assets,
+        instance=instance,
+        resources=resources(running, pg_url, password, **client),
+        run_config=run_config,
+        selection=selection,
+        raise_on_error=False,
+    )
+
+
+def metadata_of(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == asset:
+            return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
+    raise AssertionError(f"{asset} was not materialized")
+
+
+def check_results(result: ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
