@@ -194,7 +194,9 @@ def demo(orders: int, advance_days: float) -> None:
     url = demo_database_url(fresh=True)
     where = "embedded server" if embedded else "the BUFFALO_PG_URL server"
     click.echo(f"database   {safe_url(url)} (recreated on {where})")
-    config = SandboxConfig(orders=orders)
+    # The sandbox clock starts in the past so that after moving it forward it is "now":
+    # tracking events are never dated in the future.
+    config = SandboxConfig(orders=orders, start=time.time() - advance_days * 86_400 - 60)
     with running_sandbox(config) as running:
         click.echo(f"sandbox    {running.url} with {orders} orders (user {config.username})")
         os.environ.update(
@@ -210,10 +212,10 @@ def demo(orders: int, advance_days: float) -> None:
         from buffalo_assets.definitions import defs
         from buffalo_assets.runs import release_dead_runs
 
-        job = defs.resolve_job_def("ingest_orders")
+        job = defs.resolve_job_def("refresh_all")
         with DagsterInstance.get() as instance:
             release_dead_runs(instance)
-            click.echo(f"dagster    instance {os.environ['DAGSTER_HOME']}, job ingest_orders")
+            click.echo(f"dagster    instance {os.environ['DAGSTER_HOME']}, job refresh_all")
             _report_run(
                 "run 1", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
             )
@@ -256,12 +258,17 @@ def _report_run(label: str, result: Any) -> None:
         }
         for event in result.get_asset_materialization_events()
     }
-    ids, raw = metadata["order_ids"], metadata["raw_orders"]
+    ids, raw, clean = metadata["order_ids"], metadata["raw_orders"], metadata["clean_orders"]
+    checks = [e.passed for e in result.get_asset_check_evaluations()]
     click.echo(
         f"{label:10} {ids['total']} orders ({ids['new_since_last_run']} new, "
         f"{ids['pages']} list pages); fetched {raw['fetched']}: {raw['new_versions']} new versions, "
         f"{raw['unchanged']} unchanged, {raw['failed']} failed; "
         f"{raw['elapsed_s']:.1f}s, {raw['orders_per_s']:.0f} orders/s ({result.run_id[:8]})"
+    )
+    click.echo(
+        f"{'':10} core: {clean['orders_transformed']} orders transformed, "
+        f"{clean['transform_errors']} errors; checks {sum(checks)}/{len(checks)} passed"
     )
 
 
@@ -271,19 +278,19 @@ def _print_store_summary(url: str) -> None:
     from buffalo_assets.storage.resource import engine_for
 
     with engine_for(url).connect() as connection:
-        orders, versions, errors = connection.execute(
+        orders, versions, errors, clean, items, events = connection.execute(
             sa.text(
                 "SELECT (SELECT count(*) FROM raw.order_ids), (SELECT count(*) FROM raw.order_versions), "
-                "(SELECT count(*) FROM ops.fetch_errors)"
+                "(SELECT count(*) FROM ops.fetch_errors), (SELECT count(*) FROM core.clean_orders), "
+                "(SELECT count(*) FROM core.order_items), (SELECT count(*) FROM core.order_events)"
             )
         ).one()
-        statuses = connection.execute(
-            sa.text(
-                "SELECT payload->>'statusname' AS status, count(*) FROM raw.orders GROUP BY 1 ORDER BY 2 DESC"
-            )
+        stages = connection.execute(
+            sa.text("SELECT stage, count(*) FROM core.clean_orders GROUP BY 1 ORDER BY 2 DESC")
         ).all()
     click.echo(f"stored     raw.order_ids {orders}, raw.order_versions {versions}, ops.fetch_errors {errors}")
-    click.echo("status     " + ", ".join(f"{status} {count}" for status, count in statuses))
+    click.echo(f"           core.clean_orders {clean}, core.order_items {items}, core.order_events {events}")
+    click.echo("stages     " + ", ".join(f"{stage} {count}" for stage, count in stages))
 
 
 # -- Dagster -------------------------------------------------------------------------------

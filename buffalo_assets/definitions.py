@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from dagster import (
+    AssetSelection,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
@@ -52,6 +53,12 @@ ingest_orders = define_asset_job(
     description="List every Buffalo order id, then fetch new and in-flight orders' details.",
 )
 
+refresh_all = define_asset_job(
+    "refresh_all",
+    selection=AssetSelection.all(),
+    description="Ingest, then rebuild what changed in core, with every asset check.",
+)
+
 # On by default where a real API is configured; a laptop on the sandbox opts in.
 schedule_on = settings.env_flag("BUFFALO_SCHEDULE_ENABLED", default=not using_sandbox)
 ingest_schedule = ScheduleDefinition(
@@ -79,7 +86,7 @@ def release_dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
 defs = Definitions(
     assets=[order_ids, raw_orders, transform_orders],
     asset_checks=core_checks(),
-    jobs=[ingest_orders],
+    jobs=[ingest_orders, refresh_all],
     schedules=[ingest_schedule],
     sensors=[release_dead_runs_sensor],
     resources={

@@ -69,6 +69,7 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
     run1 = next(line for line in lines if line.startswith("run 1"))
     assert "300 orders (300 new" in run1 and "fetched 300: 300 new versions" in run1 and "0 failed" in run1
     assert any(line.startswith("run 2") for line in lines)
+    assert sum("checks 11/11 passed" in line for line in lines) == 2
     demo_url = make_url(pg_url).set(database=demo_db).render_as_string(hide_password=False)
     engine = sa.create_engine(demo_url)
     try:

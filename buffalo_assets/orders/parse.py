@@ -75,26 +75,33 @@ def text(value: Any) -> str | None:
 
 
 def number(value: Any) -> Decimal | None:
-    """A finite decimal from a number or numeric text ("1.25", " 1,234.50 ", "R 12"), else None."""
+    """A finite decimal from a number or numeric text ("1.25", " 1,234.50 ", "R 12"), else None.
+
+    Magnitudes of 10^12 and more are refused: no weight, amount or count is that large.
+    """
+    result = _decimal(value)
+    if result is None or abs(result) >= _MAX_ABS_NUMBER:
+        return None
+    return result
+
+
+def _decimal(value: Any) -> Decimal | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             return None
-        result = Decimal(str(value))
-    elif isinstance(value, str):
-        cleaned = value.strip().replace(",", "").replace(" ", "").removeprefix("R").removeprefix("ZAR")
-        if not _NUMBER_TEXT.match(cleaned):
-            return None
-        try:
-            result = Decimal(cleaned)
-        except InvalidOperation:
-            return None
-    else:
+        return Decimal(str(value))
+    if not isinstance(value, str):
         return None
-    if not result.is_finite() or abs(result) >= _MAX_ABS_NUMBER:
+    cleaned = value.strip().replace(",", "").replace(" ", "").removeprefix("R").removeprefix("ZAR")
+    if not _NUMBER_TEXT.match(cleaned):
         return None
-    return result
+    try:
+        result = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    return result if result.is_finite() else None
 
 
 def integer(value: Any) -> int | None:
@@ -116,10 +123,8 @@ def timestamp(value: Any) -> datetime | None:
             except ValueError:
                 return None
             return _plausible(moment.replace(tzinfo=SOURCE_TZ).astimezone(UTC))
-        value = number(stripped)
-        if value is None:
-            return None
-    epoch = number(value) if not isinstance(value, Decimal) else value
+        value = stripped
+    epoch = _decimal(value)
     if epoch is None:
         return None
     seconds = float(epoch) / 1000 if abs(epoch) >= 100_000_000_000 else float(epoch)
