@@ -163,7 +163,7 @@ def test_any_json_either_parses_into_sound_rows_or_is_refused_as_unparseable(pay
     assert_sound(parsed.order, parsed.items, parsed.events)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(order_id=hostile_id, payload=order_like)
 def test_hostile_payloads_land_whole_or_are_quarantined_and_never_inject_sql(
     order_id: str, payload: dict, empty_store: sa.Engine

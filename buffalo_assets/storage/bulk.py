@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlalchemy as sa
 
+NULL_MARKER = "<<buffalo:null:5f0c>>"
+
 
 @dataclass(frozen=True)
 class FrameWrite:
@@ -56,13 +58,19 @@ def write_frame(
     connection.execute(
         sa.text(f"CREATE TEMP TABLE _incoming (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP")
     )
+    # Every field quoted (a bare carriage return would otherwise end a CSV line), with a
+    # NULL marker that FORCE_NULL turns back into NULL even though it is quoted.
     buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False, na_rep="\\N", quoting=csv.QUOTE_MINIMAL)
+    frame.to_csv(buffer, index=False, header=False, na_rep=NULL_MARKER, quoting=csv.QUOTE_ALL)
     buffer.seek(0)
     raw = connection.connection.dbapi_connection
     assert raw is not None
     with raw.cursor() as cursor:
-        cursor.copy_expert(f"COPY _incoming ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
+        cursor.copy_expert(
+            f"COPY _incoming ({column_list}) FROM STDIN "
+            f"WITH (FORMAT csv, NULL '{NULL_MARKER}', FORCE_NULL ({column_list}))",
+            buffer,
+        )
     if mode in ("append", "replace"):
         connection.execute(
             sa.text(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM _incoming")

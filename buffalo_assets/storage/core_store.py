@@ -37,26 +37,32 @@ class TransformError:
     reason: str
 
 
+PENDING_VERSIONS_SQL = """
+    SELECT o.order_id, o.payload::text, o.payload_sha256
+    FROM raw.orders AS o
+    LEFT JOIN core.clean_orders AS c ON c.order_id = o.order_id
+    LEFT JOIN ops.transform_errors AS e
+           ON e.order_id = o.order_id AND e.payload_sha256 = o.payload_sha256
+    WHERE %(full_refresh)s
+       OR ((c.order_id IS NULL OR c.payload_sha256 <> o.payload_sha256) AND e.order_id IS NULL)
+    ORDER BY o.order_id
+"""
+
+
 def pending_versions(engine: sa.Engine, *, full_refresh: bool, batch_size: int) -> Iterator[list[RawVersion]]:
-    """Latest raw versions not yet transformed (or all), in batches, streamed from the server."""
-    query = sa.text(
-        """
-        SELECT o.order_id, o.payload::text, o.payload_sha256
-        FROM raw.orders AS o
-        LEFT JOIN core.clean_orders AS c ON c.order_id = o.order_id
-        LEFT JOIN ops.transform_errors AS e
-               ON e.order_id = o.order_id AND e.payload_sha256 = o.payload_sha256
-        WHERE :full_refresh
-           OR ((c.order_id IS NULL OR c.payload_sha256 <> o.payload_sha256) AND e.order_id IS NULL)
-        ORDER BY o.order_id
-        """
-    )
-    with engine.connect() as connection:
-        result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(
-            query, {"full_refresh": full_refresh}
-        )
-        for partition in result.partitions():
-            yield [RawVersion(*row) for row in partition]
+    """Latest raw versions not yet transformed (or all), in batches, streamed from the server.
+
+    A named (server-side) psycopg2 cursor keeps one batch in memory, not the whole table.
+    """
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor(name="buffalo_pending_versions") as cursor:
+            cursor.itersize = batch_size
+            cursor.execute(PENDING_VERSIONS_SQL, {"full_refresh": full_refresh})
+            while rows := cursor.fetchmany(batch_size):
+                yield [RawVersion(*row) for row in rows]
+    finally:
+        raw.close()
 
 
 def replace_orders(
