@@ -6,7 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint ui sandbox bench clean
+AIRFLOW_VENV := airflow/.venv
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW_HOME ?= $(CURDIR)/.buffalo/airflow
+AIRFLOW_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/airflow/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False DAGSTER_URL=$${DAGSTER_URL:-http://127.0.0.1:3000}
+
+.PHONY: demo test install lint ui sandbox bench clean airflow-venv airflow airflow-dag-test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +26,29 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/buffalo demo
 
-test: $(STAMP)
+test: $(STAMP) $(AIRFLOW_STAMP)
 	$(BIN)/python -m pytest
+
+# Airflow has its own virtualenv and pinned requirements: its dependencies and Dagster's
+# must not fight.
+$(AIRFLOW_STAMP): airflow/requirements.txt airflow/constraints.txt
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r airflow/requirements.txt -c airflow/constraints.txt
+	$(AIRFLOW_VENV)/bin/python -m pip check
+	@touch $(AIRFLOW_STAMP)
+
+airflow-venv: $(AIRFLOW_STAMP)
+
+# Airflow (API server, scheduler, dag processor) on http://127.0.0.1:8080, SQLite under
+# .buffalo/airflow, triggering the Dagster webserver at DAGSTER_URL (start it with make ui).
+airflow: $(AIRFLOW_STAMP)
+	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow standalone
+
+# One run of the DAG without the scheduler, as the tests do.
+airflow-dag-test: $(AIRFLOW_STAMP)
+	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow db migrate
+	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow dags test buffalo_orders $$(date +%Y-%m-%d)
 
 lint: $(STAMP)
 	$(BIN)/ruff check buffalo_assets tests bench airflow
@@ -34,4 +61,4 @@ sandbox: $(STAMP)
 
 clean:
 	-$(BIN)/buffalo db stop
-	rm -rf $(VENV) .buffalo
+	rm -rf $(VENV) $(AIRFLOW_VENV) .buffalo
