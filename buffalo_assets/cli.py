@@ -168,6 +168,24 @@ def db_init() -> None:
     click.echo(f"schemas ready in {safe_url(url)}")
 
 
+@db.command("grant-bi")
+@click.option("--role", default="buffalo_bi", show_default=True, help="Name of the read-only role")
+def db_grant_bi(role: str) -> None:
+    """Create the read-only BI role: reads `analytics`, nothing else (password: BUFFALO_BI_PASSWORD)."""
+    from buffalo_assets.storage.database import create_engine, database_url, safe_url
+    from buffalo_assets.storage.roles import grant_bi_role
+    from buffalo_assets.storage.tables import ensure_schema
+
+    url = database_url()
+    engine = create_engine(url)
+    ensure_schema(engine)
+    password = os.environ.get("BUFFALO_BI_PASSWORD")
+    grant_bi_role(engine, role, password)
+    engine.dispose()
+    login = "can log in" if password else "no login (set BUFFALO_BI_PASSWORD to allow one)"
+    click.echo(f"role {role} reads schema analytics only in {safe_url(url)}; {login}")
+
+
 @db.command("stop")
 def db_stop() -> None:
     """Stop the embedded server, if it runs."""
@@ -297,10 +315,11 @@ def _print_store_summary(url: str) -> None:
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface the UI binds to")
 @click.option("--port", default=3000, show_default=True)
 @click.option("--demo", "use_demo", is_flag=True, help="Browse the database of the last `buffalo demo`")
 @click.pass_context
-def dev(ctx: click.Context, port: int, use_demo: bool) -> None:
+def dev(ctx: click.Context, host: str, port: int, use_demo: bool) -> None:
     """Run `dagster dev` (UI at 127.0.0.1:PORT, daemon included) against the same database."""
     from buffalo_assets.storage.database import database_url
 
@@ -313,7 +332,7 @@ def dev(ctx: click.Context, port: int, use_demo: bool) -> None:
         "-w",
         str(settings.project_dir() / "workspace.yaml"),
         "-h",
-        "127.0.0.1",
+        host,
         "-p",
         str(port),
         *ctx.args,

@@ -45,6 +45,7 @@ buffalo = BuffaloResource(
     requests_per_second=float(os.environ.get("BUFFALO_REQUESTS_PER_SECOND", "0")),
     verify_tls=settings.env_flag("BUFFALO_VERIFY_TLS", default=True),
     ca_bundle=os.environ.get("BUFFALO_CA_BUNDLE") or None,
+    max_response_bytes=int(os.environ.get("BUFFALO_MAX_RESPONSE_BYTES", str(5 * 1024 * 1024))),
 )
 
 ingest_orders = define_asset_job(

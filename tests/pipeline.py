@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import AssetsDefinition, AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
@@ -20,26 +21,41 @@ INGESTION: list[AssetsDefinition] = [order_ids, raw_orders]
 EVERYTHING: list[AssetsDefinition] = [order_ids, raw_orders, transform_orders, *core_checks()]
 
 
+@dataclass(frozen=True)
+class ApiTarget:
+    """A Buffalo API to ingest from: a sandbox in this process or one served elsewhere."""
+
+    url: str
+    username: str
+    password: str
+
+    @classmethod
+    def of(cls, running: RunningSandbox | ApiTarget) -> ApiTarget:
+        if isinstance(running, ApiTarget):
+            return running
+        return cls(running.url, running.sandbox.config.username, running.sandbox.config.password)
+
+
 def resources(
-    running: RunningSandbox | None, pg_url: str, password: str | None = None, **client: Any
+    running: RunningSandbox | ApiTarget | None, pg_url: str, password: str | None = None, **client: Any
 ) -> dict[str, Any]:
     found: dict[str, Any] = {
         "postgres": PostgresResource(url=pg_url),
         "postgres_io": PostgresIOManager(url=pg_url),
     }
     if running is not None:
-        config = running.sandbox.config
+        target = ApiTarget.of(running)
         found["buffalo"] = BuffaloResource(
-            base_url=running.url,
-            username=config.username,
-            password=password or config.password,
+            base_url=target.url,
+            username=target.username,
+            password=password or target.password,
             **{**QUICK_CLIENT, **client},
         )
     return found
 
 
 def run(
-    running: RunningSandbox | None,
+    running: RunningSandbox | ApiTarget | None,
     pg_url: str,
     instance: DagsterInstance,
     assets: Sequence[AssetsDefinition] = INGESTION,

@@ -249,3 +249,13 @@ def test_bare_and_wrapped_details_unwrap_to_the_same_order() -> None:
 def test_api_errors_say_which_endpoint_failed_and_how() -> None:
     error = BuffaloApiError("http_error", "/mobileapi/myorder/detail/9", "Not Found", status=404)
     assert str(error) == "http_error from /mobileapi/myorder/detail/9 (HTTP 404): Not Found"
+
+
+def test_login_survives_truncated_and_html_answers_to_every_step(start_sandbox: SandboxFactory) -> None:
+    running = start_sandbox(orders=5, faults=FaultPlan(truncated=0.3, html=0.3))
+    reasons: set[str] = set()
+    for _ in range(10):
+        with client_for(running, **FAST_RETRIES) as client:
+            client.login()
+            reasons |= set(client.stats.as_dict()["retry_reasons"])
+    assert "bad_public_key" in reasons and "invalid_json" in reasons

@@ -51,6 +51,7 @@ _EXCERPT_CHARS = 200
 # Login and list pages are few, and failing one costs the whole run rather than one
 # order, so they always get at least this many tries.
 CONTROL_MIN_ATTEMPTS = 6
+OWN_LOGINS_PER_CALL = 3
 
 
 class BuffaloError(Exception):
@@ -347,15 +348,7 @@ class BuffaloClient:
 
     def _login(self, *, relogin: bool) -> None:
         try:
-            key_text = self._request("GET", PUBLIC_KEY_PATH, authenticated=False, expect_json=False)
-            public_key = _public_key_text(key_text)
-            try:
-                encrypted = encrypt_password(self._password, public_key)
-            except (ValueError, IndexError, TypeError) as exc:
-                raise BuffaloAuthError(
-                    f"the public key from {self.base_url}{PUBLIC_KEY_PATH} is not a base64 DER "
-                    f"RSA key ({type(exc).__name__})"
-                ) from None
+            encrypted = encrypt_password(self._password, self._public_key())
             self._secrets.add(encrypted)
             body = self._request(
                 "POST",
@@ -384,18 +377,42 @@ class BuffaloClient:
         self.stats.count_login(relogin=relogin)
         log.info("logged in to %s as %r", self.base_url, self.username)
 
+    def _public_key(self) -> str:
+        """A freshly fetched key that imports; a truncated or HTML body is fetched again."""
+        budget = max(self.max_attempts, CONTROL_MIN_ATTEMPTS)
+        for attempt in range(1, budget + 1):
+            key = _public_key_text(
+                self._request("GET", PUBLIC_KEY_PATH, authenticated=False, expect_json=False)
+            )
+            try:
+                RSA.import_key(base64.b64decode(key))
+            except (ValueError, IndexError, TypeError):
+                if attempt < budget:
+                    self.stats.count_retry("bad_public_key")
+                    time.sleep(self._backoff(attempt))
+                continue
+            return key
+        raise BuffaloApiError(
+            "bad_public_key",
+            PUBLIC_KEY_PATH,
+            f"gave up after {budget} attempts: the body is not a base64 DER RSA public key",
+            retryable=True,
+        )
+
     def _ensure_logged_in(self) -> int:
         with self._login_lock:
             if self._ticket is None:
                 self._login(relogin=False)
             return self._ticket_generation
 
-    def _refresh_ticket(self, seen_generation: int) -> None:
-        """Log in again unless another thread already did since `seen_generation`."""
+    def _refresh_ticket(self, seen_generation: int) -> bool:
+        """Log in again unless another thread already did since `seen_generation`; True if we did."""
         with self._login_lock:
-            if self._ticket_generation == seen_generation:
-                log.info("ticket rejected; logging in again")
-                self._login(relogin=True)
+            if self._ticket_generation != seen_generation:
+                return False
+            log.info("ticket rejected; logging in again")
+            self._login(relogin=True)
+            return True
 
     # -- listing ----------------------------------------------------------------------
 
@@ -530,18 +547,26 @@ class BuffaloClient:
         headers: dict[str, str] | None = None,
         control: bool = True,
     ) -> Any:
-        """An authenticated call: one fresh login and one retry if the ticket is rejected."""
+        """An authenticated call; a rejected ticket leads to one fresh login of its own and a retry.
+
+        When another thread logged in meanwhile, its newer ticket is tried first (without a
+        login of this call's own). A call whose own fresh tickets keep being rejected gives up
+        with BuffaloAuthError after OWN_LOGINS_PER_CALL of them (a slow call under heavy
+        retrying can outlive a short-lived ticket, so one is not always enough).
+        """
         generation = self._ensure_logged_in()
-        try:
-            return self._request(method, path, params=params, headers=headers, control=control)
-        except _TicketRejected:
-            self._refresh_ticket(generation)
-        try:
-            return self._request(method, path, params=params, headers=headers, control=control)
-        except _TicketRejected as exc:
-            raise BuffaloAuthError(
-                f"{path} still rejected the ticket after a fresh login (HTTP {exc.status})"
-            ) from None
+        own_logins = 0
+        while True:
+            try:
+                return self._request(method, path, params=params, headers=headers, control=control)
+            except _TicketRejected as exc:
+                if own_logins >= OWN_LOGINS_PER_CALL:
+                    raise BuffaloAuthError(
+                        f"{path} still rejected the ticket after {own_logins} fresh logins "
+                        f"(HTTP {exc.status})"
+                    ) from None
+                own_logins += self._refresh_ticket(generation)
+                generation = self._ticket_generation
 
     def _request(
         self,

@@ -23,6 +23,9 @@ class BuffaloResource(ConfigurableResource):
     max_attempts: int = Field(default=6, description="Tries per request before giving up")
     verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for TLS, if not the default")
+    max_response_bytes: int = Field(
+        default=5 * 1024 * 1024, description="Larger responses are refused and the order quarantined"
+    )
 
     def get_client(self) -> BuffaloClient:
         verify: bool | str = self.ca_bundle if (self.verify_tls and self.ca_bundle) else self.verify_tls
@@ -36,4 +39,5 @@ class BuffaloResource(ConfigurableResource):
             read_timeout=self.read_timeout,
             max_attempts=self.max_attempts,
             verify=verify,
+            max_response_bytes=self.max_response_bytes,
         )

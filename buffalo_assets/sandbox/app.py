@@ -83,6 +83,7 @@ class Sandbox:
         # Every ticket issued and encrypted password received, so tests can prove that
         # none of them leaks from the client.
         self.secrets_seen: set[str] = set()
+        self.bloated: dict[int, int] = {}  # order index -> bytes of junk added to its detail
 
     # -- clock and orders -----------------------------------------------------------------
 
@@ -307,6 +308,8 @@ def create_app(sandbox: Sandbox) -> Starlette:
                     }
                 )
             detail = sandbox.book.detail(index, sandbox.now)
+            if index in sandbox.bloated:
+                detail["attachmentBlob"] = "x" * sandbox.bloated[index]
             if sandbox.dice.wrap_detail(detail["id"]):
                 detail = {"code": 200, "msg": "success", "success": True, "data": detail}
             return JSONResponse(detail)
@@ -366,6 +369,13 @@ def create_app(sandbox: Sandbox) -> Starlette:
         sandbox.book.gone.add(index)
         return JSONResponse({"gone": sorted(sandbox.book.order_id(i) for i in sandbox.book.gone)})
 
+    async def bloat(request: Request) -> Response:
+        index = sandbox.book.index_of(request.path_params["order_id"])
+        if index is None:
+            return JSONResponse({"error": "no such order"}, status_code=404)
+        sandbox.bloated[index] = int((await _json(request)).get("bytes", 6_000_000))
+        return JSONResponse({"bloated": len(sandbox.bloated)})
+
     async def stats(_: Request) -> Response:
         with sandbox.lock:
             return JSONResponse(dict(sandbox.stats))
@@ -391,6 +401,7 @@ def create_app(sandbox: Sandbox) -> Starlette:
         Route("/_sandbox/clock/advance", advance, methods=["POST"]),
         Route("/_sandbox/orders", add_orders, methods=["POST"]),
         Route("/_sandbox/orders/{order_id}/gone", mark_gone, methods=["POST"]),
+        Route("/_sandbox/orders/{order_id}/bloat", bloat, methods=["POST"]),
         Route("/_sandbox/faults", set_faults, methods=["PUT"]),
         Route("/_sandbox/tickets/expire", expire_tickets, methods=["POST"]),
         Route("/_sandbox/keys/rotate", rotate_key, methods=["POST"]),

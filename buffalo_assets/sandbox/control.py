@@ -40,6 +40,10 @@ class SandboxControl:
     def mark_gone(self, order_id: str) -> None:
         self._call("POST", f"orders/{order_id}/gone")
 
+    def bloat(self, order_id: str, size: int = 6_000_000) -> None:
+        """Make that order's detail `size` bytes larger (an oversized response)."""
+        self._call("POST", f"orders/{order_id}/bloat", {"bytes": size})
+
     def stats(self) -> dict[str, int]:
         return self._call("GET", "stats")
 

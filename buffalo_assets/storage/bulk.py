@@ -8,13 +8,45 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pandas as pd
+import psycopg2.errors
 import sqlalchemy as sa
 
 NULL_MARKER = "<<buffalo:null:5f0c>>"
+TRANSACTION_ATTEMPTS = 3
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def _transient(exc: sa.exc.DBAPIError) -> bool:
+    """A lost connection, a deadlock or a serialization failure: the batch can simply be redone."""
+    return exc.connection_invalidated or isinstance(
+        exc.orig, psycopg2.errors.DeadlockDetected | psycopg2.errors.SerializationFailure
+    )
+
+
+def in_transaction(engine: sa.Engine, work: Callable[[sa.Connection], T]) -> T:
+    """Run `work` in one transaction, redoing it (whole) if the connection dropped or it deadlocked.
+
+    Every batch write is idempotent (an upsert, or a delete-then-insert of the same rows), so
+    redoing it converges to the same state; a batch is never half-written.
+    """
+    for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+        try:
+            with engine.begin() as connection:
+                return work(connection)
+        except sa.exc.DBAPIError as exc:
+            if attempt == TRANSACTION_ATTEMPTS or not _transient(exc):
+                raise
+            log.warning("redoing a batch after %s (attempt %d)", type(exc.orig).__name__, attempt)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -114,12 +146,13 @@ def _merge(
         conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {assignments}"
     else:
         conflict = f"ON CONFLICT ({keys}) DO NOTHING"
-    # DISTINCT ON: a key twice in one frame would make ON CONFLICT DO UPDATE fail.
+    # DISTINCT ON: a key twice in one frame would make ON CONFLICT DO UPDATE fail. ORDER BY:
+    # concurrent writers then lock overlapping keys in the same order, so they do not deadlock.
     flags = (
         connection.execute(
             sa.text(
                 f"INSERT INTO {target} ({column_list}) "
-                f"SELECT DISTINCT ON ({keys}) {column_list} FROM _incoming "
+                f"SELECT DISTINCT ON ({keys}) {column_list} FROM _incoming ORDER BY {keys} "
                 f"{conflict} RETURNING (xmax = 0) AS inserted"
             )
         )

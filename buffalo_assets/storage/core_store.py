@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from buffalo_assets.orders.parse import ParsedOrder
-from buffalo_assets.storage.bulk import write_frame
+from buffalo_assets.storage.bulk import in_transaction, write_frame
 from buffalo_assets.storage.tables import clean_orders, order_events, order_items, transform_errors
 
 CORE_TABLES = (clean_orders, order_items, order_events)
@@ -69,42 +69,48 @@ def replace_orders(
     engine: sa.Engine, parsed: Sequence[ParsedOrder], errors: Sequence[TransformError], run_id: str | None
 ) -> None:
     """Replace the batch's orders' rows in all three core tables, and record its errors, atomically."""
+    in_transaction(engine, lambda connection: _replace(connection, parsed, errors, run_id))
+
+
+def _replace(
+    connection: sa.Connection,
+    parsed: Sequence[ParsedOrder],
+    errors: Sequence[TransformError],
+    run_id: str | None,
+) -> None:
     order_ids = [p.order["order_id"] for p in parsed]
-    with engine.begin() as connection:
-        if order_ids:
-            for table in (order_items, order_events):
-                connection.execute(table.delete().where(table.c.order_id.in_(order_ids)))
-            write_frame(
-                connection,
-                clean_orders,
-                pd.DataFrame([p.order for p in parsed], columns=[c.name for c in clean_orders.columns]),
-                "upsert",
-                ["order_id"],
+    if order_ids:
+        for table in (order_items, order_events):
+            connection.execute(table.delete().where(table.c.order_id.in_(order_ids)))
+        write_frame(
+            connection,
+            clean_orders,
+            pd.DataFrame([p.order for p in parsed], columns=[c.name for c in clean_orders.columns]),
+            "upsert",
+            ["order_id"],
+        )
+        items = [item for p in parsed for item in p.items]
+        events = [event for p in parsed for event in p.events]
+        write_frame(connection, order_items, pd.DataFrame(items, columns=_names(order_items)), "append")
+        write_frame(connection, order_events, pd.DataFrame(events, columns=_names(order_events)), "append")
+    if errors:
+        statement = insert(transform_errors).values(
+            [
+                {
+                    "order_id": e.order_id,
+                    "payload_sha256": e.payload_sha256,
+                    "reason": e.reason,
+                    "run_id": run_id,
+                }
+                for e in errors
+            ]
+        )
+        connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["order_id", "payload_sha256"],
+                set_={"reason": statement.excluded.reason, "run_id": statement.excluded.run_id},
             )
-            items = [item for p in parsed for item in p.items]
-            events = [event for p in parsed for event in p.events]
-            write_frame(connection, order_items, pd.DataFrame(items, columns=_names(order_items)), "append")
-            write_frame(
-                connection, order_events, pd.DataFrame(events, columns=_names(order_events)), "append"
-            )
-        if errors:
-            statement = insert(transform_errors).values(
-                [
-                    {
-                        "order_id": e.order_id,
-                        "payload_sha256": e.payload_sha256,
-                        "reason": e.reason,
-                        "run_id": run_id,
-                    }
-                    for e in errors
-                ]
-            )
-            connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["order_id", "payload_sha256"],
-                    set_={"reason": statement.excluded.reason, "run_id": statement.excluded.run_id},
-                )
-            )
+        )
 
 
 def _names(table: sa.Table) -> list[str]:

@@ -40,11 +40,15 @@ def safe_url(url: str | URL) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+APPLICATION_NAME = "buffalo_assets"
+
+
 def create_engine(url: str | None = None) -> Engine:
+    """An engine whose connections show up as `buffalo_assets` in pg_stat_activity."""
     return sa.create_engine(
         url or database_url(),
         pool_pre_ping=True,
-        future=True,
+        connect_args={"application_name": APPLICATION_NAME},
     )
 
 

@@ -29,7 +29,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from buffalo_assets.storage.bulk import FrameWrite, qualified_name, quote, write_frame
+from buffalo_assets.storage.bulk import FrameWrite, in_transaction, qualified_name, quote, write_frame
 from buffalo_assets.storage.resource import engine_for
 from buffalo_assets.storage.tables import metadata as declared
 
@@ -101,12 +101,14 @@ class PostgresIOManager(ConfigurableIOManager):
                     totals.add(write_frame(connection, spec.table, frame, "append"))
         else:
             for frame in chunks.frames:
-                with engine.begin() as connection:
-                    totals.add(
-                        write_frame(
+                totals.add(
+                    in_transaction(
+                        engine,
+                        lambda connection, frame=frame: write_frame(
                             connection, spec.table, frame, spec.mode, spec.primary_key, spec.update_columns
-                        )
+                        ),
                     )
+                )
         with engine.connect() as connection:
             row_count = connection.execute(sa.text(f"SELECT count(*) FROM {spec.qualified}")).scalar_one()
         metadata: dict[str, Any] = {
