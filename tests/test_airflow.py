@@ -145,6 +145,8 @@ def test_the_dag_materializes_both_assets_in_dagster_and_fails_with_dagsters_err
     assert failed.returncode != 0 or "failed" in output.lower()
     assert "Buffalo login failed" in output and "Incorrect username or password" in output, output[-5000:]
     assert "ended FAILURE: order_ids:" in output  # the failing step, then Dagster's own error
+    assert running.sandbox.config.password not in output + ok.stdout + ok.stderr  # no secret in task logs
+    assert not any(secret in output for secret in running.sandbox.secrets_seen)
     runs = tagged_runs(instance, excluding={run.run_id for run in runs})
     assert [run.tags["airflow/task_id"] for run in runs] == ["get_order_ids"]  # the next task never ran
     assert runs[0].status == DagsterRunStatus.FAILURE

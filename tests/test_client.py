@@ -259,3 +259,16 @@ def test_login_survives_truncated_and_html_answers_to_every_step(start_sandbox: 
             client.login()
             reasons |= set(client.stats.as_dict()["retry_reasons"])
     assert "bad_public_key" in reasons and "invalid_json" in reasons
+
+
+def test_tls_certificates_are_verified_for_the_real_api_with_a_configurable_ca_bundle(tmp_path) -> None:  # noqa: ANN001
+    from buffalo_assets.buffalo.resource import BuffaloResource
+
+    default = BuffaloResource(base_url="https://index.buffaloex.com", username="u", password="p").get_client()
+    assert default._session.verify not in (False, None)
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    custom = BuffaloResource(
+        base_url="https://index.buffaloex.com", username="u", password="p", ca_bundle=str(bundle)
+    ).get_client()
+    assert custom._session.verify == str(bundle)
