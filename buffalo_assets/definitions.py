@@ -11,6 +11,7 @@ import os
 
 from dagster import (
     AssetSelection,
+    AutomationConditionSensorDefinition,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
@@ -24,6 +25,7 @@ from dagster import (
 from dagster._core.launcher import DefaultRunLauncher
 
 from buffalo_assets import settings
+from buffalo_assets.alerts import alert_on_run_failure
 from buffalo_assets.assets.ingestion import order_ids, raw_orders
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
@@ -84,12 +86,22 @@ def release_dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
     return SkipReason(f"released {len(released)} dead runs" if released else "no dead runs")
 
 
+# Declarative automation: keeps `core` current after every ingest. Declared (not left to
+# Dagster's default sensor) so that it is on from the first deployment.
+core_automation = AutomationConditionSensorDefinition(
+    "core_automation",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes the core tables whenever raw_orders changed.",
+)
+
 defs = Definitions(
     assets=[order_ids, raw_orders, transform_orders],
     asset_checks=core_checks(),
     jobs=[ingest_orders, refresh_all],
     schedules=[ingest_schedule],
-    sensors=[release_dead_runs_sensor],
+    sensors=[release_dead_runs_sensor, alert_on_run_failure, core_automation],
     resources={
         "buffalo": buffalo,
         "postgres": PostgresResource(url=EnvVar(PG_URL_VARIABLE)),

@@ -252,9 +252,9 @@ def test_api_errors_say_which_endpoint_failed_and_how() -> None:
 
 
 def test_login_survives_truncated_and_html_answers_to_every_step(start_sandbox: SandboxFactory) -> None:
-    running = start_sandbox(orders=5, faults=FaultPlan(truncated=0.3, html=0.3))
+    running = start_sandbox(orders=5, faults=FaultPlan(truncated=0.15, html=0.15))
     reasons: set[str] = set()
-    for _ in range(10):
+    for _ in range(30):
         with client_for(running, **FAST_RETRIES) as client:
             client.login()
             reasons |= set(client.stats.as_dict()["retry_reasons"])

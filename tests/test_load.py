@@ -33,7 +33,7 @@ def big_sandbox() -> Iterator[ApiTarget]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "buffalo_assets.cli", "sandbox", "--port", str(port), "--orders", str(ORDERS),
-         "--faults", "0.1", "--retry-after", "0.2", "--slow-ms", "1500", "--latency-ms", "5"],
+         "--faults", "0.1", "--retry-after", "0.05", "--slow-ms", "1200", "--latency-ms", "5"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

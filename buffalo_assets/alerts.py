@@ -1,0 +1,58 @@
+"""Alerting: every failed run is posted to a webhook (BUFFALO_ALERT_WEBHOOK), or logged.
+
+The payload is plain JSON (`text` for Slack/Teams-style incoming webhooks, plus the run id,
+job, failed steps with their errors, and a link when BUFFALO_DAGSTER_UI_URL is set). The
+webhook URL often embeds a token, so it is never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import requests
+from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
+
+WEBHOOK_VARIABLE = "BUFFALO_ALERT_WEBHOOK"
+
+
+def failure_alert(context: RunFailureSensorContext) -> dict[str, Any]:
+    run = context.dagster_run
+    steps = [
+        {"step": event.step_key, "error": event.event_specific_data.error.message.strip()}
+        for event in context.get_step_failure_events()
+        if event.event_specific_data is not None and event.event_specific_data.error is not None
+    ]
+    ui = os.environ.get("BUFFALO_DAGSTER_UI_URL", "").rstrip("/")
+    link = f"{ui}/runs/{run.run_id}" if ui else None
+    first = f" {steps[0]['step']}: {steps[0]['error'].splitlines()[0]}" if steps else ""
+    text = f"Buffalo Orders Platform: run {run.run_id[:8]} of {run.job_name} failed.{first}"
+    return {
+        "text": text + (f" {link}" if link else ""),
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "failed_steps": steps,
+        "message": context.failure_event.message,
+        "url": link,
+        "tags": {k: v for k, v in run.tags.items() if k.startswith(("airflow/", "dagster/schedule"))},
+    }
+
+
+@run_failure_sensor(
+    name="alert_on_run_failure",
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    monitor_all_code_locations=False,
+    description="Posts every failed run to BUFFALO_ALERT_WEBHOOK, or logs it when unset.",
+)
+def alert_on_run_failure(context: RunFailureSensorContext) -> None:
+    alert = failure_alert(context)
+    webhook = os.environ.get(WEBHOOK_VARIABLE)
+    if not webhook:
+        context.log.error(alert["text"])
+        return
+    response = requests.post(webhook, json=alert, timeout=10)
+    if response.status_code >= 300:
+        # Raising makes the sensor tick fail visibly in the UI; the next tick tries again.
+        raise RuntimeError(f"the alert webhook answered HTTP {response.status_code}")
+    context.log.info(f"alert sent for run {alert['run_id']}")
