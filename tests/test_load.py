@@ -51,14 +51,16 @@ def big_sandbox() -> Iterator[ApiTarget]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_a_100000_order_account_with_10_percent_faults_ingests_completely(
     big_sandbox: ApiTarget, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
     started = time.perf_counter()
-    first = run(big_sandbox, pg_url, instance, concurrency=16, read_timeout=1.0)
+    client = {"concurrency": 16, "read_timeout": 1.0, "backoff_base": 0.1}
+    first = run(big_sandbox, pg_url, instance, **client)
     assert first.success
     raw = metadata_of(first, "raw_orders")
-    second = run(big_sandbox, pg_url, instance, concurrency=16, read_timeout=1.0)
+    second = run(big_sandbox, pg_url, instance, **client)
     assert second.success
     elapsed = time.perf_counter() - started
     with empty_store.connect() as connection:

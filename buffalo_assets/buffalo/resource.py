@@ -21,6 +21,8 @@ class BuffaloResource(ConfigurableResource):
     connect_timeout: float = Field(default=5.0, description="Seconds to wait for a connection")
     read_timeout: float = Field(default=30.0, description="Seconds to wait for response bytes")
     max_attempts: int = Field(default=6, description="Tries per request before giving up")
+    backoff_base: float = Field(default=0.5, description="First retry waits about this long, s; doubling")
+    backoff_max: float = Field(default=30.0, description="Longest wait between two tries, s")
     verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate")
     ca_bundle: str | None = Field(default=None, description="CA bundle file for TLS, if not the default")
     max_response_bytes: int = Field(
@@ -38,6 +40,8 @@ class BuffaloResource(ConfigurableResource):
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base,
+            backoff_max=self.backoff_max,
             verify=verify,
             max_response_bytes=self.max_response_bytes,
         )
