@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dagster import AssetsDefinition, AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
@@ -84,3 +88,38 @@ def metadata_of(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
 
 def check_results(result: ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# What an operator types to ingest, run as a subprocess exactly like that.
+MATERIALIZE = [
+    str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize",
+    "-m", "buffalo_assets.definitions", "--select", "order_ids,raw_orders",
+]  # fmt: skip
+
+
+def subprocess_env(
+    running: RunningSandbox | ApiTarget, pg_url: str, dagster_home: Path, **extra: str
+) -> dict[str, str]:
+    """The environment a Dagster process needs to ingest from `running` into `pg_url`."""
+    target = ApiTarget.of(running)
+    return {
+        **os.environ,
+        "BUFFALO_PG_URL": pg_url,
+        "DAGSTER_HOME": str(dagster_home),
+        "BUFFALO_BASE_URL": target.url,
+        "BUFFALO_USERNAME": target.username,
+        "BUFFALO_PASSWORD": target.password,
+        **extra,
+    }
+
+
+def stop_group(process: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    """Stop a process started with start_new_session=True, and everything it started."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

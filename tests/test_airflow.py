@@ -8,7 +8,6 @@ port, on the session database, with the sandbox as its Buffalo API.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.sandbox.server import RunningSandbox, free_port
 from tests.conftest import ROOT, SandboxFactory
+from tests.pipeline import stop_group
 
 AIRFLOW_VENV = ROOT / "airflow" / ".venv"
 AIRFLOW = AIRFLOW_VENV / "bin" / "airflow"
@@ -74,12 +74,7 @@ def dagster_webserver(
         wait_for(url, "{ assetNodes { assetKey { path } } }", 180, process)
         yield url, running
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
         log.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +25,7 @@ from buffalo_assets.sandbox.faults import FaultPlan
 from buffalo_assets.sandbox.orders import TERMINAL_STAGES
 from buffalo_assets.sandbox.server import RunningSandbox
 from tests.conftest import ROOT, SandboxFactory
-from tests.pipeline import metadata_of, run
+from tests.pipeline import MATERIALIZE, metadata_of, run, subprocess_env
 
 
 def ingest(
@@ -189,25 +188,6 @@ def test_too_many_failures_fail_the_run_but_keep_what_was_fetched(
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert "could not be fetched, more than the allowed 20%" in str(failure.event_specific_data.error)
     assert len(stored_versions(empty_store)) == 200  # nothing lost or half-written
-
-
-def subprocess_env(running: RunningSandbox, pg_url: str, dagster_home: Path, **extra: str) -> dict[str, str]:
-    config = running.sandbox.config
-    return {
-        **os.environ,
-        "BUFFALO_PG_URL": pg_url,
-        "DAGSTER_HOME": str(dagster_home),
-        "BUFFALO_BASE_URL": running.url,
-        "BUFFALO_USERNAME": config.username,
-        "BUFFALO_PASSWORD": config.password,
-        **extra,
-    }
-
-
-MATERIALIZE = [
-    sys.executable, "-m", "dagster", "asset", "materialize",
-    "-m", "buffalo_assets.definitions", "--select", "order_ids,raw_orders",
-]  # fmt: skip
 
 
 def test_a_run_killed_mid_fetch_is_released_and_the_rerun_stores_every_order_once(

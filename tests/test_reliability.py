@@ -30,12 +30,7 @@ from buffalo_assets.storage.bulk import in_transaction, write_frame
 from buffalo_assets.storage.raw_store import canonical_json, payload_sha256
 from buffalo_assets.storage.tables import order_versions
 from tests.conftest import ROOT, SandboxFactory
-from tests.pipeline import metadata_of, run
-
-MATERIALIZE = [
-    str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize",
-    "-m", "buffalo_assets.definitions", "--select", "order_ids,raw_orders",
-]  # fmt: skip
+from tests.pipeline import MATERIALIZE, metadata_of, run, subprocess_env
 
 
 def expected_store(running: RunningSandbox) -> dict[str, str]:
@@ -55,19 +50,6 @@ def stored(engine: sa.Engine) -> dict[str, str]:
     found = dict(rows)
     assert len(found) == len(rows), "an order has two versions although nothing changed"
     return found
-
-
-def env_for(running: RunningSandbox, pg_url: str, dagster_home: Path, **extra: str) -> dict[str, str]:
-    config = running.sandbox.config
-    return {
-        **os.environ,
-        "BUFFALO_PG_URL": pg_url,
-        "DAGSTER_HOME": str(dagster_home),
-        "BUFFALO_BASE_URL": running.url,
-        "BUFFALO_USERNAME": config.username,
-        "BUFFALO_PASSWORD": config.password,
-        **extra,
-    }
 
 
 # -- 1. fault matrix ----------------------------------------------------------------------
@@ -110,7 +92,7 @@ def test_sigkill_at_five_seeded_points_then_a_rerun_converges_to_the_undisturbed
 ) -> None:
     running = start_sandbox(orders=600, faults=FaultPlan(latency_ms=15))
     expected = expected_store(running)
-    env = env_for(running, pg_url, dagster_home, BUFFALO_CONCURRENCY="4")
+    env = subprocess_env(running, pg_url, dagster_home, BUFFALO_CONCURRENCY="4")
     rng = random.Random(20261129)
     # A point is "after N versions were stored"; None kills during start-up and listing.
     points = [None, *sorted(rng.sample(range(1, 600), 4))]

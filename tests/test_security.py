@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from buffalo_assets.sandbox.faults import FaultPlan
 from tests.conftest import ROOT, SandboxFactory
-from tests.test_reliability import MATERIALIZE, env_for
+from tests.pipeline import MATERIALIZE, subprocess_env
 
 
 def every_row_as_text(engine: sa.Engine) -> str:
@@ -50,7 +50,7 @@ def test_no_password_encrypted_password_or_ticket_leaks_anywhere(
         password=password,
         faults=FaultPlan.mixed(0.2, retry_after_s=0.05, ticket_ttl_s=1.0),
     )
-    env = env_for(running, pg_url, dagster_home)
+    env = subprocess_env(running, pg_url, dagster_home)
     texts: list[str] = []
     ok = subprocess.run(MATERIALIZE, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-3000:]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from buffalo_assets.sandbox.server import RunningSandbox, free_port
 from tests.conftest import ROOT
+from tests.pipeline import stop_group
 
 BIN = ROOT / ".venv" / "bin"
 SCREENSHOTS = ROOT / "docs" / "images"
@@ -47,16 +47,6 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
     return subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
     )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def dismiss_welcome_dialog(page) -> None:  # noqa: ANN001
@@ -151,7 +141,7 @@ def stack(pg_url: str, dagster_home: Path, tmp_path_factory: pytest.TempPathFact
             yield Stack(url, running, logs)
         finally:
             for process in reversed(processes):
-                stop(process)
+                stop_group(process)
 
 
 def test_the_daemon_runs_the_schedule_and_automation_brings_core_up_to_date(
