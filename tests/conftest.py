@@ -8,6 +8,7 @@ named database and drops it at the end.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -132,3 +133,14 @@ def start_sandbox() -> Iterator[SandboxFactory]:
             return stack.enter_context(running_sandbox(sandbox_config))
 
         yield start
+
+
+_SESSION_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the load test's figures (written by tests/test_load.py) where CI's log shows them."""
+    figures = ROOT / "bench" / "results" / "load-test.json"
+    if figures.exists() and figures.stat().st_mtime >= _SESSION_STARTED:
+        terminalreporter.write_sep("-", "load test figures")
+        terminalreporter.write_line(figures.read_text())

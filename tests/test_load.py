@@ -82,4 +82,3 @@ def test_a_100000_order_account_with_10_percent_faults_ingests_completely(
     target = ROOT / "bench" / "results" / "load-test.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(figures, indent=2))
-    sys.__stderr__.write(f"\nload test figures: {json.dumps(figures)}\n")
