@@ -10,9 +10,9 @@ import csv
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 import psycopg2.errors
@@ -79,21 +79,65 @@ def write_frame(
     """
     if frame.empty:
         return FrameWrite()
+    frame = _integers_as_integers(table, frame)
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=False, na_rep=NULL_MARKER, quoting=csv.QUOTE_ALL)
+    return _copy_and_merge(
+        connection,
+        table,
+        [str(c) for c in frame.columns],
+        buffer,
+        len(frame),
+        mode,
+        primary_key,
+        update_columns,
+    )
+
+
+def write_rows(
+    connection: sa.Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    mode: str,
+    primary_key: Sequence[str] = (),
+    update_columns: Sequence[str] | None = None,
+) -> FrameWrite:
+    """`write_frame` for plain rows (dicts with every column of `table`), without pandas.
+
+    The transform writes about a million event rows per 100,000 orders; serialising
+    them with the csv module directly is much cheaper than building DataFrames first.
+    """
+    if not rows:
+        return FrameWrite()
+    columns = [c.name for c in table.columns]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    marker = NULL_MARKER
+    writer.writerows([marker if row[c] is None else row[c] for c in columns] for row in rows)
+    return _copy_and_merge(connection, table, columns, buffer, len(rows), mode, primary_key, update_columns)
+
+
+def _copy_and_merge(
+    connection: sa.Connection,
+    table: sa.Table,
+    columns: list[str],
+    buffer: io.StringIO,
+    rows: int,
+    mode: str,
+    primary_key: Sequence[str],
+    update_columns: Sequence[str] | None,
+) -> FrameWrite:
     declared = {c.name for c in table.columns}
-    unknown = [c for c in frame.columns if c not in declared]
+    unknown = [c for c in columns if c not in declared]
     if unknown:
         raise ValueError(f"columns {unknown} are not in the declared table {qualified_name(table)}")
-    frame = _integers_as_integers(table, frame)
     target = qualified_name(table)
-    columns = [str(c) for c in frame.columns]
     column_list = ", ".join(quote(c) for c in columns)
     connection.execute(
         sa.text(f"CREATE TEMP TABLE _incoming (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DROP")
     )
     # Every field quoted (a bare carriage return would otherwise end a CSV line), with a
     # NULL marker that FORCE_NULL turns back into NULL even though it is quoted.
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False, na_rep=NULL_MARKER, quoting=csv.QUOTE_ALL)
     buffer.seek(0)
     raw = connection.connection.dbapi_connection
     assert raw is not None
@@ -107,9 +151,9 @@ def write_frame(
         connection.execute(
             sa.text(f"INSERT INTO {target} ({column_list}) SELECT {column_list} FROM _incoming")
         )
-        written = FrameWrite(rows=len(frame), inserted=len(frame))
+        written = FrameWrite(rows=rows, inserted=rows)
     elif mode == "upsert":
-        written = _merge(connection, target, column_list, columns, primary_key, update_columns, len(frame))
+        written = _merge(connection, target, column_list, columns, primary_key, update_columns, rows)
     else:
         raise ValueError(f"unknown write mode {mode!r}")
     # On failure the transaction's rollback discards the temporary table instead.

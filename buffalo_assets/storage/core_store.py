@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from buffalo_assets.orders.parse import ParsedOrder
-from buffalo_assets.storage.bulk import in_transaction, write_frame
+from buffalo_assets.storage.bulk import in_transaction, write_rows
 from buffalo_assets.storage.tables import clean_orders, order_events, order_items, transform_errors
 
 CORE_TABLES = (clean_orders, order_items, order_events)
@@ -82,17 +82,9 @@ def _replace(
     if order_ids:
         for table in (order_items, order_events):
             connection.execute(table.delete().where(table.c.order_id.in_(order_ids)))
-        write_frame(
-            connection,
-            clean_orders,
-            pd.DataFrame([p.order for p in parsed], columns=[c.name for c in clean_orders.columns]),
-            "upsert",
-            ["order_id"],
-        )
-        items = [item for p in parsed for item in p.items]
-        events = [event for p in parsed for event in p.events]
-        write_frame(connection, order_items, pd.DataFrame(items, columns=_names(order_items)), "append")
-        write_frame(connection, order_events, pd.DataFrame(events, columns=_names(order_events)), "append")
+        write_rows(connection, clean_orders, [p.order for p in parsed], "upsert", ["order_id"])
+        write_rows(connection, order_items, [item for p in parsed for item in p.items], "append")
+        write_rows(connection, order_events, [event for p in parsed for event in p.events], "append")
     if errors:
         statement = insert(transform_errors).values(
             [
@@ -111,10 +103,6 @@ def _replace(
                 set_={"reason": statement.excluded.reason, "run_id": statement.excluded.run_id},
             )
         )
-
-
-def _names(table: sa.Table) -> list[str]:
-    return [c.name for c in table.columns]
 
 
 def row_count(engine: sa.Engine, table: sa.Table) -> int:
