@@ -268,7 +268,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 def _report_run(label: str, result: Any) -> None:
     if not result.success:
-        failure = result.get_run_failure_event() if hasattr(result, "get_run_failure_event") else None
+        failure = result.get_run_failure_event()
         raise click.ClickException(f"{label} failed: {failure.message if failure else 'see the Dagster UI'}")
     metadata = {
         event.asset_key.to_user_string(): {

@@ -8,10 +8,10 @@ examples (order ids only: no personal data in check metadata).
 import sqlalchemy as sa
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
+from buffalo_assets.storage.core_store import CORE_TABLES
 from buffalo_assets.storage.resource import PostgresResource
 from buffalo_assets.storage.tables import clean_orders, order_events, order_items
 
-CORE_TABLES = (clean_orders, order_items, order_events)
 EXAMPLES = 5
 
 

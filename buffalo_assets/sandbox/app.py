@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 
 from buffalo_assets.sandbox.faults import FAILURE_KINDS, FaultDice, FaultPlan
 from buffalo_assets.sandbox.orders import DAY, HOUR, OrderBook
+from buffalo_assets.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
 
 PAGE_SIZE = 15
 Handler = Callable[[Request], Awaitable[Response]]
@@ -43,8 +44,8 @@ _HTML_ERROR = (
 class SandboxConfig:
     orders: int = 1_000
     seed: int = 7
-    username: str = "demo@solo.example"
-    password: str = "buffalo-sandbox"  # noqa: S105 - the simulator's public default
+    username: str = SANDBOX_USERNAME
+    password: str = SANDBOX_PASSWORD
     start: float | None = None  # epoch seconds of the sandbox clock; default: now
     history_days: float = 60.0
     arrivals_per_day: float | None = None  # default: the historical rate
