@@ -12,7 +12,7 @@ AIRFLOW_HOME ?= $(CURDIR)/.buffalo/airflow
 AIRFLOW_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/airflow/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False DAGSTER_URL=$${DAGSTER_URL:-http://127.0.0.1:3000}
 
-.PHONY: demo test install lint ui sandbox bench clean airflow-venv airflow airflow-dag-test
+.PHONY: demo test install lint ui sandbox bench clean airflow-venv airflow airflow-dag-test screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ airflow-dag-test: $(AIRFLOW_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check buffalo_assets tests bench airflow
+	$(BIN)/mypy
+
+# Refresh the README's UI screenshots (docs/images/) from a real browser; the test suite
+# itself never writes tracked files.
+screenshots: $(STAMP)
+	BUFFALO_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(BIN)/python -m pytest tests/test_stack.py -k browser
 
 ui: $(STAMP)
 	$(BIN)/buffalo dev

@@ -7,23 +7,23 @@ webhook URL often embeds a token, so it is never logged.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import requests
 from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
+from dagster._core.execution.plan.objects import StepFailureData
 
-WEBHOOK_VARIABLE = "BUFFALO_ALERT_WEBHOOK"
+from buffalo_assets import settings
 
 
 def failure_alert(context: RunFailureSensorContext) -> dict[str, Any]:
     run = context.dagster_run
-    steps = [
-        {"step": event.step_key, "error": event.event_specific_data.error.message.strip()}
-        for event in context.get_step_failure_events()
-        if event.event_specific_data is not None and event.event_specific_data.error is not None
-    ]
-    ui = os.environ.get("BUFFALO_DAGSTER_UI_URL", "").rstrip("/")
+    steps: list[dict[str, str]] = []
+    for event in context.get_step_failure_events():
+        data = event.event_specific_data
+        if isinstance(data, StepFailureData) and data.error is not None:
+            steps.append({"step": event.step_key or "", "error": data.error.message.strip()})
+    ui = (settings.load().dagster_ui_url or "").rstrip("/")
     link = f"{ui}/runs/{run.run_id}" if ui else None
     first = f" {steps[0]['step']}: {steps[0]['error'].splitlines()[0]}" if steps else ""
     text = f"Buffalo Orders Platform: run {run.run_id[:8]} of {run.job_name} failed.{first}"
@@ -47,7 +47,7 @@ def failure_alert(context: RunFailureSensorContext) -> dict[str, Any]:
 )
 def alert_on_run_failure(context: RunFailureSensorContext) -> None:
     alert = failure_alert(context)
-    webhook = os.environ.get(WEBHOOK_VARIABLE)
+    webhook = settings.load().alert_webhook
     if not webhook:
         context.log.error(alert["text"])
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +19,12 @@ from buffalo_assets.sandbox.faults import FAILURE_KINDS, FaultPlan
 @click.group()
 def main() -> None:
     """Buffalo Orders Platform: Buffalo shipping history in PostgreSQL, as Dagster assets."""
-    settings.load_environment()
 
 
 # -- sandbox -----------------------------------------------------------------------------
 
 
-def sandbox_options(command: click.Command) -> click.Command:
+def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
     """Options shared by every command that starts a sandbox."""
     options = [
         click.option("--orders", default=1_000, show_default=True, help="Orders in the account"),
@@ -139,6 +139,26 @@ def sandbox(host: str, port: int, **options: object) -> None:
     serve_forever(config, host, port)
 
 
+# -- settings ------------------------------------------------------------------------------
+
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the README's settings table instead")
+def show_settings(markdown: bool) -> None:
+    """Print every setting with the value in use (secrets masked) and where it came from."""
+    if markdown:
+        click.echo(settings.markdown_table(), nl=False)
+        return
+    current = settings.load()
+    explicit = current.model_fields_set
+    for name in settings.Settings.model_fields:
+        value = getattr(current, name)
+        shown = "unset" if value is None else ("********" if "Secret" in type(value).__name__ else str(value))
+        source = "set" if name in explicit else "default"
+        click.echo(f"{settings.env_name(name):34} {shown:40} ({source})")
+    click.echo(f"{'(.env read from)':34} {current.env_file}")
+
+
 # -- database ------------------------------------------------------------------------------
 
 
@@ -179,7 +199,8 @@ def db_grant_bi(role: str) -> None:
     url = database_url()
     engine = create_engine(url)
     ensure_schema(engine)
-    password = os.environ.get("BUFFALO_BI_PASSWORD")
+    secret = settings.load().bi_password
+    password = secret.get_secret_value() if secret else None
     grant_bi_role(engine, role, password)
     engine.dispose()
     login = "can log in" if password else "no login (set BUFFALO_BI_PASSWORD to allow one)"
@@ -191,8 +212,12 @@ def db_stop() -> None:
     """Stop the embedded server, if it runs."""
     from buffalo_assets.storage.database import embedded_server
 
-    stopped = embedded_server().stop()
+    server = embedded_server()
+    stopped = server.stop()
     click.echo("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+    for change in server.root_changes():
+        # Undoing them could break another checkout's server; say what stays instead.
+        click.echo(f"left in place (made when set up as root): {change}")
 
 
 # -- demo --------------------------------------------------------------------------------
@@ -208,7 +233,7 @@ def demo(orders: int, advance_days: float) -> None:
     from buffalo_assets.storage.database import safe_url
 
     started = time.perf_counter()
-    embedded = not os.environ.get("BUFFALO_PG_URL")
+    embedded = not settings.load().pg_url
     url = demo_database_url(fresh=True)
     where = "embedded server" if embedded else "the BUFFALO_PG_URL server"
     click.echo(f"database   {safe_url(url)} (recreated on {where})")
@@ -217,6 +242,7 @@ def demo(orders: int, advance_days: float) -> None:
     config = SandboxConfig(orders=orders, start=time.time() - advance_days * 86_400 - 60)
     with running_sandbox(config) as running:
         click.echo(f"sandbox    {running.url} with {orders} orders (user {config.username})")
+        # The documented hand-over: the in-process Dagster run reads its EnvVars here.
         os.environ.update(
             dagster_environment(url)
             | {
@@ -256,7 +282,7 @@ def demo_database_url(*, fresh: bool) -> str:
 
     from buffalo_assets.storage.database import database_url, recreate_database
 
-    name = os.environ.get("BUFFALO_DEMO_DB", "buffalo_demo")
+    name = settings.load().demo_db
     if fresh:
         return recreate_database(database_url(), name)
     return make_url(database_url()).set(database=name).render_as_string(hide_password=False)
@@ -341,12 +367,21 @@ def dev(ctx: click.Context, host: str, port: int, use_demo: bool) -> None:
 
 
 def dagster_environment(pg_url: str) -> dict[str, str]:
-    """The environment Dagster processes need: instance config and its database."""
+    """The environment handed to Dagster processes: ours, `.env`'s entries, the instance and database.
+
+    This is the one place the platform passes settings on through the environment: Dagster
+    resolves `EnvVar`s and `dagster.yaml`'s `env:` entries from it.
+    """
     home = settings.state_dir() / "dagster"
     home.mkdir(parents=True, exist_ok=True)
     instance_yaml = (settings.project_dir() / "dagster.yaml").read_text()
     (home / "dagster.yaml").write_text(instance_yaml)
-    return {**os.environ, "BUFFALO_PG_URL": pg_url, "DAGSTER_HOME": str(home)}
+    return {
+        **os.environ,
+        **settings.dotenv_values_for_handover(),
+        "BUFFALO_PG_URL": pg_url,
+        "DAGSTER_HOME": str(home),
+    }
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """The one place that wires the platform together: assets, resources, jobs, schedules.
 
-Buffalo settings come from the environment (or `.env`); when `BUFFALO_BASE_URL` is unset
-they point at the local sandbox and its documented default credentials. When
-`BUFFALO_PG_URL` is unset the embedded PostgreSQL is started and its URL used.
+Importing this module reads the settings (`settings.load()`: the environment and `.env`)
+and builds definitions; it starts no process, writes no file and changes no environment
+variable. Secrets reach resources as `EnvVar`s, resolved when a run starts. With
+`BUFFALO_BASE_URL` unset the Buffalo resource points at the local sandbox and its public
+default credentials; with `BUFFALO_PG_URL` unset the database resources use the embedded
+server that a `buffalo` command started (or fail with one line saying which command to run).
 """
 
 from __future__ import annotations
-
-import os
 
 from dagster import (
     AssetSelection,
@@ -31,24 +32,33 @@ from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.checks.core import core_checks
 from buffalo_assets.runs import release_dead_runs
-from buffalo_assets.storage.database import PG_URL_VARIABLE, database_url
+from buffalo_assets.storage.database import PG_URL_VARIABLE
 from buffalo_assets.storage.io_manager import PostgresIOManager
 from buffalo_assets.storage.resource import PostgresResource
 
-settings.load_environment()
-using_sandbox = settings.apply_sandbox_defaults()
-os.environ[PG_URL_VARIABLE] = database_url()
+config = settings.load()
+
+
+def _secret(field: str, sandbox_default: str) -> str | EnvVar:
+    """A credential: its environment variable, or the sandbox's public default."""
+    if config.uses_sandbox and getattr(config, field) is None:
+        return sandbox_default
+    return EnvVar(settings.env_name(field))
+
 
 buffalo = BuffaloResource(
-    base_url=EnvVar("BUFFALO_BASE_URL"),
-    username=EnvVar("BUFFALO_USERNAME"),
-    password=EnvVar("BUFFALO_PASSWORD"),
-    concurrency=int(os.environ.get("BUFFALO_CONCURRENCY", "16")),
-    requests_per_second=float(os.environ.get("BUFFALO_REQUESTS_PER_SECOND", "0")),
-    verify_tls=settings.env_flag("BUFFALO_VERIFY_TLS", default=True),
-    ca_bundle=os.environ.get("BUFFALO_CA_BUNDLE") or None,
-    max_response_bytes=int(os.environ.get("BUFFALO_MAX_RESPONSE_BYTES", str(5 * 1024 * 1024))),
+    base_url=config.api_url,
+    username=_secret("username", settings.SANDBOX_USERNAME),
+    password=_secret("password", settings.SANDBOX_PASSWORD),
+    concurrency=config.concurrency,
+    requests_per_second=config.requests_per_second,
+    verify_tls=config.verify_tls,
+    ca_bundle=config.ca_bundle,
+    max_response_bytes=config.max_response_bytes,
 )
+# Unset: resolved when used (the embedded server a `buffalo` command started, or one line
+# naming the command to run), so that loading the definitions never needs a database.
+database_url = EnvVar(PG_URL_VARIABLE) if config.pg_url else None
 
 ingest_orders = define_asset_job(
     "ingest_orders",
@@ -62,15 +72,17 @@ refresh_all = define_asset_job(
     description="Ingest, then rebuild what changed in core, with every asset check.",
 )
 
-# On by default where a real API is configured; a laptop on the sandbox opts in.
-schedule_on = settings.env_flag("BUFFALO_SCHEDULE_ENABLED", default=not using_sandbox)
+# On where Dagster orchestrates and a real API is configured; a laptop on the sandbox opts
+# in, and with BUFFALO_ORCHESTRATOR=airflow the Airflow DAG schedules instead.
 ingest_schedule = ScheduleDefinition(
     name="ingest_orders_schedule",
     job=ingest_orders,
-    cron_schedule=os.environ.get("BUFFALO_INGEST_CRON", "*/15 * * * *"),
+    cron_schedule=config.ingest_cron,
     execution_timezone="Africa/Johannesburg",
-    default_status=DefaultScheduleStatus.RUNNING if schedule_on else DefaultScheduleStatus.STOPPED,
-    description="Ingest every 15 minutes (BUFFALO_INGEST_CRON).",
+    default_status=DefaultScheduleStatus.RUNNING if config.schedule_on else DefaultScheduleStatus.STOPPED,
+    description=(
+        f"Ingest on cron {config.ingest_cron!r} (BUFFALO_INGEST_CRON) while BUFFALO_ORCHESTRATOR is dagster"
+    ),
 )
 
 
@@ -104,7 +116,7 @@ defs = Definitions(
     sensors=[release_dead_runs_sensor, alert_on_run_failure, core_automation],
     resources={
         "buffalo": buffalo,
-        "postgres": PostgresResource(url=EnvVar(PG_URL_VARIABLE)),
-        "postgres_io": PostgresIOManager(url=EnvVar(PG_URL_VARIABLE)),
+        "postgres": PostgresResource(url=database_url),
+        "postgres_io": PostgresIOManager(url=database_url),
     },
 )

@@ -1,26 +1,174 @@
-"""Where the platform keeps its local state, and the environment variables it reads.
+"""Every setting of the platform, declared once: name, type, default and meaning.
 
-Every setting comes from the environment (or a `.env` file in the project folder); the
-README's "Settings" table lists them all.
+Settings come from the environment, else from `<project>/.env` (values in the environment
+win). Reading them has no side effect: nothing is written to `os.environ`. The README's
+settings table and `.env.example` are checked against `Settings` by the tests, and the
+deployed stack (`docker-compose.yml`, `deploy/dagster.yaml`) passes every setting whose
+`where` is `stack`.
+
+Only this module and the CLI's hand-over to Dagster processes (`cli.py`) touch `os.environ`.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Literal
 
-from dotenv import load_dotenv
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The sandbox the quickstart and tests start when no real API is configured.
 SANDBOX_HOST = "127.0.0.1"
 SANDBOX_PORT = 8765
 SANDBOX_USERNAME = "demo@solo.example"
 SANDBOX_PASSWORD = "buffalo-sandbox"  # noqa: S105 - public default of the local simulator
+SANDBOX_URL = f"http://{SANDBOX_HOST}:{SANDBOX_PORT}"
+
+ENV_PREFIX = "BUFFALO_"
+
+# Where a setting is read, which decides where the deployed stack must pass it:
+#   stack   - the Dagster processes (code server, webserver, daemon, run containers)
+#   airflow - the Airflow DAG, in Airflow's own virtualenv (it reads the environment itself)
+#   local   - only the `buffalo` command on a workstation
+Where = Literal["stack", "airflow", "local"]
 
 
-def project_dir() -> Path:
+def _setting(default: Any, description: str, *, where: Where = "stack", shown: str | None = None) -> Any:
+    """A field with its README line: `shown` is the default as the README states it."""
+    extra: dict[str, Any] = {"where": where}
+    if shown is not None:
+        extra["shown_default"] = shown
+    return Field(default=default, description=description, json_schema_extra=extra)
+
+
+class Settings(BaseSettings):
+    """The platform's settings; the environment variable of `name` is `BUFFALO_NAME`."""
+
+    # Empty values count as unset: compose passes `${VAR:-}` for every optional setting.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", env_file_encoding="utf-8", env_ignore_empty=True
+    )
+
+    # -- database ----------------------------------------------------------------------
+    pg_url: str | None = _setting(
+        None,
+        "SQLAlchemy URL of the database, `postgresql+psycopg2://user:pw@host:5432/db` "
+        "(`postgres://` and `postgresql://` are accepted). Dagster's own storage uses the same "
+        "database. Unset: the embedded server that `buffalo` commands start.",
+        shown="embedded server",
+    )
+    # -- Buffalo API ---------------------------------------------------------------------
+    base_url: str | None = _setting(
+        None,
+        "Buffalo API base URL; production is `https://index.buffaloex.com`. Unset: the local sandbox.",
+        shown=f"`{SANDBOX_URL}` (the sandbox)",
+    )
+    username: str | None = _setting(
+        None, "merchant account login", shown="sandbox default when the base URL is unset"
+    )
+    password: SecretStr | None = _setting(
+        None,
+        "merchant account password (never logged, never in run config)",
+        shown="sandbox default when the base URL is unset",
+    )
+    concurrency: int = _setting(16, "order-detail requests in flight at once")
+    requests_per_second: float = _setting(
+        0.0, "upper bound on the request rate to the API", shown="`0` (no bound)"
+    )
+    verify_tls: bool = _setting(True, "verify the API's TLS certificate")
+    ca_bundle: str | None = _setting(None, "CA bundle file for TLS verification", shown="system bundle")
+    max_response_bytes: int = _setting(
+        5 * 1024 * 1024, "larger API responses are refused and the order quarantined"
+    )
+    # -- ingestion -----------------------------------------------------------------------
+    full_walk_hours: float = _setting(
+        24.0,
+        "hours between full walks of the order list; in between, listing stops at the first "
+        "page of known ids",
+    )
+    max_failure_share: float = _setting(
+        0.2, "`raw_orders` fails when more than this share of orders could not be fetched"
+    )
+    freshness_hours: float = _setting(1.0, "`raw_orders` and `clean_orders` count as stale when older")
+    # -- scheduling ----------------------------------------------------------------------
+    orchestrator: Literal["dagster", "airflow"] = _setting(
+        "dagster",
+        "who schedules ingestion: `dagster` (its `ingest_orders_schedule`) or `airflow` (DAG "
+        "`buffalo_orders`); the other side's schedule stays off, manual runs work on both",
+    )
+    ingest_cron: str = _setting(
+        "*/15 * * * *", "cron of the ingest schedule, Dagster's and Airflow's (time zone Africa/Johannesburg)"
+    )
+    schedule_enabled: bool | None = _setting(
+        None,
+        "whether Dagster's schedule starts switched on (only when the orchestrator is `dagster`)",
+        shown="on when `BUFFALO_BASE_URL` is set, off on the sandbox default",
+    )
+    # -- alerting ------------------------------------------------------------------------
+    alert_webhook: str | None = _setting(None, "failed runs are POSTed here as JSON", shown="unset (logged)")
+    dagster_ui_url: str | None = _setting(None, "base URL of the Dagster UI, for links in alerts")
+    bi_password: SecretStr | None = _setting(
+        None, "password of the BI role `buffalo db grant-bi` creates (without it the role cannot log in)"
+    )
+    # -- Airflow (read by the DAG in Airflow's own virtualenv) -----------------------------
+    airflow_schedule: str | None = _setting(
+        None,
+        "schedule of DAG `buffalo_orders` when the orchestrator is `airflow`",
+        where="airflow",
+        shown="`BUFFALO_INGEST_CRON`, else `*/15 * * * *`",
+    )
+    airflow_retries: int = _setting(2, "task retries of DAG `buffalo_orders`", where="airflow")
+    airflow_task_timeout_min: float = _setting(
+        60.0, "timeout of each task of DAG `buffalo_orders`, minutes", where="airflow", shown="`60`"
+    )
+    # -- workstation ---------------------------------------------------------------------
+    home: Path | None = _setting(
+        None,
+        "project folder; local state (embedded database, Dagster home) goes to `$BUFFALO_HOME/.buffalo/`",
+        where="local",
+        shown="nearest folder up with `workspace.yaml`",
+    )
+    demo_db: str = _setting("buffalo_demo", "database the demo recreates on the server", where="local")
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def uses_sandbox(self) -> bool:
+        """No real API configured: the local sandbox and its public default credentials."""
+        return not self.base_url
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url or SANDBOX_URL
+
+    @property
+    def schedule_on(self) -> bool:
+        """Dagster's ingest schedule starts on: Dagster orchestrates, and it is wanted."""
+        if self.orchestrator != "dagster":
+            return False
+        return self.schedule_enabled if self.schedule_enabled is not None else not self.uses_sandbox
+
+    @property
+    def env_file(self) -> Path:
+        return project_dir(self.home) / ".env"
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def fields_where(where: Where) -> list[str]:
+    """Environment variable names of the settings read in `where`."""
+    return [
+        env_name(name)
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("where") == where
+    ]
+
+
+def project_dir(home: Path | None = None) -> Path:
     """The project folder: `BUFFALO_HOME`, else the nearest folder up from here with a workspace.yaml."""
-    configured = os.environ.get("BUFFALO_HOME")
+    configured = home or os.environ.get(env_name("home"))
     if configured:
         return Path(configured).resolve()
     cwd = Path.cwd().resolve()
@@ -35,32 +183,30 @@ def state_dir() -> Path:
     return project_dir() / ".buffalo"
 
 
-def load_environment() -> None:
-    """Read `<project>/.env` into the environment without overriding what is already set."""
-    load_dotenv(project_dir() / ".env", override=False)
+def load() -> Settings:
+    """The settings as the environment and `<project>/.env` say now (a fresh read each call)."""
+    return Settings(_env_file=project_dir() / ".env")
 
 
-def apply_sandbox_defaults() -> bool:
-    """Point the Buffalo settings at the local sandbox when no real API is configured.
+def markdown_table() -> str:
+    """The README's settings table, generated from the declarations."""
+    lines = ["| variable | default | where read | meaning |", "| --- | --- | --- | --- |"]
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        shown = extra.get("shown_default")
+        if shown is None:
+            default = info.default
+            text = str(default).lower() if isinstance(default, bool) else str(default)
+            shown = "unset" if default is None else f"`{text}`"
+        lines.append(f"| `{env_name(name)}` | {shown} | {extra.get('where')} | {info.description} |")
+    return "\n".join(lines) + "\n"
 
-    Returns whether the sandbox defaults were applied. Values already set win, so a
-    configured username or password is never overwritten.
-    """
-    if os.environ.get("BUFFALO_BASE_URL"):
-        return False
-    os.environ["BUFFALO_BASE_URL"] = f"http://{SANDBOX_HOST}:{SANDBOX_PORT}"
-    os.environ.setdefault("BUFFALO_USERNAME", SANDBOX_USERNAME)
-    os.environ.setdefault("BUFFALO_PASSWORD", SANDBOX_PASSWORD)
-    return True
 
+def dotenv_values_for_handover() -> dict[str, str]:
+    """`.env` entries not already in the environment: what the CLI hands to Dagster processes."""
+    from dotenv import dotenv_values
 
-def env_flag(name: str, *, default: bool) -> bool:
-    """A yes/no setting: true/1/yes/on or false/0/no/off (case-insensitive)."""
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{name} must be true or false, not {value!r}")
+    path = project_dir() / ".env"
+    if not path.exists():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None and k not in os.environ}

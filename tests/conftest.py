@@ -7,6 +7,7 @@ named database and drops it at the end.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -24,7 +25,7 @@ from sqlalchemy.engine import make_url
 from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.faults import FaultPlan
 from buffalo_assets.sandbox.server import RunningSandbox, running_sandbox
-from buffalo_assets.storage.database import create_engine, embedded_server, normalize_url
+from buffalo_assets.storage.database import create_engine, embedded_server, normalize_url, safe_url
 from buffalo_assets.storage.tables import ensure_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,15 +47,27 @@ def _server_answers(url: str) -> bool:
     return True
 
 
+@functools.cache
+def _test_server() -> tuple[str, str]:
+    """The server the suite creates its database on, and why that one."""
+    configured = os.environ.get("BUFFALO_TEST_PG_URL")
+    if configured:
+        return normalize_url(configured), "BUFFALO_TEST_PG_URL"
+    if _server_answers(LOCAL_SERVER):
+        return LOCAL_SERVER, "the server on 127.0.0.1:5432; set BUFFALO_TEST_PG_URL to choose another"
+    return embedded_server().ensure_running(), "the project's embedded server (nothing answers on 5432)"
+
+
+def pytest_report_header() -> str:
+    """Say which PostgreSQL the suite uses, so that it is never a silent choice."""
+    url, why = _test_server()
+    return f"PostgreSQL for the tests: {safe_url(url)} ({why}); a throw-away database is created there"
+
+
 @pytest.fixture(scope="session")
 def pg_server_url() -> str:
     """A URL of the server's maintenance database."""
-    configured = os.environ.get("BUFFALO_TEST_PG_URL")
-    if configured:
-        return normalize_url(configured)
-    if _server_answers(LOCAL_SERVER):
-        return LOCAL_SERVER
-    return embedded_server().ensure_running()
+    return _test_server()[0]
 
 
 @pytest.fixture(scope="session")

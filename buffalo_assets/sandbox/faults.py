@@ -45,7 +45,8 @@ class FaultPlan:
     def mixed(cls, rate: float, **overrides: Any) -> FaultPlan:
         """`rate` of requests fail, spread evenly over every failure kind."""
         share = rate / len(FAILURE_KINDS)
-        return cls(**{kind: share for kind in FAILURE_KINDS}, **overrides)
+        rates: dict[str, Any] = {kind: share for kind in FAILURE_KINDS}
+        return cls(**rates, **overrides)
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}

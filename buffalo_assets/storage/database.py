@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
-import os
-
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from buffalo_assets.settings import state_dir
+from buffalo_assets import settings
 from buffalo_assets.storage.embedded import EmbeddedPostgres
 
 PG_URL_VARIABLE = "BUFFALO_PG_URL"
 
 
+class NoDatabaseError(RuntimeError):
+    """No database configured and the embedded server is not running."""
+
+
+NO_DATABASE = (
+    f"{PG_URL_VARIABLE} is not set and the embedded PostgreSQL is not running: "
+    "start the platform with `buffalo dev` (or `buffalo db url`), or set BUFFALO_PG_URL"
+)
+
+
 def embedded_server() -> EmbeddedPostgres:
-    return EmbeddedPostgres(state_dir() / "postgres")
+    return EmbeddedPostgres(settings.state_dir() / "postgres")
 
 
 def database_url(*, start_embedded: bool = True) -> str:
-    """`BUFFALO_PG_URL` if set, else the embedded server's URL (started if needed)."""
-    configured = os.environ.get(PG_URL_VARIABLE)
+    """`BUFFALO_PG_URL` if set, else the embedded server's URL (started if needed).
+
+    With `start_embedded=False` nothing is started: the URL of an embedded server that
+    already runs, else `NoDatabaseError` naming the command to run.
+    """
+    configured = settings.load().pg_url
     if configured:
         return normalize_url(configured)
-    if not start_embedded:
-        raise RuntimeError(f"{PG_URL_VARIABLE} is not set")
-    return embedded_server().ensure_running()
+    server = embedded_server()
+    if start_embedded:
+        return server.ensure_running()
+    if server.is_running():
+        return server.url()
+    raise NoDatabaseError(NO_DATABASE)
 
 
 def normalize_url(url: str) -> str:

@@ -17,6 +17,7 @@ import pwd
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -26,6 +27,7 @@ from pathlib import Path
 # Postgres refuses to run as root; as root we run it as this unprivileged system user.
 _SYSTEM_USER_WHEN_ROOT = "pgserver"
 _START_TIMEOUT_S = 60
+_CHANGES_FILE = "root-changes.txt"
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -149,28 +151,61 @@ class EmbeddedPostgres:
                 check=True,
                 capture_output=True,
             )
+            self._record_change(
+                f"created system user {_SYSTEM_USER_WHEN_ROOT!r} (PostgreSQL refuses to run as root)"
+            )
         self._grant_traversal()
         return _SYSTEM_USER_WHEN_ROOT
 
     def _grant_traversal(self) -> None:
-        """As root: let the postgres user reach the binaries and own the data directory."""
+        """As root: let the postgres user reach the binaries and own the data directory.
+
+        Only what is missing is changed (most installs are world-readable already), and each
+        change is printed and recorded in `root-changes.txt` so that `buffalo db stop` can
+        say what stays.
+        """
         entry = pwd.getpwnam(_SYSTEM_USER_WHEN_ROOT)
         rx = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+        widened: list[Path] = []
         for top in (self._bin.parent, self.data_dir):
             for prefix in [top, *top.parents]:
-                prefix.chmod(prefix.stat().st_mode | rx)
+                mode = prefix.stat().st_mode
+                if mode & (stat.S_IROTH | stat.S_IXOTH) != stat.S_IROTH | stat.S_IXOTH:
+                    prefix.chmod(mode | rx)
+                    widened.append(prefix)
         for root, dirs, files in os.walk(self._bin.parent):
             for name in dirs + files:
                 path = Path(root, name)
-                if not path.is_symlink():
-                    path.chmod(path.stat().st_mode | rx)
-        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-        for path in (self._log_file, self.data_dir / "port"):
-            if path.exists():
-                os.chown(path, entry.pw_uid, entry.pw_gid)
+                if path.is_symlink():
+                    continue
+                mode = path.stat().st_mode
+                wanted = rx if (path.is_dir() or mode & stat.S_IXUSR) else stat.S_IRGRP | stat.S_IROTH
+                if mode & wanted != wanted:
+                    path.chmod(mode | wanted)
+                    widened.append(path)
+        if widened:
+            more = f" and {len(widened) - 3} more" if len(widened) > 3 else ""
+            shown = ", ".join(str(p) for p in widened[:3]) + more
+            self._record_change(f"made readable for {_SYSTEM_USER_WHEN_ROOT!r}: {shown}")
+        owned = [self.data_dir, self._log_file, self.data_dir / "port"]
         if not self._log_file.exists():
             self._log_file.touch()
-            os.chown(self._log_file, entry.pw_uid, entry.pw_gid)
+        for path in owned:
+            if path.exists() and path.stat().st_uid != entry.pw_uid:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+                self._record_change(f"gave {path} to {_SYSTEM_USER_WHEN_ROOT!r}")
+
+    def _record_change(self, change: str) -> None:
+        print(f"embedded PostgreSQL (as root): {change}", file=sys.stderr)
+        with (self.data_dir / _CHANGES_FILE).open("a") as changes:
+            changes.write(change + "\n")
+
+    def root_changes(self) -> list[str]:
+        """What setting the server up as root changed on this machine (kept when it stops)."""
+        try:
+            return (self.data_dir / _CHANGES_FILE).read_text().splitlines()
+        except FileNotFoundError:
+            return []
 
     def _initdb(self, user: str | None) -> None:
         self._run(

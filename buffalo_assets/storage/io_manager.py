@@ -85,7 +85,10 @@ def column_schema(table: sa.Table) -> TableSchema:
 class PostgresIOManager(ConfigurableIOManager):
     """Stores pandas DataFrames (or FrameChunks) in declared PostgreSQL tables."""
 
-    url: str = Field(description="SQLAlchemy URL of the database (BUFFALO_PG_URL)")
+    url: str | None = Field(
+        default=None,
+        description="Database URL (unset: BUFFALO_PG_URL, else the running embedded server)",
+    )
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | FrameChunks | None) -> None:
         if obj is None:
