@@ -187,6 +187,7 @@ def db_revision(message: str) -> None:
     server of BUFFALO_PG_URL or the embedded one, dropped after), so no real database is read.
     Review the file it writes, then commit it with the change to tables.py.
     """
+    import importlib.util
     import uuid
 
     import sqlalchemy as sa
@@ -209,9 +210,16 @@ def db_revision(message: str) -> None:
             if not schema_differences(connection):
                 click.echo("storage/tables.py matches the migration head: no migration written")
                 return
-            script = command.revision(
-                alembic_config(connection), message=message, autogenerate=True, rev_id=next_revision_id()
-            )
+            config = alembic_config(connection)
+            if importlib.util.find_spec("ruff") is not None:  # a dev dependency: format when present
+                config.set_section_option("post_write_hooks", "hooks", "format, fix")
+                for hook, options in (("format", "format"), ("fix", "check --fix --quiet")):
+                    config.set_section_option("post_write_hooks", f"{hook}.type", "exec")
+                    config.set_section_option("post_write_hooks", f"{hook}.executable", sys.executable)
+                    config.set_section_option(
+                        "post_write_hooks", f"{hook}.options", f"-m ruff {options} REVISION_SCRIPT_FILENAME"
+                    )
+            script = command.revision(config, message=message, autogenerate=True, rev_id=next_revision_id())
     finally:
         engine.dispose()
         admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
