@@ -78,8 +78,10 @@ class UpgradeResult:
             steps.append(
                 f"found the tables of release 0.1 without a version table: stamped baseline {BASELINE}"
             )
-        start = BASELINE if self.stamped_baseline else self.before or "an empty database"
-        if start != self.after:
+        start = BASELINE if self.stamped_baseline else self.before
+        if start is None:
+            steps.append(f"upgraded an empty database to {self.after}")
+        elif start != self.after:
             steps.append(f"upgraded {start} -> {self.after}")
         return f"schema of {where}: " + "; ".join(steps)
 
@@ -146,7 +148,6 @@ def context_options(
         "include_name": _include_name,
         "compare_type": True,
         "compare_server_default": True,
-        "transaction_per_migration": False,
     }
     if include_object is not None:
         options["include_object"] = include_object
