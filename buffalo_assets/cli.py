@@ -175,17 +175,81 @@ def db_url() -> None:
     click.echo(database_url())
 
 
-@db.command("init")
-def db_init() -> None:
-    """Create the raw, core, analytics and ops schemas and their tables."""
-    from buffalo_assets.storage.database import create_engine, database_url, safe_url
-    from buffalo_assets.storage.tables import ensure_schema
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the raw, core, analytics and ops schemas to the newest migration (or create them)."""
+    from buffalo_assets.storage.database import create_engine, database_url
+    from buffalo_assets.storage.migrations import SchemaVersionError, upgrade
 
-    url = database_url()
-    engine = create_engine(url)
-    ensure_schema(engine)
-    engine.dispose()
-    click.echo(f"schemas ready in {safe_url(url)}")
+    engine = create_engine(database_url())
+    try:
+        click.echo(upgrade(engine).describe())
+    except SchemaVersionError as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        engine.dispose()
+
+
+@db.command("init")
+@click.pass_context
+def db_init(ctx: click.Context) -> None:
+    """The same as `buffalo db upgrade` (its name before schema migrations)."""
+    click.echo("`buffalo db init` is the same as `buffalo db upgrade`")
+    ctx.invoke(db_upgrade)
+
+
+@db.command("revision")
+@click.option("-m", "--message", required=True, help="What the migration changes, e.g. 'add orders.vat'")
+def db_revision(message: str) -> None:
+    """Write a migration for the changes in storage/tables.py (Alembic autogenerate).
+
+    Compares tables.py with a scratch database upgraded to the current head (created on the
+    server of BUFFALO_PG_URL or the embedded one, dropped after), so no real database is read.
+    Review the file it writes, then commit it with the change to tables.py.
+    """
+    import importlib.util
+    import uuid
+
+    import sqlalchemy as sa
+    from alembic import command
+
+    from buffalo_assets.storage.database import create_engine, database_url, recreate_database
+    from buffalo_assets.storage.migrations import (
+        alembic_config,
+        next_revision_id,
+        schema_differences,
+        upgrade,
+    )
+
+    server_url = database_url()
+    scratch = f"buffalo_revision_{uuid.uuid4().hex[:8]}"
+    engine = create_engine(recreate_database(server_url, scratch))
+    try:
+        upgrade(engine)
+        with engine.begin() as connection:
+            if not schema_differences(connection):
+                click.echo("storage/tables.py matches the migration head: no migration written")
+                return
+            config = alembic_config(connection)
+            if importlib.util.find_spec("ruff") is not None:  # a dev dependency: format when present
+                config.set_section_option("post_write_hooks", "hooks", "format, fix")
+                for hook, options in (("format", "format"), ("fix", "check --fix --quiet")):
+                    config.set_section_option("post_write_hooks", f"{hook}.type", "exec")
+                    config.set_section_option("post_write_hooks", f"{hook}.executable", sys.executable)
+                    config.set_section_option(
+                        "post_write_hooks", f"{hook}.options", f"-m ruff {options} REVISION_SCRIPT_FILENAME"
+                    )
+            script = command.revision(config, message=message, autogenerate=True, rev_id=next_revision_id())
+    finally:
+        engine.dispose()
+        admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
+        admin.dispose()
+    scripts = script if isinstance(script, list) else [script]
+    for written in scripts:
+        if written is not None:
+            click.echo(f"wrote {written.path}: review it, then commit it with the change to tables.py")
 
 
 @db.command("grant-bi")
@@ -193,12 +257,12 @@ def db_init() -> None:
 def db_grant_bi(role: str) -> None:
     """Create the read-only BI role: reads `analytics`, nothing else (password: BUFFALO_BI_PASSWORD)."""
     from buffalo_assets.storage.database import create_engine, database_url, safe_url
+    from buffalo_assets.storage.migrations import upgrade
     from buffalo_assets.storage.roles import grant_bi_role
-    from buffalo_assets.storage.tables import ensure_schema
 
     url = database_url()
     engine = create_engine(url)
-    ensure_schema(engine)
+    upgrade(engine)
     secret = settings.load().bi_password
     password = secret.get_secret_value() if secret else None
     grant_bi_role(engine, role, password)

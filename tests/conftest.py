@@ -26,7 +26,7 @@ from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.faults import FaultPlan
 from buffalo_assets.sandbox.server import RunningSandbox, running_sandbox
 from buffalo_assets.storage.database import create_engine, embedded_server, normalize_url, safe_url
-from buffalo_assets.storage.tables import ensure_schema
+from buffalo_assets.storage.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -79,7 +79,7 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
     engine = create_engine(url)
-    ensure_schema(engine)
+    upgrade(engine)
     engine.dispose()
     yield url
     with admin.connect() as connection:

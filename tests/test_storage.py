@@ -1,4 +1,4 @@
-"""The database wiring: schemas from code, the latest-version view, the embedded server."""
+"""The database wiring: schemas from migrations, the latest-version view, the embedded server."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import sqlalchemy as sa
 
 from buffalo_assets.storage.database import normalize_url, safe_url
 from buffalo_assets.storage.embedded import EmbeddedPostgres
-from buffalo_assets.storage.tables import SCHEMAS, ensure_schema
+from buffalo_assets.storage.migrations import upgrade
+from buffalo_assets.storage.tables import SCHEMAS
 
 
 def test_schemas_and_tables_are_created_idempotently(engine: sa.Engine) -> None:
-    ensure_schema(engine)
-    ensure_schema(engine)
+    upgrade(engine)
+    assert not upgrade(engine).changed
     inspector = sa.inspect(engine)
     assert set(SCHEMAS) <= set(inspector.get_schema_names())
     assert {"order_ids", "order_versions"} <= set(inspector.get_table_names(schema="raw"))

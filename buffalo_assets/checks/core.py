@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, asset_check
 
 from buffalo_assets.storage.core_store import CORE_TABLES
+from buffalo_assets.storage.migrations import current_revision, head_revision, table_drift
 from buffalo_assets.storage.resource import PostgresResource
 from buffalo_assets.storage.tables import clean_orders, order_events, order_items
 
@@ -71,29 +72,30 @@ def primary_key_unique(table: sa.Table) -> AssetChecksDefinition:
 
 
 def column_schema_unchanged(table: sa.Table) -> AssetChecksDefinition:
-    """The live table has exactly the declared columns and types (no drift from manual DDL)."""
+    """The database is at the migration head and the live table is the head's (no manual DDL)."""
 
     @asset_check(
         asset=table.name,
         name=f"{table.name}_column_schema_unchanged",
-        description="The table's columns and types in PostgreSQL match the declared schema.",
+        description="The database is at the newest schema migration, and the table's columns, types, "
+        "nullability, defaults, comments and indexes in PostgreSQL match the declared schema.",
         blocking=True,
     )
     def _check(postgres: PostgresResource) -> AssetCheckResult:
-        engine = postgres.get_engine()
-        live = {
-            c["name"]: c["type"].compile(dialect=engine.dialect).lower()
-            for c in sa.inspect(engine).get_columns(table.name, schema=table.schema)
-        }
-        declared = {c.name: c.type.compile(dialect=engine.dialect).lower() for c in table.columns}
-        differences = sorted(
-            f"{name}: declared {declared.get(name, 'absent')}, found {live.get(name, 'absent')}"
-            for name in set(live) | set(declared)
-            if live.get(name) != declared.get(name)
-        )
+        with postgres.get_engine().connect() as connection:
+            differences = table_drift(connection, table)
+            revision = current_revision(connection)
+        summary = "; ".join(differences)
         return AssetCheckResult(
             passed=not differences,
-            metadata={"differences": "; ".join(differences) or "none", "columns": len(live)},
+            description=f"{table.schema}.{table.name} differs from the migration head: {summary}"
+            if differences
+            else None,
+            metadata={
+                "differences": summary or "none",
+                "revision": revision or "none",
+                "head": head_revision(),
+            },
         )
 
     return _check

@@ -1,4 +1,4 @@
-"""The database as a Dagster resource: one engine per process, schemas ensured once."""
+"""The database as a Dagster resource: one engine per process, schema upgraded once."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from buffalo_assets.storage.database import create_engine, database_url, normalize_url
-from buffalo_assets.storage.tables import ensure_schema
+from buffalo_assets.storage.migrations import upgrade
 
 _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
 
 
 def engine_for(url: str | None) -> sa.Engine:
-    """A process-wide engine for `url`, with the platform's schemas ensured on first use.
+    """A process-wide engine for `url`, its schema upgraded to the migration head on first use.
 
     No URL: `BUFFALO_PG_URL` from the settings, else the embedded server if it runs, else
     `NoDatabaseError` naming the command to run (nothing is started here).
@@ -26,7 +26,7 @@ def engine_for(url: str | None) -> sa.Engine:
         engine = _engines.get(url)
         if engine is None:
             engine = create_engine(url)
-            ensure_schema(engine)
+            upgrade(engine)
             _engines[url] = engine
         return engine
 

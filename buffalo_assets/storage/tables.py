@@ -2,13 +2,16 @@
 
 Schemas: `raw` (what Buffalo said, never edited), `core` (typed, cleaned), `analytics`
 (what BI reads), `ops` (run bookkeeping and quarantine).
+
+Nothing here creates anything: the migrations in `storage/migrations` do (`upgrade`), and
+the `raw.orders` view is defined there. Change a table here and add a migration for it
+(`buffalo db revision -m "..."`); tests/test_migrations.py fails until both agree.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
 
 SCHEMAS = ("raw", "core", "analytics", "ops")
 
@@ -160,22 +163,3 @@ transform_errors = sa.Table(
     schema="ops",
     comment="Raw versions that could not be made sense of, with the reason.",
 )
-
-LATEST_ORDERS_VIEW = """
-CREATE OR REPLACE VIEW raw.orders AS
-SELECT DISTINCT ON (order_id)
-       order_id, payload, payload_sha256, first_fetched_at, last_fetched_at, run_id
-FROM raw.order_versions
-ORDER BY order_id, last_fetched_at DESC, first_fetched_at DESC
-"""
-
-
-def ensure_schema(engine: Engine) -> None:
-    """Create schemas, tables and views if they are missing. Safe to run concurrently and often."""
-    with engine.begin() as connection:
-        # Two processes creating the same objects at once would race; serialise on a lock.
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('buffalo_schema'))"))
-        for schema in SCHEMAS:
-            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        metadata.create_all(connection, checkfirst=True)
-        connection.execute(sa.text(LATEST_ORDERS_VIEW))

@@ -1,0 +1,1 @@
+"""Migration scripts, one per schema revision (a package only so that they ship in the wheel)."""
