@@ -265,10 +265,10 @@ def test_tls_certificates_are_verified_for_the_real_api_with_a_configurable_ca_b
     from buffalo_assets.buffalo.resource import BuffaloResource
 
     default = BuffaloResource(base_url="https://index.buffaloex.com", username="u", password="p").get_client()
-    assert default._session.verify not in (False, None)
+    assert default.transport.verify not in (False, None)
     bundle = tmp_path / "ca.pem"
     bundle.write_text("")
     custom = BuffaloResource(
         base_url="https://index.buffaloex.com", username="u", password="p", ca_bundle=str(bundle)
     ).get_client()
-    assert custom._session.verify == str(bundle)
+    assert custom.transport.verify == str(bundle)

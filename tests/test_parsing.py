@@ -21,7 +21,7 @@ from buffalo_assets.orders.parse import (
     split_address,
     timestamp,
 )
-from buffalo_assets.orders.stages import STAGES
+from buffalo_assets.orders.vocabulary import STAGES
 from buffalo_assets.storage import core_store
 from buffalo_assets.storage.core_store import TransformError
 

@@ -29,7 +29,14 @@ from dagster import (
 from pydantic import Field
 
 from buffalo_assets.assets.ingestion import FRESH_WITHIN, OWNERS, raw_orders
-from buffalo_assets.orders.parse import ParsedOrder, UnparseableOrder, parse_order
+from buffalo_assets.orders.parse import (
+    CLEAN_ORDER_SOURCES,
+    EVENT_SOURCES,
+    ITEM_SOURCES,
+    ParsedOrder,
+    UnparseableOrder,
+    parse_order,
+)
 from buffalo_assets.storage import core_store
 from buffalo_assets.storage.core_store import TransformError
 from buffalo_assets.storage.io_manager import column_schema
@@ -39,59 +46,6 @@ from buffalo_assets.storage.tables import clean_orders, order_events, order_item
 BATCH_ORDERS = 2_000
 RAW = raw_orders.key
 PERSONAL_COLUMNS = ("address", "street", "suburb")
-
-# Which raw JSON field (in raw.order_versions.payload) each core column comes from.
-CLEAN_ORDER_SOURCES = {
-    "order_id": ["order_id"],
-    "tracking_number": ["payload.expressnumber"],
-    "third_party_number": ["payload.thirdnumber"],
-    "status_text": ["payload.statusname"],
-    "stage": ["payload.statusname"],
-    "is_terminal": ["payload.statusname"],
-    "pay_status": ["payload.paystatusname"],
-    "duty_status": ["payload.taxpaystatusname"],
-    "address": ["payload.receiveaddress"],
-    "street": ["payload.receiveaddress"],
-    "suburb": ["payload.receiveaddress"],
-    "city": ["payload.receiveaddress"],
-    "province": ["payload.receiveaddress"],
-    "postal_code": ["payload.receiveaddress"],
-    "weight_kg": ["payload.ascertainedweight"],
-    "volumetric_weight_kg": ["payload.ascertainedvolumweight"],
-    "billed_weight_kg": ["payload.finalweight"],
-    "cost_zar": ["payload.ascertainedcost"],
-    "duty_zar": ["payload.receivedtax"],
-    "created_at": ["payload.createtimeStr"],
-    "updated_at": ["payload.updatetimeStr"],
-    "first_event_at": ["payload.recordMap[].createtime"],
-    "delivered_at": ["payload.recordMap[].createtime", "payload.recordMap[].content", "payload.statusname"],
-    "days_in_transit": ["payload.recordMap[].createtime", "payload.createtimeStr"],
-    "box_count": ["payload.boxList[]"],
-    "item_count": ["payload.boxList[].detaillist[].number"],
-    "declared_value_zar": [
-        "payload.boxList[].detaillist[].declaredvalue",
-        "payload.boxList[].detaillist[].number",
-    ],
-    "event_count": ["payload.recordMap[].id"],
-    "payload_sha256": ["payload_sha256"],
-}
-ITEM_SOURCES = {
-    "order_id": ["order_id"],
-    "box_index": ["payload.boxList[]"],
-    "line_index": ["payload.boxList[].detaillist[]"],
-    "description": ["payload.boxList[].detaillist[].goodsname"],
-    "quantity": ["payload.boxList[].detaillist[].number"],
-    "declared_value": ["payload.boxList[].detaillist[].declaredvalue"],
-    "actual_declared_value": ["payload.boxList[].detaillist[].actualdeclaredvalue"],
-}
-EVENT_SOURCES = {
-    "order_id": ["order_id"],
-    "event_id": ["payload.recordMap[].id"],
-    "event_at": ["payload.recordMap[].createtime"],
-    "description": ["payload.recordMap[].content"],
-    "stage": ["payload.recordMap[].content"],
-}
-
 
 def _lineage(sources: dict[str, list[str]]) -> TableColumnLineage:
     return TableColumnLineage(

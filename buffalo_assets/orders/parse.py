@@ -12,19 +12,43 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from buffalo_assets.orders.stages import TERMINAL_STAGES, stage_of_event, stage_of_status
+from buffalo_assets.orders import vocabulary as v
+from buffalo_assets.orders.vocabulary import (
+    MAX_TEXT,
+    ORDER_FIELDS,
+    TERMINAL_STAGES,
+    UnparseableOrder,
+    stage_of_event,
+    stage_of_status,
+    text,
+)
+from buffalo_assets.orders.vocabulary import unwrap_order as unwrap
+
+__all__ = [
+    "CLEAN_ORDER_SOURCES",
+    "EVENT_SOURCES",
+    "ITEM_SOURCES",
+    "MAX_TEXT",
+    "ORDER_FIELDS",
+    "ParsedOrder",
+    "UnparseableOrder",
+    "integer",
+    "number",
+    "parse_order",
+    "split_address",
+    "text",
+    "timestamp",
+    "unwrap",
+]
 
 SOURCE_TZ = ZoneInfo("Africa/Johannesburg")
-MAX_TEXT = 2_000  # longer free text is cut, so one hostile field cannot bloat a table
-ORDER_FIELDS = frozenset(
-    {"id", "expressnumber", "thirdnumber", "statusname", "recordMap", "boxList", "createtimeStr"}
-)
 PROVINCES = {
     "gauteng": "Gauteng",
     "gp": "Gauteng",
@@ -53,25 +77,11 @@ _NUMBER_TEXT = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _MAX_ABS_NUMBER = Decimal("1e12")
 
 
-class UnparseableOrder(ValueError):
-    """The payload is not an order detail at all."""
-
-
 @dataclass
 class ParsedOrder:
     order: dict[str, Any]
     items: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
-
-
-def text(value: Any) -> str | None:
-    """A clean string, or None: no NUL characters, trimmed, at most MAX_TEXT characters."""
-    if value is None or isinstance(value, dict | list | bool):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    result = str(value).replace("\x00", "").strip()
-    return result[:MAX_TEXT] or None
 
 
 def number(value: Any) -> Decimal | None:
@@ -138,18 +148,6 @@ def _plausible(moment: datetime) -> datetime | None:
     return moment if 2000 <= moment.year <= 2100 else None
 
 
-def unwrap(payload: Any) -> dict[str, Any]:
-    """The order inside a bare or `{"data": {...}}` payload; raises UnparseableOrder if none."""
-    if not isinstance(payload, dict):
-        raise UnparseableOrder(f"the payload is a JSON {type(payload).__name__}, not an object")
-    if not ORDER_FIELDS.isdisjoint(payload):
-        return payload
-    inner = payload.get("data")
-    if isinstance(inner, dict) and not ORDER_FIELDS.isdisjoint(inner):
-        return inner
-    raise UnparseableOrder("the payload has none of the order fields " + ", ".join(sorted(ORDER_FIELDS)))
-
-
 def split_address(address: str | None) -> dict[str, str | None]:
     """Street, suburb, city, province and postal code, where the comma-separated text allows."""
     parts = [p.strip() for p in (address or "").split(",") if p.strip()]
@@ -175,8 +173,111 @@ def split_address(address: str | None) -> dict[str, str | None]:
     return {k: (v[:MAX_TEXT] if v else v) for k, v in result.items()}
 
 
+@dataclass(frozen=True)
+class Column:
+    """An output column and the raw fields it is read from.
+
+    `sources` are `order_id` / `payload_sha256` of the raw row, or `payload.<path>` into the
+    detail (`[]` marks a list). A plain column is `read` from the single field `key` of the
+    object its path ends in; the parser reads plain columns through this table, and the
+    column lineage shown in Dagster is derived from it, so the two cannot drift apart.
+    """
+
+    name: str
+    sources: tuple[str, ...]
+    read: Callable[[Any], Any] | None = None
+    key: str = ""
+
+
+def _row(name: str) -> Column:
+    return Column(name, (name,))
+
+
+def _plain(name: str, path: str, read: Callable[[Any], Any]) -> Column:
+    return Column(name, (f"payload.{path}",), read, path.rsplit(".", 1)[-1])
+
+
+def _derived(name: str, *paths: str) -> Column:
+    return Column(name, tuple(f"payload.{path}" for path in paths))
+
+
+_EVENTS = f"{v.RECORDS}[]"
+_EVENT_TIME = f"{_EVENTS}.{v.RECORD_TIME}"
+_EVENT_TEXT = f"{_EVENTS}.{v.RECORD_TEXT}"
+_BOXES = f"{v.BOXES}[]"
+_LINES = f"{_BOXES}.{v.BOX_LINES}[]"
+_LINE_QUANTITY = f"{_LINES}.{v.LINE_QUANTITY}"
+_LINE_DECLARED_VALUE = f"{_LINES}.{v.LINE_DECLARED_VALUE}"
+
+CLEAN_ORDER_COLUMNS: tuple[Column, ...] = (
+    _row("order_id"),
+    _plain("tracking_number", v.EXPRESS_NUMBER, text),
+    _plain("third_party_number", v.THIRD_NUMBER, text),
+    _plain("status_text", v.STATUS_NAME, text),
+    _derived("stage", v.STATUS_NAME),
+    _derived("is_terminal", v.STATUS_NAME),
+    _plain("pay_status", v.PAY_STATUS_NAME, text),
+    _plain("duty_status", v.TAX_PAY_STATUS_NAME, text),
+    _plain("address", v.RECEIVE_ADDRESS, text),
+    _derived("street", v.RECEIVE_ADDRESS),
+    _derived("suburb", v.RECEIVE_ADDRESS),
+    _derived("city", v.RECEIVE_ADDRESS),
+    _derived("province", v.RECEIVE_ADDRESS),
+    _derived("postal_code", v.RECEIVE_ADDRESS),
+    _plain("weight_kg", v.ASCERTAINED_WEIGHT, number),
+    _plain("volumetric_weight_kg", v.ASCERTAINED_VOLUME_WEIGHT, number),
+    _plain("billed_weight_kg", v.FINAL_WEIGHT, number),
+    _plain("cost_zar", v.ASCERTAINED_COST, number),
+    _plain("duty_zar", v.RECEIVED_TAX, number),
+    _plain("created_at", v.CREATE_TIME, timestamp),
+    _plain("updated_at", v.UPDATE_TIME, timestamp),
+    _derived("first_event_at", _EVENT_TIME),
+    _derived("delivered_at", _EVENT_TIME, _EVENT_TEXT, v.STATUS_NAME),
+    _derived("days_in_transit", _EVENT_TIME, v.CREATE_TIME),
+    _derived("box_count", _BOXES),
+    _derived("item_count", _LINE_QUANTITY),
+    _derived("declared_value_zar", _LINE_DECLARED_VALUE, _LINE_QUANTITY),
+    _derived("event_count", f"{_EVENTS}.{v.RECORD_ID}"),
+    _row("payload_sha256"),
+    Column("transformed_at", ()),  # computed, from no raw field
+)
+ITEM_COLUMNS: tuple[Column, ...] = (
+    _row("order_id"),
+    _derived("box_index", _BOXES),
+    _derived("line_index", _LINES),
+    _plain("description", f"{_LINES}.{v.LINE_GOODS}", text),
+    _plain("quantity", _LINE_QUANTITY, integer),
+    _plain("declared_value", _LINE_DECLARED_VALUE, number),
+    _plain("actual_declared_value", f"{_LINES}.{v.LINE_ACTUAL_DECLARED_VALUE}", number),
+)
+EVENT_COLUMNS: tuple[Column, ...] = (
+    _row("order_id"),
+    _derived("event_id", f"{_EVENTS}.{v.RECORD_ID}"),
+    _plain("event_at", _EVENT_TIME, timestamp),
+    _plain("description", _EVENT_TEXT, text),
+    _derived("stage", _EVENT_TEXT),
+)
+
+
+def column_sources(columns: tuple[Column, ...]) -> dict[str, list[str]]:
+    """Column lineage: each column read from raw fields -> those fields."""
+    return {column.name: list(column.sources) for column in columns if column.sources}
+
+
+CLEAN_ORDER_SOURCES = column_sources(CLEAN_ORDER_COLUMNS)
+ITEM_SOURCES = column_sources(ITEM_COLUMNS)
+EVENT_SOURCES = column_sources(EVENT_COLUMNS)
+_CLEAN_PLAIN = tuple(c for c in CLEAN_ORDER_COLUMNS if c.read is not None)
+_ITEM_PLAIN = tuple(c for c in ITEM_COLUMNS if c.read is not None)
+_EVENT_TIME_COLUMN, _EVENT_TEXT_COLUMN = (c for c in EVENT_COLUMNS if c.read is not None)
+
+
+def _read_plain(columns: tuple[Column, ...], source: dict[str, Any]) -> dict[str, Any]:
+    return {c.name: c.read(source.get(c.key)) for c in columns}  # type: ignore[misc]
+
+
 def _event_id(raw: dict[str, Any], at: datetime | None, content: str | None) -> str:
-    given = text(raw.get("id"))
+    given = text(raw.get(v.RECORD_ID))
     if given:
         return given[:200]
     digest = hashlib.sha1(f"{at.isoformat() if at else ''}|{content or ''}".encode()).hexdigest()  # noqa: S324
@@ -184,23 +285,23 @@ def _event_id(raw: dict[str, Any], at: datetime | None, content: str | None) -> 
 
 
 def _events(order_id: str, detail: dict[str, Any]) -> list[dict[str, Any]]:
-    records = detail.get("recordMap")
+    records = detail.get(v.RECORDS)
     if not isinstance(records, list):
         return []
     events: dict[str, dict[str, Any]] = {}
     for raw in records:
         if not isinstance(raw, dict):
             continue
-        at = timestamp(raw.get("createtime"))
-        content = text(raw.get("content"))
+        at = _EVENT_TIME_COLUMN.read(raw.get(_EVENT_TIME_COLUMN.key))  # type: ignore[misc]
+        content = _EVENT_TEXT_COLUMN.read(raw.get(_EVENT_TEXT_COLUMN.key))  # type: ignore[misc]
         event_id = _event_id(raw, at, content)
         if event_id in events:
             continue
         events[event_id] = {
             "order_id": order_id,
             "event_id": event_id,
-            "event_at": at,
-            "description": content,
+            _EVENT_TIME_COLUMN.name: at,
+            _EVENT_TEXT_COLUMN.name: content,
             "stage": stage_of_event(content),
         }
     far_future = datetime.max.replace(tzinfo=UTC)
@@ -208,7 +309,7 @@ def _events(order_id: str, detail: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _items(order_id: str, detail: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
-    boxes = detail.get("boxList")
+    boxes = detail.get(v.BOXES)
     if not isinstance(boxes, list):
         return 0, []
     items: list[dict[str, Any]] = []
@@ -217,7 +318,7 @@ def _items(order_id: str, detail: dict[str, Any]) -> tuple[int, list[dict[str, A
         if not isinstance(box, dict):
             continue
         box_count += 1
-        lines = box.get("detaillist")
+        lines = box.get(v.BOX_LINES)
         if not isinstance(lines, list):
             continue
         for line_index, line in enumerate(lines, start=1):
@@ -228,10 +329,7 @@ def _items(order_id: str, detail: dict[str, Any]) -> tuple[int, list[dict[str, A
                     "order_id": order_id,
                     "box_index": box_index,
                     "line_index": line_index,
-                    "description": text(line.get("goodsname")),
-                    "quantity": integer(line.get("number")),
-                    "declared_value": number(line.get("declaredvalue")),
-                    "actual_declared_value": number(line.get("actualdeclaredvalue")),
+                    **_read_plain(_ITEM_PLAIN, line),
                 }
             )
     return box_count, items
@@ -240,12 +338,11 @@ def _items(order_id: str, detail: dict[str, Any]) -> tuple[int, list[dict[str, A
 def parse_order(order_id: str, payload: Any, payload_sha256: str, transformed_at: datetime) -> ParsedOrder:
     """Typed rows for `core.clean_orders`, `core.order_items` and `core.order_events`."""
     detail = unwrap(payload)
-    status_text = text(detail.get("statusname"))
-    stage = stage_of_status(status_text)
+    order = _read_plain(_CLEAN_PLAIN, detail)
+    stage = stage_of_status(order["status_text"])
     events = _events(order_id, detail)
     box_count, items = _items(order_id, detail)
-    created_at = timestamp(detail.get("createtimeStr"))
-    updated_at = timestamp(detail.get("updatetimeStr"))
+    created_at, updated_at = order["created_at"], order["updated_at"]
     timed = [e["event_at"] for e in events if e["event_at"] is not None]
     first_event_at = min(timed) if timed else None
     delivered_at = None
@@ -266,33 +363,21 @@ def parse_order(order_id: str, payload: Any, payload_sha256: str, transformed_at
         for i in items
         if i["declared_value"] is not None and i["quantity"] is not None
     ]
-    address = text(detail.get("receiveaddress"))
-    order = {
-        "order_id": order_id,
-        "tracking_number": text(detail.get("expressnumber")),
-        "third_party_number": text(detail.get("thirdnumber")),
-        "status_text": status_text,
-        "stage": stage,
-        "is_terminal": stage in TERMINAL_STAGES,
-        "pay_status": text(detail.get("paystatusname")),
-        "duty_status": text(detail.get("taxpaystatusname")),
-        "address": address,
-        **split_address(address),
-        "weight_kg": number(detail.get("ascertainedweight")),
-        "volumetric_weight_kg": number(detail.get("ascertainedvolumweight")),
-        "billed_weight_kg": number(detail.get("finalweight")),
-        "cost_zar": number(detail.get("ascertainedcost")),
-        "duty_zar": number(detail.get("receivedtax")),
-        "created_at": created_at,
-        "updated_at": updated_at,
-        "first_event_at": first_event_at,
-        "delivered_at": delivered_at,
-        "days_in_transit": days,
-        "box_count": box_count,
-        "item_count": sum(quantities),
-        "declared_value_zar": sum(values, Decimal(0)).quantize(Decimal("0.01")) if values else None,
-        "event_count": len(events),
-        "payload_sha256": payload_sha256,
-        "transformed_at": transformed_at,
-    }
+    order.update(
+        {
+            "order_id": order_id,
+            "stage": stage,
+            "is_terminal": stage in TERMINAL_STAGES,
+            **split_address(order["address"]),
+            "first_event_at": first_event_at,
+            "delivered_at": delivered_at,
+            "days_in_transit": days,
+            "box_count": box_count,
+            "item_count": sum(quantities),
+            "declared_value_zar": sum(values, Decimal(0)).quantize(Decimal("0.01")) if values else None,
+            "event_count": len(events),
+            "payload_sha256": payload_sha256,
+            "transformed_at": transformed_at,
+        }
+    )
     return ParsedOrder(order=order, items=items, events=events)

@@ -12,16 +12,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
-from buffalo_assets.buffalo.client import FetchedOrder, FetchFailure
+from buffalo_assets.orders.records import FetchedOrder, FetchFailure
+from buffalo_assets.orders.vocabulary import STATUS_NAME, is_final_status
 from buffalo_assets.storage.tables import fetch_errors, list_walks
 
-# Orders in these states never change again, so refreshes skip them.
-TERMINAL_STATUS_PATTERN = r"\m(delivered|returned|cancell?ed|lost)\M"
 VERSION_COLUMNS = [
     "order_id",
     "payload",
@@ -84,24 +84,34 @@ def known_order_ids(engine: sa.Engine) -> set[str]:
 
 
 def order_ids_to_fetch(engine: sa.Engine, *, full_refresh: bool) -> list[str]:
-    """Ids never fetched, and ids whose latest stored status is not terminal (or all ids)."""
+    """Ids never fetched, and ids whose latest stored status is not final (or all ids), newest first.
+
+    "Final" is decided in Python by the order vocabulary, the same rule that gives the
+    transform's stage and `is_terminal`, so an order the core tables call delivered is never
+    refetched and one they do not is never skipped. The status travels as its JSON text
+    (`"Delivered"`, `null`, `5`, ...) so that the rule sees the value the transform sees;
+    the few distinct texts are decided once each.
+    """
     query = sa.text(
-        """
-        SELECT i.order_id
+        f"""
+        SELECT i.order_id, o.order_id IS NULL AS never_fetched, (o.payload -> '{STATUS_NAME}')::text
         FROM raw.order_ids AS i
         LEFT JOIN raw.orders AS o USING (order_id)
-        WHERE :full_refresh
-           OR o.order_id IS NULL
-           OR coalesce(lower(o.payload ->> 'statusname'), '') !~ :terminal
         ORDER BY i.first_seen_at DESC, i.order_id DESC
         """
     )
     with engine.connect() as connection:
-        return list(
-            connection.execute(
-                query, {"full_refresh": full_refresh, "terminal": TERMINAL_STATUS_PATTERN}
-            ).scalars()
-        )
+        rows = connection.execute(query).all()
+    return [
+        order_id
+        for order_id, never_fetched, status_json in rows
+        if full_refresh or never_fetched or not _final_status_json(status_json)
+    ]
+
+
+@lru_cache(maxsize=4096)
+def _final_status_json(status_json: str | None) -> bool:
+    return status_json is not None and is_final_status(json.loads(status_json))
 
 
 def record_fetch_errors(engine: sa.Engine, failures: Iterable[FetchFailure], run_id: str | None) -> int:

@@ -1,0 +1,399 @@
+"""A retrying HTTP transport for one base URL: what any call to the Buffalo API goes through.
+
+One pooled `requests.Session`; a shared request pacer; retries with exponential backoff and
+jitter on what the API is known to do wrong (429 with or without Retry-After, 5xx, resets,
+timeouts, truncated or HTML bodies); a cap on response size; counters; and typed errors
+whose texts are scrubbed of every secret registered with `add_secret`. It knows nothing
+of logins, tickets or orders: the caller passes the credentials of each attempt and says
+which answers mean they were rejected.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+EXCERPT_CHARS = 200
+
+
+class BuffaloError(Exception):
+    """Base class of everything the client raises."""
+
+
+class BuffaloAuthError(BuffaloError):
+    """Login was refused, or the service kept rejecting a fresh ticket."""
+
+
+class BuffaloApiError(BuffaloError):
+    """A call failed: which endpoint, what status, and what the service said (scrubbed)."""
+
+    def __init__(
+        self,
+        kind: str,
+        endpoint: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.endpoint = endpoint
+        self.status = status
+        self.message = message
+        self.retryable = retryable
+        status_text = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{kind} from {endpoint}{status_text}: {message}")
+
+
+class CredentialsRejected(Exception):
+    """The answer said the attempt's credentials are no longer valid (the caller logs in again)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass
+class ClientStats:
+    """Counters a run reports: requests made, retries by reason, logins."""
+
+    requests: int = 0
+    retries: int = 0
+    logins: int = 0
+    relogins: int = 0
+    retry_reasons: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def count_retry(self, reason: str) -> None:
+        with self._lock:
+            self.retries += 1
+            self.retry_reasons[reason] += 1
+
+    def count_login(self, *, relogin: bool) -> None:
+        with self._lock:
+            self.logins += 1
+            if relogin:
+                self.relogins += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "logins": self.logins,
+                "relogins": self.relogins,
+                "retry_reasons": dict(self.retry_reasons),
+            }
+
+
+class RequestPacer:
+    """Keeps all threads to a request rate, and pauses them all after a Retry-After."""
+
+    def __init__(self, requests_per_second: float) -> None:
+        self._interval = 1.0 / requests_per_second if requests_per_second > 0 else 0.0
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next_slot, self._paused_until)
+            self._next_slot = slot + self._interval
+        if slot > now:
+            time.sleep(slot - now)
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; a body carrying them is treated as malformed."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class _Transient(Exception):
+    """A failure worth retrying: reason, status and the Retry-After, if any."""
+
+    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.retry_after: float | None = None
+
+
+# (status, parsed JSON body or None) -> True if the credentials of the attempt were rejected
+RejectionCheck = Callable[[int, Any], bool]
+
+
+class RetryingTransport:
+    """Calls paths under one base URL with retries; thread-safe, one pooled session."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        concurrency: int = 8,
+        requests_per_second: float = 0.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        max_attempts: int = 6,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        max_retry_after: float = 120.0,
+        verify: bool | str = True,
+        max_response_bytes: int = 5 * 1024 * 1024,
+        rejects_credentials: RejectionCheck | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_retry_after = max_retry_after
+        self.max_response_bytes = max_response_bytes
+        self.stats = ClientStats()
+        self._rejects_credentials = rejects_credentials or (lambda status, body: status in (401, 403))
+        self._pacer = RequestPacer(requests_per_second)
+        self._local = threading.local()  # per-thread attempt count of the current unit of work
+        self._secrets: set[str] = set()
+        self._session = requests.Session()
+        # Proxy and CA settings are read from the environment once here rather than on
+        # every request (requests re-scans os.environ and ~/.netrc per call otherwise,
+        # which was a third of the client's CPU per order).
+        self._session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        self._session.trust_env = False
+        if verify is True and self.base_url.startswith("https://"):
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._session.verify = verify
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency + 2, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update(
+            {
+                "Accept": "application/json, text/plain, */*",
+                "User-Agent": "buffalo-orders-platform/0.1",
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"RetryingTransport(base_url={self.base_url!r})"
+
+    @property
+    def verify(self) -> bool | str:
+        """What TLS certificates are checked against (False: not checked)."""
+        return self._session.verify
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- secrets ----------------------------------------------------------------------
+
+    def add_secret(self, secret: str) -> None:
+        """Never show this text in an error or log again."""
+        if secret:
+            self._secrets.add(secret)
+
+    def scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def excerpt(self, text: str) -> str:
+        compact = " ".join(text.split())
+        return self.scrub(compact)[:EXCERPT_CHARS] or "empty body"
+
+    # -- attempts of the current thread's unit of work ----------------------------------
+
+    def reset_attempts(self) -> None:
+        self._local.attempts = 0
+
+    @property
+    def attempts(self) -> int:
+        """HTTP attempts this thread made since `reset_attempts`."""
+        return getattr(self._local, "attempts", 0)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed try `attempt`: exponential, capped, half of it jitter."""
+        ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        credentials: Callable[[], Mapping[str, str]] | None = None,
+        expect_json: bool = True,
+        params: dict[str, Any] | None = None,
+        data: str | None = None,
+        headers: dict[str, str] | None = None,
+        min_attempts: int = 1,
+    ) -> Any:
+        """One logical call with retries on transient failures; returns JSON or text.
+
+        `credentials` gives the headers of each attempt (read afresh, so a login by another
+        thread is picked up by the next try); an answer that rejects them raises
+        CredentialsRejected without retrying. At least `min_attempts` tries are made.
+        """
+        budget = max(self.max_attempts, min_attempts)
+        last: _Transient | None = None
+        for attempt in range(1, budget + 1):
+            self._local.attempts = self.attempts + 1
+            self._pacer.acquire()
+            try:
+                return self._attempt(method, path, credentials, expect_json, params, data, headers)
+            except _Transient as exc:
+                last = exc
+                if attempt == budget:
+                    break
+                self.stats.count_retry(exc.reason)
+                delay = self.backoff(attempt)
+                if exc.retry_after is not None:
+                    delay = min(exc.retry_after, self.max_retry_after) + random.uniform(0, 0.05)
+                    self._pacer.pause(delay)
+                log.info(
+                    "retrying %s %s in %.2fs after %s (attempt %d of %d)",
+                    method,
+                    path,
+                    delay,
+                    exc.reason,
+                    attempt,
+                    budget,
+                )
+                time.sleep(delay)
+        assert last is not None
+        raise BuffaloApiError(
+            last.reason,
+            path,
+            f"gave up after {budget} attempts: {last}",
+            status=last.status,
+            retryable=True,
+        )
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        credentials: Callable[[], Mapping[str, str]] | None,
+        expect_json: bool,
+        params: dict[str, Any] | None,
+        data: str | None,
+        headers: dict[str, str] | None,
+    ) -> Any:
+        request_headers = dict(headers or {})
+        if credentials is not None:
+            request_headers.update(credentials())
+        self.stats.count_request()
+        try:
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                data=data,
+                headers=request_headers,
+                timeout=self.timeout,
+                stream=True,
+            )
+            try:
+                raw = self._read_capped(response, path)
+            finally:
+                response.close()
+        except requests.exceptions.SSLError as exc:
+            raise BuffaloApiError("tls_error", path, self.scrub(str(exc))[:300]) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            reason = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+            raise _Transient(reason, type(exc).__name__) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise _Transient("truncated_body", type(exc).__name__) from None
+        except requests.exceptions.ContentDecodingError as exc:
+            raise _Transient("bad_encoding", type(exc).__name__) from None
+        status = response.status_code
+        text = raw.decode(response.encoding or "utf-8", errors="replace")
+        body: Any = None
+        parsed = False
+        if expect_json or status >= 400:
+            try:
+                body = json.loads(text, parse_constant=_reject_constant)
+                parsed = True
+            except ValueError:
+                body = None
+        if credentials is not None and self._rejects_credentials(status, body):
+            raise CredentialsRejected(status)
+        if status in TRANSIENT_STATUSES:
+            transient = _Transient(
+                "rate_limited" if status == 429 else f"http_{status}",
+                self.excerpt(text),
+                status,
+            )
+            transient.retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+            raise transient
+        if status >= 400:
+            raise BuffaloApiError("http_error", path, self.excerpt(text), status=status)
+        if not expect_json:
+            return text
+        if not parsed:
+            raise _Transient("invalid_json", f"body is not JSON: {self.excerpt(text)}", status)
+        return body
+
+    def _read_capped(self, response: requests.Response, path: str) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise BuffaloApiError(
+                "too_large",
+                path,
+                f"response of {int(declared)} bytes exceeds the {self.max_response_bytes}-byte cap",
+                status=response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise BuffaloApiError(
+                    "too_large",
+                    path,
+                    f"response exceeds the {self.max_response_bytes}-byte cap",
+                    status=response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
