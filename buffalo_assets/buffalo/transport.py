@@ -13,7 +13,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -194,14 +193,13 @@ class RetryingTransport:
         self._local = threading.local()  # per-thread attempt count of the current unit of work
         self._secrets: set[str] = set()
         self._session = requests.Session()
-        # Proxy and CA settings are read from the environment once here rather than on
-        # every request (requests re-scans os.environ and ~/.netrc per call otherwise,
-        # which was a third of the client's CPU per order).
-        self._session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        # Proxy and CA settings (HTTPS_PROXY, REQUESTS_CA_BUNDLE, ...) are resolved by
+        # requests once here rather than on every request (it re-scans the environment and
+        # ~/.netrc per call otherwise, which was a third of the client's CPU per order).
+        resolved = self._session.merge_environment_settings(self.base_url, {}, None, verify, None)
+        self._session.proxies = resolved["proxies"]
+        self._session.verify = resolved["verify"]
         self._session.trust_env = False
-        if verify is True and self.base_url.startswith("https://"):
-            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        self._session.verify = verify
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency + 2, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
