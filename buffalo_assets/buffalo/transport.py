@@ -216,7 +216,7 @@ class RetryingTransport:
     @property
     def verify(self) -> bool | str:
         """What TLS certificates are checked against (False: not checked)."""
-        return self._session.verify
+        return self._session.verify if self._session.verify is not None else True
 
     def close(self) -> None:
         self._session.close()

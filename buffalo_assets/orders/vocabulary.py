@@ -87,7 +87,7 @@ def parse_order_page(body: Any) -> tuple[list[Any], int | None]:
     items = result.get("list") if isinstance(result, dict) else None
     if items is None and isinstance(result, dict) and "recordTotal" in result:
         items = []
-    if not isinstance(items, list):
+    if not isinstance(items, list) or not isinstance(result, dict):
         raise ValueError("the response has no data.resultMap.list")
     total = result.get("recordTotal")
     try:

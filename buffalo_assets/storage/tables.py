@@ -10,8 +10,12 @@ the `raw.orders` view is defined there. Change a table here and add a migration 
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+
+from buffalo_assets.orders.vocabulary import STAGES
 
 SCHEMAS = ("raw", "core", "analytics", "ops")
 
@@ -69,14 +73,12 @@ list_walks = sa.Table(
     comment="Each walk of the order list: full, or stopped at the first page of known ids.",
 )
 
-STAGE_CHECK = (
-    "stage IN ('processing', 'dispatched', 'in_transit', 'arrived_hub', 'customs', "
-    "'out_for_delivery', 'delivered', 'returned', 'cancelled', 'lost', 'unknown')"
-)
+# The stages are the vocabulary's; the constraint text is part of the schema (migration 0001).
+STAGE_CHECK = "stage IN (" + ", ".join(f"'{stage}'" for stage in STAGES) + ")"
 
 
-def _column(name: str, type_: sa.types.TypeEngine[object], comment: str, **options: object) -> sa.Column:
-    return sa.Column(name, type_, comment=comment, **options)  # type: ignore[arg-type]
+def _column(name: str, type_: Any, comment: str, **options: Any) -> sa.Column[Any]:
+    return sa.Column(name, type_, comment=comment, **options)
 
 
 clean_orders = sa.Table(
