@@ -273,6 +273,8 @@ def _write_batches(engine: sa.Engine, spec: _WriteSpec, batches: TableBatches) -
     written: dict[str, int] = {}
     count = 0
     for batch in batches.batches:
+        if spec.name not in {part.table for part in batch.tables}:
+            raise ValueError(f"a TableBatch written for {spec.name} must include rows (or none) for it")
         in_transaction(engine, lambda connection, batch=batch: write_table_batch(connection, batch))
         count += 1
         for part in batch.tables:
