@@ -61,13 +61,17 @@ def transform(pg_url: str) -> dict[str, Any]:
     from dagster import DagsterInstance, materialize
 
     from buffalo_assets.assets.transform import transform_orders
+    from buffalo_assets.storage.io_manager import PostgresIOManager
     from buffalo_assets.storage.resource import PostgresResource
 
     started = time.perf_counter()
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
             [transform_orders],
-            resources={"postgres": PostgresResource(url=pg_url)},
+            resources={
+                "postgres": PostgresResource(url=pg_url),
+                "postgres_io": PostgresIOManager(url=pg_url),
+            },
             instance=instance,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )

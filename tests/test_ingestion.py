@@ -78,6 +78,25 @@ def test_the_first_run_stores_every_order_exactly_once(
     assert latest == 300
 
 
+def test_the_fetch_is_logged_and_timed_in_the_asset_before_the_io_manager_writes(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    running = start_sandbox(orders=250)
+    result = ingest(running, pg_url, instance)
+    assert result.success
+    raw_meta = metadata_of(result, "raw_orders")
+    assert raw_meta["fetch_s"] > 0 and raw_meta["write_s"] > 0
+    assert raw_meta["rows_written"] == raw_meta["fetched"] == 250 and raw_meta["chunks"] == 1
+    logs = [r for r in instance.all_logs(result.run_id) if r.step_key == "raw_orders"]
+    progress = next(i for i, r in enumerate(logs) if "fetched 250 of 250 orders, 0 failed" in r.user_message)
+    written = next(
+        i
+        for i, r in enumerate(logs)
+        if r.dagster_event is not None and r.dagster_event.event_type == DagsterEventType.HANDLED_OUTPUT
+    )
+    assert progress < written
+
+
 def test_a_rerun_with_nothing_changed_adds_no_version_and_reads_one_list_page(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
@@ -207,15 +226,16 @@ def test_a_run_killed_mid_fetch_is_released_and_the_rerun_stores_every_order_onc
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    # Killed mid-fetch: some details were served, not all (the run has written none of them yet).
     deadline = time.monotonic() + 120
-    while sum(stored_versions(empty_store).values()) < 500:
+    while running.sandbox.stats["requests.detail"] < 500:
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    partial = sum(stored_versions(empty_store).values())
-    assert 500 <= partial < 1_500
+    assert 500 <= running.sandbox.stats["requests.detail"] < 1_500
+    assert sum(stored_versions(empty_store).values()) < 1_500
 
     released = release_dead_runs(instance)
     assert len(released) == 1

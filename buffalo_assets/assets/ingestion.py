@@ -1,12 +1,14 @@
 """Ingestion: `order_ids` (every id the account can see) and `raw_orders` (versioned details).
 
 Both talk to the Buffalo API, so both run in the `buffalo_api` concurrency pool: two runs
-never hit the API at once.
+never hit the API at once. They do the API work in their own body and return what to
+store; the Postgres IO manager writes it.
 """
 
 import os
 import resource
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +20,7 @@ from dagster import (
     Failure,
     FreshnessPolicy,
     MetadataValue,
+    Output,
     RetryPolicy,
     asset,
 )
@@ -32,12 +35,13 @@ from buffalo_assets.buffalo.client import (
 )
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.storage import raw_store
-from buffalo_assets.storage.io_manager import FrameChunks, WriteTotals
+from buffalo_assets.storage.io_manager import FrameSpill
 from buffalo_assets.storage.resource import PostgresResource
 
 OWNERS = ["team:data-platform"]
 API_POOL = "buffalo_api"
 CHUNK_ORDERS = 500
+PROGRESS_EVERY_S = 10.0
 FRESH_WITHIN = timedelta(hours=float(os.environ.get("BUFFALO_FRESHNESS_HOURS", "1")))
 
 
@@ -147,6 +151,32 @@ def order_ids(
     return pd.DataFrame({"order_id": seen, "first_seen_at": now, "last_seen_at": now})
 
 
+class _Progress:
+    """Logs how the fetch is going every PROGRESS_EVERY_S seconds: fetched, failed, orders/s."""
+
+    def __init__(self, context: AssetExecutionContext, wanted: int) -> None:
+        self.context, self.wanted = context, wanted
+        self.started = self.logged_at = time.perf_counter()
+        self.fetched = self.failed = 0
+
+    def count(self, result: FetchedOrder | FetchFailure) -> None:
+        if isinstance(result, FetchFailure):
+            self.failed += 1
+        else:
+            self.fetched += 1
+        now = time.perf_counter()
+        if now - self.logged_at >= PROGRESS_EVERY_S:
+            self.logged_at = now
+            self.log(now)
+
+    def log(self, now: float) -> None:
+        elapsed = now - self.started
+        rate = self.fetched / elapsed if elapsed else 0.0
+        self.context.log.info(
+            f"fetched {self.fetched} of {self.wanted} orders, {self.failed} failed, {rate:.0f} orders/s"
+        )
+
+
 @asset(
     deps=[order_ids],
     freshness_policy=FreshnessPolicy.time_window(fail_window=FRESH_WITHIN),
@@ -161,6 +191,7 @@ def order_ids(
         "write_mode": "upsert",
         "primary_key": ["order_id", "payload_sha256"],
         "update_columns": ["last_fetched_at"],
+        "write_counts_as": {"inserted": "new_versions", "updated": "unchanged"},
     },
 )
 def raw_orders(
@@ -168,7 +199,7 @@ def raw_orders(
     config: RawOrdersConfig,
     buffalo: BuffaloResource,
     postgres: PostgresResource,
-) -> FrameChunks:
+) -> Iterator[Output]:
     """Each order's detail exactly as Buffalo sent it, kept as append-only versions.
 
     Table `raw.order_versions` (view `raw.orders`: the latest version of each order).
@@ -176,79 +207,83 @@ def raw_orders(
     (`full_refresh` fetches all). An unchanged payload only moves `last_fetched_at`; a
     changed one adds a version. Orders that could not be fetched are listed in
     `ops.fetch_errors` and fetched again by the next run.
+
+    The details are fetched here (progress in the step's log) and spilled to a temporary
+    file chunk by chunk, so memory stays flat; the IO manager then upserts the chunks.
+    Only after that does the asset judge the failures, so a run that fails for too many
+    of them still keeps what it fetched.
     """
     engine = postgres.get_engine()
     wanted = raw_store.order_ids_to_fetch(engine, full_refresh=config.full_refresh)
     client = _logged_in(buffalo)
     started, cpu_started = time.perf_counter(), time.process_time()
+    progress = _Progress(context, len(wanted))
     failed: list[FetchFailure] = []
-
-    def chunks() -> Iterator[pd.DataFrame]:
+    refused: BuffaloAuthError | None = None
+    with FrameSpill() as spill:
         fetched: list[FetchedOrder] = []
         failures: list[FetchFailure] = []
 
-        def flush() -> pd.DataFrame:
+        def flush() -> None:
             frame, unstorable = raw_store.version_frame(fetched, context.run_id, _now())
             failures.extend(unstorable)
-            failed.extend(failures)
             raw_store.record_fetch_errors(engine, failures, context.run_id)
+            failed.extend(failures)
+            spill.append(frame)
             fetched.clear()
             failures.clear()
-            return frame
 
         try:
             for result in client.fetch_details(wanted):
+                progress.count(result)
                 if isinstance(result, FetchFailure):
                     failures.append(result)
                     continue
                 fetched.append(result)
                 if len(fetched) >= CHUNK_ORDERS:
-                    yield flush()
+                    flush()
         except BuffaloAuthError as exc:
-            raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
+            # Store what was fetched before the API stopped accepting us, then fail.
+            refused = exc
         finally:
             client.close()
-        yield flush()
-
-    def summarize(totals: WriteTotals) -> dict[str, MetadataValue]:
-        elapsed = time.perf_counter() - started
+        flush()
+        fetch_s = time.perf_counter() - started
+        progress.log(time.perf_counter())
         stats = client.stats.as_dict()
-        share = len(failed) / len(wanted) if wanted else 0.0
-        kinds: dict[str, int] = {}
-        for failure in failed:
-            kinds[failure.kind] = kinds.get(failure.kind, 0) + 1
         metadata = {
             "orders_wanted": MetadataValue.int(len(wanted)),
-            "fetched": MetadataValue.int(totals.rows),
-            "new_versions": MetadataValue.int(totals.inserted),
-            "unchanged": MetadataValue.int(totals.updated),
+            "fetched": MetadataValue.int(spill.rows),
             "failed": MetadataValue.int(len(failed)),
-            "failure_kinds": MetadataValue.json(kinds),
+            "failure_kinds": MetadataValue.json(dict(Counter(failure.kind for failure in failed))),
             "requests": MetadataValue.int(stats["requests"]),
             "retries": MetadataValue.int(stats["retries"]),
             "relogins": MetadataValue.int(stats["relogins"]),
-            "elapsed_s": MetadataValue.float(round(elapsed, 3)),
-            "orders_per_s": MetadataValue.float(round(totals.rows / elapsed, 1) if elapsed else 0.0),
+            "fetch_s": MetadataValue.float(round(fetch_s, 3)),
+            # The demo and the load test read elapsed_s: the fetch, as write_s is the IO manager's.
+            "elapsed_s": MetadataValue.float(round(fetch_s, 3)),
+            "orders_per_s": MetadataValue.float(round(spill.rows / fetch_s, 1) if fetch_s else 0.0),
             "cpu_ms_per_order": MetadataValue.float(
-                round(1000 * (time.process_time() - cpu_started) / max(totals.rows, 1), 3)
+                round(1000 * (time.process_time() - cpu_started) / max(spill.rows, 1), 3)
             ),
             "peak_rss_mb": MetadataValue.float(
                 round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             ),
         }
-        if share > config.max_failure_share:
-            raise Failure(
-                description=(
-                    f"{len(failed)} of {len(wanted)} orders ({share:.0%}) could not be fetched, "
-                    f"more than the allowed {config.max_failure_share:.0%}; the "
-                    f"{totals.rows} fetched were stored, see ops.fetch_errors for the rest"
-                ),
-                metadata=metadata,
-            )
-        if failed:
-            context.log.warning(
-                f"{len(failed)} orders could not be fetched ({kinds}); the next run retries them"
-            )
-        return metadata
-
-    return FrameChunks(chunks(), summarize)
+        # Dagster hands a yielded output to the IO manager before this generator resumes.
+        yield Output(spill.read_back(), metadata=metadata)
+    if refused is not None:
+        raise Failure(description=f"Buffalo login failed: {refused}", allow_retries=False)
+    share = len(failed) / len(wanted) if wanted else 0.0
+    if share > config.max_failure_share:
+        raise Failure(
+            description=(
+                f"{len(failed)} of {len(wanted)} orders ({share:.0%}) could not be fetched, "
+                f"more than the allowed {config.max_failure_share:.0%}; the "
+                f"{spill.rows} fetched were stored, see ops.fetch_errors for the rest"
+            ),
+            metadata=metadata,
+        )
+    if failed:
+        kinds = dict(Counter(failure.kind for failure in failed))
+        context.log.warning(f"{len(failed)} orders could not be fetched ({kinds}); the next run retries them")

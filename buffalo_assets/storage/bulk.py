@@ -1,7 +1,8 @@
-"""Bulk writes: COPY a DataFrame into a temporary table, then merge it with one INSERT.
+"""Bulk writes: COPY rows into a temporary table, then merge them with one INSERT.
 
-Used by the IO manager and by the transform (which writes three tables in one
-transaction). The caller owns the transaction.
+The IO manager's building blocks: DataFrames (`write_frame`), plain rows (`write_rows`),
+and rows spilled to a CSV file (`spill_rows`, written back by `replace_keys`). The caller
+owns the transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import pandas as pd
 import psycopg2.errors
@@ -109,19 +111,58 @@ def write_rows(
     """
     if not rows:
         return FrameWrite()
-    columns = [c.name for c in table.columns]
     buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    _write_csv(buffer, table, rows)
+    columns = [c.name for c in table.columns]
+    return _copy_and_merge(connection, table, columns, buffer, len(rows), mode, primary_key, update_columns)
+
+
+def spill_rows(path: Path, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Write rows (dicts with every column of `table`) to a CSV file `replace_keys` can COPY.
+
+    Spilling a batch to disk instead of holding it lets a step prepare many batches
+    before handing them to the IO manager, with memory bounded by one batch.
+    """
+    with path.open("w", newline="", encoding="utf-8") as file:
+        return _write_csv(file, table, rows)
+
+
+def replace_keys(
+    connection: sa.Connection,
+    table: sa.Table,
+    key_column: str,
+    keys: Sequence[str],
+    spilled: Path | None,
+    rows: int,
+) -> FrameWrite:
+    """Delete the rows of `table` whose `key_column` is in `keys`, then insert the spilled rows."""
+    if key_column not in table.c:
+        raise ValueError(f"key column {key_column!r} is not in the declared table {qualified_name(table)}")
+    if keys:
+        connection.execute(
+            sa.text(f"DELETE FROM {qualified_name(table)} WHERE {quote(key_column)} = ANY(:keys)"),
+            {"keys": list(keys)},
+        )
+    if spilled is None or not rows:
+        return FrameWrite()
+    columns = [c.name for c in table.columns]
+    with spilled.open(newline="", encoding="utf-8") as file:
+        return _copy_and_merge(connection, table, columns, file, rows, "append", (), None)
+
+
+def _write_csv(file: IO[str], table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    columns = [c.name for c in table.columns]
+    writer = csv.writer(file, quoting=csv.QUOTE_ALL, lineterminator="\n")
     marker = NULL_MARKER
     writer.writerows([marker if row[c] is None else row[c] for c in columns] for row in rows)
-    return _copy_and_merge(connection, table, columns, buffer, len(rows), mode, primary_key, update_columns)
+    return len(rows)
 
 
 def _copy_and_merge(
     connection: sa.Connection,
     table: sa.Table,
     columns: list[str],
-    buffer: io.StringIO,
+    buffer: IO[str],
     rows: int,
     mode: str,
     primary_key: Sequence[str],

@@ -1,26 +1,29 @@
 """The core store: typed rows built from the latest raw version of each order.
 
 An order's rows in `core.clean_orders`, `core.order_items` and `core.order_events` are
-replaced together in one transaction per batch, so no reader ever sees an order's clean
-row from one version and its events from another. Which orders need work is tracked by
-payload hash: `clean_orders.payload_sha256` (built) and `ops.transform_errors` (could
-not be built) against `raw.orders.payload_sha256` (latest).
+replaced together in one transaction per batch (a `TableBatch` the IO manager writes), so
+no reader ever sees an order's clean row from one version and its events from another.
+Which orders need work is tracked by payload hash: `clean_orders.payload_sha256` (built)
+and `ops.transform_errors` (could not be built) against `raw.orders.payload_sha256` (latest).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from buffalo_assets.orders.parse import ParsedOrder
-from buffalo_assets.storage.bulk import in_transaction, write_rows
+from buffalo_assets.storage.bulk import in_transaction, spill_rows
+from buffalo_assets.storage.io_manager import TableBatch, TableRows, write_table_batch
 from buffalo_assets.storage.tables import clean_orders, order_events, order_items, transform_errors
 
 CORE_TABLES = (clean_orders, order_items, order_events)
+KEY_COLUMN = "order_id"
 
 
 @dataclass(frozen=True)
@@ -65,56 +68,64 @@ def pending_versions(engine: sa.Engine, *, full_refresh: bool, batch_size: int) 
         raw.close()
 
 
+def spill_batch(directory: Path, number: int, parsed: Sequence[ParsedOrder]) -> TableBatch:
+    """The batch's rows for the three core tables, spilled to CSV files in `directory`.
+
+    Its keys are the batch's order ids: writing it replaces those orders' rows in all three.
+    """
+    parts = []
+    for table, rows in (
+        (clean_orders, [p.order for p in parsed]),
+        (order_items, [item for p in parsed for item in p.items]),
+        (order_events, [event for p in parsed for event in p.events]),
+    ):
+        path = directory / f"{number:06d}-{table.name}.csv" if rows else None
+        written = spill_rows(path, table, rows) if path is not None else 0
+        parts.append(TableRows(f"{table.schema}.{table.name}", path, written))
+    return TableBatch(KEY_COLUMN, [p.order[KEY_COLUMN] for p in parsed], parts)
+
+
+def record_transform_errors(engine: sa.Engine, errors: Sequence[TransformError], run_id: str | None) -> None:
+    """Quarantine raw versions that could not be transformed (bookkeeping, not an asset output)."""
+    if errors:
+        with engine.begin() as connection:
+            _record_errors(connection, errors, run_id)
+
+
 def replace_orders(
     engine: sa.Engine, parsed: Sequence[ParsedOrder], errors: Sequence[TransformError], run_id: str | None
 ) -> None:
-    """Replace the batch's orders' rows in all three core tables, and record its errors, atomically."""
-    in_transaction(engine, lambda connection: _replace(connection, parsed, errors, run_id))
+    """Write one batch outside Dagster, as the IO manager would, with its errors, atomically.
+
+    For tests and tools: the assets hand their batches to the IO manager instead.
+    """
+    with tempfile.TemporaryDirectory(prefix="buffalo-core-") as directory:
+        batch = spill_batch(Path(directory), 0, parsed)
+
+        def write(connection: sa.Connection) -> None:
+            write_table_batch(connection, batch)
+            _record_errors(connection, errors, run_id)
+
+        in_transaction(engine, write)
 
 
-def _replace(
-    connection: sa.Connection,
-    parsed: Sequence[ParsedOrder],
-    errors: Sequence[TransformError],
-    run_id: str | None,
-) -> None:
-    order_ids = [p.order["order_id"] for p in parsed]
-    if order_ids:
-        for table in (order_items, order_events):
-            connection.execute(table.delete().where(table.c.order_id.in_(order_ids)))
-        write_rows(connection, clean_orders, [p.order for p in parsed], "upsert", ["order_id"])
-        write_rows(connection, order_items, [item for p in parsed for item in p.items], "append")
-        write_rows(connection, order_events, [event for p in parsed for event in p.events], "append")
-    if errors:
-        statement = insert(transform_errors).values(
-            [
-                {
-                    "order_id": e.order_id,
-                    "payload_sha256": e.payload_sha256,
-                    "reason": e.reason,
-                    "run_id": run_id,
-                }
-                for e in errors
-            ]
+def _record_errors(connection: sa.Connection, errors: Sequence[TransformError], run_id: str | None) -> None:
+    if not errors:
+        return
+    statement = insert(transform_errors).values(
+        [
+            {
+                "order_id": e.order_id,
+                "payload_sha256": e.payload_sha256,
+                "reason": e.reason,
+                "run_id": run_id,
+            }
+            for e in errors
+        ]
+    )
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["order_id", "payload_sha256"],
+            set_={"reason": statement.excluded.reason, "run_id": statement.excluded.run_id},
         )
-        connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["order_id", "payload_sha256"],
-                set_={"reason": statement.excluded.reason, "run_id": statement.excluded.run_id},
-            )
-        )
-
-
-def row_count(engine: sa.Engine, table: sa.Table) -> int:
-    with engine.connect() as connection:
-        return int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
-
-
-def preview(engine: sa.Engine, table: sa.Table, *, limit: int = 5, masked: Sequence[str] = ()) -> str:
-    """A Markdown table of a few rows, personal columns masked."""
-    with engine.connect() as connection:
-        frame = pd.read_sql_query(sa.select(table).limit(limit), connection)
-    for column in masked:
-        if column in frame:
-            frame[column] = frame[column].map(lambda v: "***" if v is not None else None)
-    return frame.to_markdown(index=False) if not frame.empty else "(no rows)"
+    )

@@ -1,20 +1,34 @@
-"""The Postgres IO manager: how assets hand pandas tables to each other.
+"""The Postgres IO manager: the one place that writes asset outputs, and how assets read them.
 
 An asset's table is named by its `dagster/table_name` definition metadata (for example
 `raw.order_ids`) and must be declared in `storage/tables.py`; nothing is created from a
-DataFrame's guessed types. `write_mode` metadata picks replace, append or upsert
-(`primary_key`, and optionally `update_columns`, also from metadata).
+DataFrame's guessed types. What an asset returns decides how it is written:
 
-An asset may return a `FrameChunks` instead of one DataFrame: the chunks are written as
-they come, so memory does not grow with the number of rows. Every chunk is COPYed into a
-temporary table and merged with one INSERT, in one transaction per chunk (replace: one
-transaction for all of them, so readers never see a half-replaced table).
+- a DataFrame, or `FrameChunks` (an iterable of DataFrames, so memory does not grow with
+  the number of rows): `write_mode` metadata picks replace, append or upsert
+  (`primary_key`, and optionally `update_columns`, also from metadata). Every chunk is
+  COPYed into a temporary table and merged with one INSERT, in one transaction per chunk
+  (replace: one transaction for all of them, so readers never see a half-replaced table).
+- `TableBatches`: batches that each replace some keys' rows in several declared tables
+  at once (for a multi-asset whose tables must change together), one transaction per batch.
+- `WrittenWith`: nothing to write, another output of the same step wrote this table; the
+  table is still reported (row count, schema, preview).
+
+Every output reports its table name, row count, column schema and write seconds.
+`load_input` reads a declared table as one DataFrame, or as `FrameChunks` streamed from a
+server-side cursor (input metadata `chunk_rows`, or an input annotated `FrameChunks`),
+optionally only some columns (input metadata `columns`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+import pickle
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pandas as pd
@@ -29,11 +43,19 @@ from dagster import (
 )
 from pydantic import Field
 
-from buffalo_assets.storage.bulk import FrameWrite, in_transaction, qualified_name, quote, write_frame
+from buffalo_assets.storage.bulk import (
+    FrameWrite,
+    in_transaction,
+    qualified_name,
+    quote,
+    replace_keys,
+    write_frame,
+)
 from buffalo_assets.storage.resource import engine_for
 from buffalo_assets.storage.tables import metadata as declared
 
 WRITE_MODES = ("replace", "append", "upsert")
+DEFAULT_CHUNK_ROWS = 50_000
 
 
 @dataclass
@@ -53,13 +75,86 @@ class WriteTotals:
 
 @dataclass
 class FrameChunks:
-    """An asset output written chunk by chunk; `summarize` adds metadata once all are written.
-
-    `summarize` may raise (for example dagster.Failure): the chunks already written stay.
-    """
+    """A table as DataFrame chunks: an asset output written chunk by chunk, or an input read so."""
 
     frames: Iterable[pd.DataFrame]
-    summarize: Callable[[WriteTotals], Mapping[str, Any]] | None = field(default=None)
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        return iter(self.frames)
+
+
+class FrameSpill:
+    """DataFrames appended to an anonymous temporary file, read back one at a time as FrameChunks.
+
+    Lets an asset do its slow work in its own body (logged and timed there) and hand the
+    IO manager the result at the end without holding it all in memory. The file vanishes
+    when closed, or with the process.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self._file = tempfile.TemporaryFile(prefix="buffalo-spill-", dir=directory)  # noqa: SIM115 - closed by close()
+        self.chunks = 0
+        self.rows = 0
+
+    def append(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        pickle.dump(frame, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.chunks += 1
+        self.rows += len(frame)
+
+    def read_back(self) -> FrameChunks:
+        return FrameChunks(self._frames())
+
+    def _frames(self) -> Iterator[pd.DataFrame]:
+        self._file.flush()
+        self._file.seek(0)
+        for _ in range(self.chunks):
+            yield pickle.load(self._file)  # noqa: S301 - our own file, written just before
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> FrameSpill:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """One table's rows of a TableBatch, spilled to a CSV file by `bulk.spill_rows`."""
+
+    table: str
+    path: Path | None
+    rows: int
+
+
+@dataclass(frozen=True)
+class TableBatch:
+    """The rows of some keys in several tables: in one transaction, each table's rows whose
+    `key_column` is in `keys` are deleted, then the batch's rows inserted."""
+
+    key_column: str
+    keys: Sequence[str]
+    tables: Sequence[TableRows]
+
+
+@dataclass
+class TableBatches:
+    """An output that writes several declared tables together, batch by batch."""
+
+    batches: Iterable[TableBatch]
+
+
+@dataclass(frozen=True)
+class WrittenWith:
+    """An output whose table another output of the same step wrote (in its TableBatches)."""
+
+    output: str
 
 
 def declared_table(name: str) -> sa.Table:
@@ -82,60 +177,140 @@ def column_schema(table: sa.Table) -> TableSchema:
     )
 
 
+Writable = pd.DataFrame | FrameChunks | TableBatches | WrittenWith | None
+
+
 class PostgresIOManager(ConfigurableIOManager):
-    """Stores pandas DataFrames (or FrameChunks) in declared PostgreSQL tables."""
+    """Stores asset outputs in declared PostgreSQL tables and loads them for downstream assets."""
 
     url: str | None = Field(
         default=None,
         description="Database URL (unset: BUFFALO_PG_URL, else the running embedded server)",
     )
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame | FrameChunks | None) -> None:
+    def handle_output(self, context: OutputContext, obj: Writable) -> None:
         if obj is None:
             return
         spec = _WriteSpec.from_metadata(context.definition_metadata, context)
-        chunks = obj if isinstance(obj, FrameChunks) else FrameChunks([obj])
         engine = engine_for(self.url)
-        totals = WriteTotals()
-        if spec.mode == "replace":
-            with engine.begin() as connection:
-                connection.execute(sa.text(f"DELETE FROM {spec.qualified}"))
-                for frame in chunks.frames:
-                    totals.add(write_frame(connection, spec.table, frame, "append"))
+        started = time.perf_counter()
+        if isinstance(obj, TableBatches):
+            metadata = _write_batches(engine, spec, obj)
+        elif isinstance(obj, WrittenWith):
+            metadata = {"written_with": obj.output}
         else:
-            for frame in chunks.frames:
-                totals.add(
-                    in_transaction(
-                        engine,
-                        lambda connection, frame=frame: write_frame(
-                            connection, spec.table, frame, spec.mode, spec.primary_key, spec.update_columns
-                        ),
-                    )
-                )
+            chunks = obj if isinstance(obj, FrameChunks) else FrameChunks([obj])
+            metadata = _write_frames(engine, spec, chunks)
+        write_s = time.perf_counter() - started
         with engine.connect() as connection:
             row_count = connection.execute(sa.text(f"SELECT count(*) FROM {spec.qualified}")).scalar_one()
-        metadata: dict[str, Any] = {
-            "dagster/table_name": spec.name,
-            "dagster/row_count": MetadataValue.int(int(row_count)),
-            "dagster/column_schema": column_schema(spec.table),
-            "write_mode": spec.mode,
-            "rows_written": MetadataValue.int(totals.rows),
-            "chunks": MetadataValue.int(totals.chunks),
-        }
-        if spec.mode == "upsert":
-            metadata["rows_inserted"] = MetadataValue.int(totals.inserted)
-            metadata["rows_updated"] = MetadataValue.int(totals.updated)
-        context.add_output_metadata(metadata)
-        if chunks.summarize is not None:
-            context.add_output_metadata(dict(chunks.summarize(totals)))
+            preview = _preview(connection, spec) if spec.preview_rows else None
+        context.add_output_metadata(
+            {
+                "dagster/table_name": spec.name,
+                "dagster/row_count": MetadataValue.int(int(row_count)),
+                "dagster/column_schema": column_schema(spec.table),
+                **metadata,
+                "write_s": MetadataValue.float(round(write_s, 3)),
+                **({"preview": MetadataValue.md(preview)} if preview is not None else {}),
+            }
+        )
 
-    def load_input(self, context: InputContext) -> pd.DataFrame:
+    def load_input(self, context: InputContext) -> pd.DataFrame | FrameChunks:
         upstream = context.upstream_output
         source = upstream.definition_metadata if upstream is not None else {}
         spec = _WriteSpec.from_metadata(source, context)
-        columns = ", ".join(quote(c.name) for c in spec.table.columns)
+        wanted = _plain(context.definition_metadata.get("columns"))
+        columns = list(wanted) if wanted else [c.name for c in spec.table.columns]
+        unknown = [c for c in columns if c not in spec.table.c]
+        if unknown:
+            raise ValueError(
+                f"input {context.name!r} asks for columns {unknown} that {spec.name} does not have"
+            )
+        query = f"SELECT {', '.join(quote(c) for c in columns)} FROM {spec.qualified}"
+        chunk_rows = _plain(context.definition_metadata.get("chunk_rows"))
+        if chunk_rows is None and getattr(context.dagster_type, "typing_type", None) is FrameChunks:
+            chunk_rows = DEFAULT_CHUNK_ROWS
+        if chunk_rows is not None:
+            if not isinstance(chunk_rows, int) or chunk_rows < 1:
+                raise ValueError(
+                    f"input {context.name!r}: chunk_rows must be a positive integer, not {chunk_rows!r}"
+                )
+            return FrameChunks(_streamed(engine_for(self.url), query, chunk_rows))
         with engine_for(self.url).connect() as connection:
-            return pd.read_sql_query(sa.text(f"SELECT {columns} FROM {spec.qualified}"), connection)
+            return pd.read_sql_query(sa.text(query), connection)
+
+
+def _write_frames(engine: sa.Engine, spec: _WriteSpec, chunks: FrameChunks) -> dict[str, Any]:
+    totals = WriteTotals()
+    if spec.mode == "replace":
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DELETE FROM {spec.qualified}"))
+            for frame in chunks:
+                totals.add(write_frame(connection, spec.table, frame, "append"))
+    else:
+        for frame in chunks:
+            totals.add(
+                in_transaction(
+                    engine,
+                    lambda connection, frame=frame: write_frame(
+                        connection, spec.table, frame, spec.mode, spec.primary_key, spec.update_columns
+                    ),
+                )
+            )
+    metadata: dict[str, Any] = {
+        "write_mode": spec.mode,
+        "rows_written": MetadataValue.int(totals.rows),
+        "chunks": MetadataValue.int(totals.chunks),
+    }
+    if spec.mode == "upsert":
+        # An asset may name what an insert and an update mean for its table (new version, unchanged).
+        inserted_as = spec.counts_as.get("inserted", "rows_inserted")
+        updated_as = spec.counts_as.get("updated", "rows_updated")
+        metadata[inserted_as] = MetadataValue.int(totals.inserted)
+        metadata[updated_as] = MetadataValue.int(totals.updated)
+    return metadata
+
+
+def _write_batches(engine: sa.Engine, spec: _WriteSpec, batches: TableBatches) -> dict[str, Any]:
+    written: dict[str, int] = {}
+    count = 0
+    for batch in batches.batches:
+        if spec.name not in {part.table for part in batch.tables}:
+            raise ValueError(f"a TableBatch written for {spec.name} must include rows (or none) for it")
+        in_transaction(engine, lambda connection, batch=batch: write_table_batch(connection, batch))
+        count += 1
+        for part in batch.tables:
+            written[part.table] = written.get(part.table, 0) + part.rows
+    return {
+        "write_mode": "replace_keys",
+        "rows_written": MetadataValue.int(written.get(spec.name, 0)),
+        "rows_written_by_table": MetadataValue.json(written),
+        "batches": MetadataValue.int(count),
+    }
+
+
+def write_table_batch(connection: sa.Connection, batch: TableBatch) -> None:
+    """Write one TableBatch in the caller's transaction."""
+    for part in batch.tables:
+        replace_keys(
+            connection, declared_table(part.table), batch.key_column, batch.keys, part.path, part.rows
+        )
+
+
+def _streamed(engine: sa.Engine, query: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    # stream_results: a server-side cursor, so only one chunk is ever held in memory.
+    with engine.connect().execution_options(stream_results=True, max_row_buffer=chunk_rows) as connection:
+        yield from pd.read_sql_query(sa.text(query), connection, chunksize=chunk_rows)
+
+
+def _preview(connection: sa.Connection, spec: _WriteSpec) -> str:
+    """A Markdown table of a few rows, personal columns masked."""
+    frame = pd.read_sql_query(sa.select(spec.table).limit(spec.preview_rows), connection)
+    for column in spec.masked_columns:
+        if column in frame:
+            frame[column] = frame[column].map(lambda v: "***" if v is not None else None)
+    return frame.to_markdown(index=False) if not frame.empty else "(no rows)"
 
 
 @dataclass(frozen=True)
@@ -145,6 +320,9 @@ class _WriteSpec:
     mode: str
     primary_key: tuple[str, ...]
     update_columns: tuple[str, ...] | None
+    counts_as: Mapping[str, str]
+    preview_rows: int
+    masked_columns: tuple[str, ...]
 
     @property
     def qualified(self) -> str:
@@ -164,7 +342,16 @@ class _WriteSpec:
         update = _plain(metadata.get("update_columns"))
         if mode == "upsert" and not primary_key:
             raise ValueError(f"{what}: upsert needs a primary key")
-        return cls(name, table, mode, primary_key, tuple(update) if update is not None else None)
+        return cls(
+            name,
+            table,
+            mode,
+            primary_key,
+            tuple(update) if update is not None else None,
+            dict(_plain(metadata.get("write_counts_as")) or {}),
+            int(_plain(metadata.get("preview_rows")) or 0),
+            tuple(_plain(metadata.get("masked_columns")) or ()),
+        )
 
 
 def _plain(value: Any) -> Any:
