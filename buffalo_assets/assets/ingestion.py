@@ -5,7 +5,6 @@ never hit the API at once. They do the API work in their own body and return wha
 store; the Postgres IO manager writes it.
 """
 
-import os
 import resource
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from buffalo_assets import settings
 from buffalo_assets.buffalo.client import (
     BuffaloApiError,
     BuffaloAuthError,
@@ -42,7 +42,9 @@ OWNERS = ["team:data-platform"]
 API_POOL = "buffalo_api"
 CHUNK_ORDERS = 500
 PROGRESS_EVERY_S = 10.0
-FRESH_WITHIN = timedelta(hours=float(os.environ.get("BUFFALO_FRESHNESS_HOURS", "1")))
+# Deployment settings give the defaults; run config can still override per run.
+DEFAULTS = settings.load()
+FRESH_WITHIN = timedelta(hours=DEFAULTS.freshness_hours)
 
 
 class OrderIdsConfig(Config):
@@ -50,7 +52,7 @@ class OrderIdsConfig(Config):
         default=False, description="Walk the whole order list even if a full walk ran recently"
     )
     full_walk_every_hours: float = Field(
-        default=float(os.environ.get("BUFFALO_FULL_WALK_HOURS", "24")),
+        default=DEFAULTS.full_walk_hours,
         description="Hours between full walks; in between, listing stops at the first known page",
     )
 
@@ -58,7 +60,7 @@ class OrderIdsConfig(Config):
 class RawOrdersConfig(Config):
     full_refresh: bool = Field(default=False, description="Fetch every known order, including delivered ones")
     max_failure_share: float = Field(
-        default=float(os.environ.get("BUFFALO_MAX_FAILURE_SHARE", "0.2")),
+        default=DEFAULTS.max_failure_share,
         description="Fail the run when more than this share of the orders could not be fetched",
     )
 

@@ -180,7 +180,7 @@ def _copy_and_merge(
     # Every field quoted (a bare carriage return would otherwise end a CSV line), with a
     # NULL marker that FORCE_NULL turns back into NULL even though it is quoted.
     buffer.seek(0)
-    raw = connection.connection.dbapi_connection
+    raw: Any = connection.connection.dbapi_connection  # psycopg2's, for copy_expert
     assert raw is not None
     with raw.cursor() as cursor:
         cursor.copy_expert(

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -57,7 +58,7 @@ def pending_versions(engine: sa.Engine, *, full_refresh: bool, batch_size: int) 
 
     A named (server-side) psycopg2 cursor keeps one batch in memory, not the whole table.
     """
-    raw = engine.raw_connection()
+    raw: Any = engine.raw_connection()  # psycopg2's, for a named (server-side) cursor
     try:
         with raw.cursor(name="buffalo_pending_versions") as cursor:
             cursor.itersize = batch_size

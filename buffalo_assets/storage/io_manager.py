@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -253,8 +254,13 @@ def _write_frames(engine: sa.Engine, spec: _WriteSpec, chunks: FrameChunks) -> d
             totals.add(
                 in_transaction(
                     engine,
-                    lambda connection, frame=frame: write_frame(
-                        connection, spec.table, frame, spec.mode, spec.primary_key, spec.update_columns
+                    partial(
+                        write_frame,
+                        table=spec.table,
+                        frame=frame,
+                        mode=spec.mode,
+                        primary_key=spec.primary_key,
+                        update_columns=spec.update_columns,
                     ),
                 )
             )
@@ -278,7 +284,7 @@ def _write_batches(engine: sa.Engine, spec: _WriteSpec, batches: TableBatches) -
     for batch in batches.batches:
         if spec.name not in {part.table for part in batch.tables}:
             raise ValueError(f"a TableBatch written for {spec.name} must include rows (or none) for it")
-        in_transaction(engine, lambda connection, batch=batch: write_table_batch(connection, batch))
+        in_transaction(engine, partial(write_table_batch, batch=batch))
         count += 1
         for part in batch.tables:
             written[part.table] = written.get(part.table, 0) + part.rows
