@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
+import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.test_utils import create_run_for_test
 from sqlalchemy.engine import make_url
@@ -571,3 +572,44 @@ def test_marking_the_waiting_task_failed_cancels_its_dagster_run_and_the_next_da
     fetch_record = dagster.instance.get_run_record_by_id(runs[1].run_id)
     assert fetch_record is not None and fetch_record.start_time is not None
     assert fetch_record.start_time - fetch_record.create_timestamp.timestamp() < 60  # not stuck QUEUED
+
+
+# -- the compose deployment ------------------------------------------------------------------
+
+
+def test_compose_runs_airflow_as_four_components_on_its_own_database_with_dagster_orchestrating() -> None:
+    from tests.test_deploy import COMPOSE_ENV, compose_command
+
+    result = subprocess.run(
+        [*compose_command(), "-f", "docker-compose.yml", "config"],
+        cwd=ROOT, env=COMPOSE_ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    components = {"api-server", "scheduler", "dag-processor", "triggerer"}
+    for component in components:
+        service = services[f"airflow-{component}"]
+        assert service["command"][:2] == ["airflow", component]
+        env = service["environment"]
+        assert (
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+            == "postgresql+psycopg2://airflow:apw@postgres:5432/airflow"
+        )
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert env["AIRFLOW_CONN_DAGSTER_DEFAULT"] == "http://webserver:3000"
+        assert env["BUFFALO_ORCHESTRATOR"] == "dagster"  # one scheduler of the ingest by default
+        assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert services["airflow-init"]["command"] == ["airflow", "db", "migrate"]
+    assert "ALTER ROLE airflow" in "\n".join(services["airflow-db"]["command"])
+    assert "apw" not in "\n".join(services["airflow-db"]["command"])  # the password stays in the env
+    ports = [
+        port
+        for name, service in services.items()
+        if name.startswith("airflow")
+        for port in service.get("ports", [])
+    ]
+    # Compose v1 prints "host_ip:published:target", v2 a mapping.
+    bound = [
+        f"{p['host_ip']}:{p['published']}" if isinstance(p, dict) else p.rsplit(":", 1)[0] for p in ports
+    ]
+    assert bound == ["127.0.0.1:8080"]
