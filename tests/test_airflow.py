@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -613,3 +614,29 @@ def test_compose_runs_airflow_as_four_components_on_its_own_database_with_dagste
         f"{p['host_ip']}:{p['published']}" if isinstance(p, dict) else p.rsplit(":", 1)[0] for p in ports
     ]
     assert bound == ["127.0.0.1:8080"]
+
+
+# -- make airflow ------------------------------------------------------------------------------
+
+
+@needs_airflow
+def test_make_airflow_exits_non_zero_naming_the_component_that_could_not_start(tmp_path: Path) -> None:
+    assert str(AIRFLOW_VENV) not in os.environ["PATH"]  # as on a fresh clone: airflow is not on PATH
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__TRIGGERER__TRIGGERER_LOG_SERVER_PORT": str(free_port()),
+    }
+    with socket.socket() as taken:  # the API server's port is already in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            ["make", "--no-print-directory", "airflow", f"AIRFLOW_HOME={tmp_path / 'home'}"],
+            cwd=ROOT, env={**env, "AIRFLOW_PORT": str(port)}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "airflow: api-server exited with code" in output, output[-3000:]
+    assert "FileNotFoundError" not in output
+    assert f"UI on http://127.0.0.1:{port}" in output  # it binds to localhost only
