@@ -16,10 +16,12 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -640,3 +642,78 @@ def test_make_airflow_exits_non_zero_naming_the_component_that_could_not_start(t
     assert "airflow: api-server exited with code" in output, output[-3000:]
     assert "FileNotFoundError" not in output
     assert f"UI on http://127.0.0.1:{port}" in output  # it binds to localhost only
+
+
+# -- the connection: token and errors --------------------------------------------------------
+
+HOOK_SCRIPT = """
+import asyncio, sys
+from dagster_provider import DagsterHook
+hook = DagsterHook()
+print("repository", hook.repository_name("buffalo_assets"))
+print("status", asyncio.run(hook.arun_status(sys.argv[1])))
+"""
+
+
+@contextlib.contextmanager
+def token_proxy(upstream: str, token: str) -> Iterator[str]:
+    """A reverse proxy in front of Dagster that wants `Authorization: Bearer <token>`, as deployed."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Authorization") != f"Bearer {token}":
+                self.send_response(401)
+                self.end_headers()
+                self.wfile.write(b"unauthorized")
+                return
+            answer = requests.post(f"{upstream}{self.path}", data=body, timeout=30,
+                                   headers={"Content-Type": "application/json"})  # fmt: skip
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@needs_airflow
+def test_the_hook_sends_the_connections_token_and_a_refused_token_fails_naming_the_connection(
+    dagster: DagsterStack, tmp_path: Path
+) -> None:
+    token = "tok-" + uuid.uuid4().hex
+    run_id = create_run_for_test(
+        dagster.instance, job_name="__ASSET_JOB", status=DagsterRunStatus.CANCELED
+    ).run_id
+    with token_proxy(dagster.url, token) as address:
+
+        def hook(password: str) -> subprocess.CompletedProcess[str]:
+            env = {
+                **airflow_env(tmp_path, f"http://:{password}@{address}"),
+                "PYTHONPATH": str(ROOT / "airflow" / "plugins"),
+            }
+            return subprocess.run(
+                [str(AIRFLOW_VENV / "bin" / "python"), "-c", HOOK_SCRIPT, run_id],
+                env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+
+        accepted = hook(token)
+        refused = hook("wrong-" + token)
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    assert "repository __repository__" in accepted.stdout  # asked from the workspace, not assumed
+    assert "status CANCELED" in accepted.stdout  # the triggerer's async path, same token
+    assert refused.returncode != 0
+    assert f"Dagster at http://{address} (connection 'dagster_default') refused the request (HTTP 401)" in (
+        refused.stderr
+    ), refused.stderr[-3000:]
+    assert token not in refused.stdout + refused.stderr + accepted.stdout + accepted.stderr
