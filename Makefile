@@ -8,11 +8,15 @@ STAMP := $(VENV)/.installed
 
 AIRFLOW_VENV := airflow/.venv
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW2_VENV := airflow/.venv2
+AIRFLOW2_STAMP := $(AIRFLOW2_VENV)/.installed
 AIRFLOW_HOME ?= $(CURDIR)/.buffalo/airflow
-AIRFLOW_ENV := AIRFLOW_HOME=$(AIRFLOW_HOME) AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/airflow/dags \
-	AIRFLOW__CORE__LOAD_EXAMPLES=False DAGSTER_URL=$${DAGSTER_URL:-http://127.0.0.1:3000}
+AIRFLOW_ENV := PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH AIRFLOW_HOME=$(AIRFLOW_HOME) \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/airflow/dags AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/airflow/plugins \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW_CONN_DAGSTER_DEFAULT=$${AIRFLOW_CONN_DAGSTER_DEFAULT:-$${DAGSTER_URL:-http://127.0.0.1:3000}}
 
-.PHONY: demo test install lint ui sandbox bench clean airflow-venv airflow airflow-dag-test screenshots
+.PHONY: demo test install lint ui sandbox bench clean airflow-venv airflow-venv2 airflow airflow-dag-test screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +30,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/buffalo demo
 
-test: $(STAMP) $(AIRFLOW_STAMP)
+test: $(STAMP) $(AIRFLOW_STAMP) $(AIRFLOW2_STAMP)
 	$(BIN)/python -m pytest
 
 # Airflow has its own virtualenv and pinned requirements: its dependencies and Dagster's
@@ -40,10 +44,23 @@ $(AIRFLOW_STAMP): airflow/requirements.txt airflow/constraints.txt
 
 airflow-venv: $(AIRFLOW_STAMP)
 
-# Airflow (API server, scheduler, dag processor) on http://127.0.0.1:8080, SQLite under
-# .buffalo/airflow, triggering the Dagster webserver at DAGSTER_URL (start it with make ui).
+# Airflow 2.11, the oldest supported line, in its own virtualenv: the tests import the DAG
+# and run `airflow dags test` on it.
+$(AIRFLOW2_STAMP): airflow/requirements-2.11.txt airflow/constraints-2.11.txt
+	@test -x $(AIRFLOW2_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW2_VENV)
+	$(AIRFLOW2_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW2_VENV)/bin/python -m pip install --quiet -r airflow/requirements-2.11.txt -c airflow/constraints-2.11.txt
+	$(AIRFLOW2_VENV)/bin/python -m pip check
+	@touch $(AIRFLOW2_STAMP)
+
+airflow-venv2: $(AIRFLOW2_STAMP)
+
+# Airflow (API server, scheduler, DAG processor, triggerer; LocalExecutor) on
+# http://127.0.0.1:8080, SQLite under .buffalo/airflow unless AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+# is set, triggering the Dagster webserver at DAGSTER_URL (start it with make ui).
+# Exits non-zero as soon as a component cannot start or dies.
 airflow: $(AIRFLOW_STAMP)
-	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow standalone
+	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/python airflow/supervise.py
 
 # One run of the DAG without the scheduler, as the tests do.
 airflow-dag-test: $(AIRFLOW_STAMP)
@@ -67,4 +84,4 @@ sandbox: $(STAMP)
 
 clean:
 	-$(BIN)/buffalo db stop
-	rm -rf $(VENV) $(AIRFLOW_VENV) .buffalo
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(AIRFLOW2_VENV) .buffalo

@@ -31,7 +31,7 @@ from buffalo_assets.assets.ingestion import order_ids, raw_orders
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.checks.core import core_checks
-from buffalo_assets.runs import release_dead_runs
+from buffalo_assets.runs import release_ended_runs_slots, release_pool_slots
 from buffalo_assets.storage.database import PG_URL_VARIABLE
 from buffalo_assets.storage.io_manager import PostgresIOManager
 from buffalo_assets.storage.resource import PostgresResource
@@ -87,15 +87,18 @@ ingest_schedule = ScheduleDefinition(
 
 
 @sensor(
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Marks runs whose process died (SIGKILL, OOM) as failed so they free the API pool.",
+    description="Frees the API pool slots of ended runs (canceled, failed) and of runs whose "
+    "process died (SIGKILL, OOM), marking the latter failed.",
 )
 def release_dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
     if not isinstance(context.instance.run_launcher, DefaultRunLauncher):
-        return SkipReason("runs are launched elsewhere; Dagster's run monitoring covers them")
-    released = release_dead_runs(context.instance)
-    return SkipReason(f"released {len(released)} dead runs" if released else "no dead runs")
+        # Process ids mean nothing for runs in other containers: free ended runs' slots only.
+        freed = release_ended_runs_slots(context.instance)
+    else:
+        freed = release_pool_slots(context.instance)
+    return SkipReason(f"freed the pool slots of {len(freed)} runs" if freed else "no leaked pool slots")
 
 
 # Declarative automation: keeps `core` current after every ingest. Declared (not left to

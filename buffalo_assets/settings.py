@@ -119,8 +119,23 @@ class Settings(BaseSettings):
         shown="`BUFFALO_INGEST_CRON`, else `*/15 * * * *`",
     )
     airflow_retries: int = _setting(2, "task retries of DAG `buffalo_orders`", where="airflow")
-    airflow_task_timeout_min: float = _setting(
-        60.0, "timeout of each task of DAG `buffalo_orders`, minutes", where="airflow", shown="`60`"
+    airflow_retry_delay_s: float = _setting(
+        60.0,
+        "first retry delay of DAG `buffalo_orders`' tasks, seconds (then exponential, at most 10 minutes)",
+        where="airflow",
+        shown="`60`",
+    )
+    airflow_deferrable: bool = _setting(
+        True, "wait for Dagster runs in Airflow's triggerer (`false`: in the worker)", where="airflow"
+    )
+    airflow_poll_interval_s: float = _setting(
+        5.0, "seconds between status polls of a Dagster run", where="airflow", shown="`5`"
+    )
+    airflow_task_timeout_min: int = _setting(
+        60, "timeout of each task of DAG `buffalo_orders`, minutes", where="airflow"
+    )
+    airflow_dagster_conn_id: str = _setting(
+        "dagster_default", "Airflow connection of the Dagster webserver the DAG triggers", where="airflow"
     )
     # -- workstation ---------------------------------------------------------------------
     home: Path | None = _setting(

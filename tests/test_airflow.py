@@ -1,147 +1,719 @@
 """Airflow keeps its contract: real Airflow runs DAG `buffalo_orders` against a real Dagster.
 
-Airflow lives in its own virtualenv (`airflow/.venv`, made by `make airflow-venv`, which
-`make test` runs first). Dagster runs as `dagster dev` (webserver + daemon) on a free
-port, on the session database, with the sandbox as its Buffalo API.
+Airflow 3 lives in its own virtualenv (`airflow/.venv`, `make airflow-venv`), Airflow 2.11
+in another (`airflow/.venv2`, `make airflow-venv2`); `make test` makes both first.
+Dagster runs as `dagster dev` (webserver + daemon) on a free port, on the session
+database, with a sandbox as its Buffalo API. The "real deployment" tests run Airflow's
+API server, scheduler (LocalExecutor), DAG processor and triggerer through
+`airflow/supervise.py` (what `make airflow` runs) on a throw-away PostgreSQL database.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 import sqlalchemy as sa
+import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.test_utils import create_run_for_test
+from sqlalchemy.engine import make_url
 
+from buffalo_assets.runs import release_pool_slots, slot_holding_run_ids
+from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.control import SandboxControl
-from buffalo_assets.sandbox.server import RunningSandbox, free_port
-from tests.conftest import ROOT, SandboxFactory
+from buffalo_assets.sandbox.server import RunningSandbox, free_port, running_sandbox
+from tests.conftest import ROOT
 from tests.pipeline import stop_group
 
 AIRFLOW_VENV = ROOT / "airflow" / ".venv"
 AIRFLOW = AIRFLOW_VENV / "bin" / "airflow"
+AIRFLOW2_VENV = ROOT / "airflow" / ".venv2"
+AIRFLOW2 = AIRFLOW2_VENV / "bin" / "airflow"
 DAGSTER = ROOT / ".venv" / "bin" / "dagster"
+POOL = "buffalo_api"
+DAG_ID = "buffalo_orders"
 
-pytestmark = pytest.mark.skipif(
+needs_airflow = pytest.mark.skipif(
     not AIRFLOW.exists() and os.environ.get("CI") != "true",
     reason="Airflow's virtualenv is missing: run `make airflow-venv` (make test does)",
 )
+needs_airflow2 = pytest.mark.skipif(
+    not AIRFLOW2.exists() and os.environ.get("CI") != "true",
+    reason="Airflow 2.11's virtualenv is missing: run `make airflow-venv2` (make test does)",
+)
 
 
-def wait_for(url: str, query: str, deadline_s: float, process: subprocess.Popen[str]) -> None:
+def eventually(check: Callable[[], Any], deadline_s: float, what: str, every_s: float = 0.5) -> Any:
+    """Return check()'s first truthy value within the deadline, or fail naming `what`."""
     deadline = time.monotonic() + deadline_s
+    last: Any = None
     while time.monotonic() < deadline:
-        assert process.poll() is None, "dagster dev exited early"
         try:
-            body = requests.post(f"{url}/graphql", json={"query": query}, timeout=5).json()
-            nodes = body.get("data", {}).get("assetNodes") or []
-            if any(node["assetKey"]["path"] == ["raw_orders"] for node in nodes):
-                return
-        except (requests.RequestException, ValueError):
-            pass
-        time.sleep(1)
-    raise AssertionError(f"Dagster did not serve the buffalo_assets location at {url}")
+            last = check()
+        except (requests.RequestException, ValueError, KeyError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(every_s)
+    raise AssertionError(f"{what} did not happen within {deadline_s:.0f} s (last: {last!r})")
+
+
+# -- Dagster ---------------------------------------------------------------------------------
+
+
+@dataclass
+class DagsterStack:
+    url: str
+    running: RunningSandbox
+    instance: DagsterInstance
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=30)
+        body.raise_for_status()
+        payload = body.json()
+        assert not payload.get("errors"), payload["errors"]
+        return payload["data"]
+
+    def launch(self, *asset_keys: str, tags: dict[str, str] | None = None) -> str:
+        repository = self.graphql(
+            "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError"
+            " { ... on RepositoryLocation { repositories { name } } } } } } }"
+        )["workspaceOrError"]["locationEntries"][0]["locationOrLoadError"]["repositories"][0]["name"]
+        params = {
+            "selector": {
+                "repositoryLocationName": "buffalo_assets",
+                "repositoryName": repository,
+                "jobName": "__ASSET_JOB",
+                "assetSelection": [{"path": [key]} for key in asset_keys],
+            },
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+        }
+        launched = self.graphql(
+            "mutation($p: ExecutionParams!) { launchRun(executionParams: $p) { __typename"
+            " ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }",
+            p=params,
+        )["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        return launched["run"]["runId"]
+
+    def status(self, run_id: str) -> DagsterRunStatus:
+        run = self.instance.get_run_by_id(run_id)
+        assert run is not None, f"Dagster has no run {run_id}"
+        return run.status
+
+    def runs(self, **tags: str) -> list:
+        """Dagster runs carrying `tags`, oldest first."""
+        return list(reversed(self.instance.get_runs(filters=RunsFilter(tags=tags))))
+
+
+def _wait_for_location(url: str, process: subprocess.Popen[str], deadline_s: float) -> None:
+    query = "{ assetNodes { assetKey { path } } }"
+
+    def served() -> bool:
+        assert process.poll() is None, "dagster dev exited early"
+        nodes = requests.post(f"{url}/graphql", json={"query": query}, timeout=5).json()["data"]["assetNodes"]
+        return any(node["assetKey"]["path"] == ["raw_orders"] for node in nodes)
+
+    eventually(served, deadline_s, f"Dagster serving the buffalo_assets location at {url}", every_s=1)
+
+
+@pytest.fixture(scope="module")
+def dagster_stack(
+    pg_url: str, dagster_home: Path, instance: DagsterInstance, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DagsterStack]:
+    with running_sandbox(SandboxConfig(orders=60)) as running:
+        port = free_port()
+        config = running.sandbox.config
+        env = {
+            **os.environ,
+            "BUFFALO_PG_URL": pg_url,
+            "DAGSTER_HOME": str(dagster_home),
+            "BUFFALO_BASE_URL": running.url,
+            "BUFFALO_USERNAME": config.username,
+            "BUFFALO_PASSWORD": config.password,
+            "BUFFALO_SCHEDULE_ENABLED": "false",
+            "BUFFALO_ORCHESTRATOR": "airflow",
+        }
+        log = (tmp_path_factory.mktemp("dagster") / "dagster-dev.log").open("w")
+        process = subprocess.Popen(
+            [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for_location(url, process, 180)
+            yield DagsterStack(url, running, instance)
+        finally:
+            stop_group(process)
+            log.close()
 
 
 @pytest.fixture
-def dagster_webserver(
-    start_sandbox: SandboxFactory, pg_url: str, dagster_home: Path, tmp_path: Path
-) -> Iterator[tuple[str, RunningSandbox]]:
-    running = start_sandbox(orders=60)
-    port = free_port()
-    config = running.sandbox.config
-    env = {
-        **os.environ,
-        "BUFFALO_PG_URL": pg_url,
-        "DAGSTER_HOME": str(dagster_home),
-        "BUFFALO_BASE_URL": running.url,
-        "BUFFALO_USERNAME": config.username,
-        "BUFFALO_PASSWORD": config.password,
-        "BUFFALO_SCHEDULE_ENABLED": "false",
-    }
-    log = (tmp_path / "dagster-dev.log").open("w")
-    process = subprocess.Popen(
-        [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+def dagster(dagster_stack: DagsterStack, empty_store: sa.Engine) -> DagsterStack:
+    """The module's Dagster with a healthy, fast sandbox and no run holding the API pool."""
+    SandboxControl(dagster_stack.running.url).set_faults(reject_logins=False, latency_ms=0)
+    eventually(
+        lambda: not slot_holding_run_ids(dagster_stack.instance), 120, "the API pool being free at test start"
+    )
+    return dagster_stack
+
+
+# -- the pool: no ended run keeps a slot ------------------------------------------------------
+
+
+def test_ended_runs_pool_slots_are_freed_while_running_runs_keep_theirs(instance: DagsterInstance) -> None:
+    storage = instance.event_log_storage
+    storage.initialize_concurrency_limit_to_default(POOL)
+    canceled = create_run_for_test(instance, job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED)
+    running = create_run_for_test(instance, job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED)
     try:
-        wait_for(url, "{ assetNodes { assetKey { path } } }", 180, process)
-        yield url, running
+        assert storage.claim_concurrency_slot(POOL, canceled.run_id, "raw_orders").is_claimed
+        instance.report_run_canceled(canceled)
+        # The pool is full: a third run's step would wait, "blocked by global concurrency limits".
+        assert not storage.claim_concurrency_slot(POOL, running.run_id, "raw_orders").is_claimed
+
+        released = release_pool_slots(instance)
+
+        assert released == [canceled.run_id]
+        # The waiting step's next try (steps retry their claim while they wait) gets the slot.
+        assert storage.claim_concurrency_slot(POOL, running.run_id, "raw_orders").is_claimed
+        assert slot_holding_run_ids(instance) == {running.run_id}  # it is alive: no event names a dead pid
     finally:
-        stop_group(process)
-        log.close()
+        storage.free_concurrency_slots_for_run(running.run_id)
+        storage.free_concurrency_slots_for_run(canceled.run_id)
 
 
-def airflow(
-    args: list[str], airflow_home: Path, dagster_url: str, **extra: str
-) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": f"{AIRFLOW_VENV / 'bin'}:{os.environ['PATH']}",
+@needs_airflow
+def test_a_run_worker_killed_mid_fetch_frees_the_pool_and_the_next_run_starts_within_a_minute(
+    dagster: DagsterStack,
+) -> None:
+    SandboxControl(dagster.running.url).set_faults(latency_ms=1500)
+    first = dagster.launch("raw_orders", tags={"test": "killed-worker"})
+    eventually(
+        lambda: first in slot_holding_run_ids(dagster.instance), 120, "the run taking the API pool slot"
+    )
+    pids = {
+        record.dagster_event.pid
+        for record in dagster.instance.all_logs(first)
+        if record.dagster_event and record.dagster_event.pid
+    }
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # a step process may have ended already
+            os.kill(pid, signal.SIGKILL)
+    SandboxControl(dagster.running.url).set_faults(latency_ms=0)
+
+    second = dagster.launch("raw_orders", tags={"test": "after-killed-worker"})
+    eventually(
+        lambda: dagster.status(second) in (DagsterRunStatus.STARTED, DagsterRunStatus.SUCCESS),
+        60 + 30,  # the sensor's 30 s interval plus the daemon's tick, inside a minute and a half
+        "the next run starting after its predecessor's worker was killed",
+    )
+    assert dagster.status(first) == DagsterRunStatus.FAILURE
+    eventually(lambda: dagster.status(second) == DagsterRunStatus.SUCCESS, 120, "the next run succeeding")
+
+
+# -- Airflow 3: `airflow dags test` ----------------------------------------------------------
+
+
+def airflow_env(
+    airflow_home: Path, dagster_url: str, venv: Path = AIRFLOW_VENV, **extra: str
+) -> dict[str, str]:
+    return {
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
         "HOME": os.environ.get("HOME", str(airflow_home)),
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "airflow" / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "airflow" / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "DAGSTER_URL": dagster_url,
+        "AIRFLOW_CONN_DAGSTER_DEFAULT": dagster_url,
+        "BUFFALO_AIRFLOW_POLL_INTERVAL_S": "1",
         **extra,
     }
-    return subprocess.run([str(AIRFLOW), *args], env=env, capture_output=True, text=True, timeout=900)
 
 
-def tagged_runs(instance: DagsterInstance, excluding: set[str] = frozenset()) -> list:
-    """Dagster runs tagged by the DAG, oldest first, except those in `excluding`."""
-    runs = instance.get_runs(filters=RunsFilter(tags={"airflow/dag_id": "buffalo_orders"}))
-    return [run for run in reversed(runs) if run.run_id not in excluding]
+def airflow(
+    args: list[str], airflow_home: Path, dagster_url: str, venv: Path = AIRFLOW_VENV, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    env = airflow_env(airflow_home, dagster_url, venv, **extra)
+    return subprocess.run(
+        [str(venv / "bin" / "airflow"), *args], env=env, capture_output=True, text=True, timeout=900
+    )
 
 
+@needs_airflow
 def test_the_dag_materializes_both_assets_in_dagster_and_fails_with_dagsters_error(
-    dagster_webserver: tuple[str, RunningSandbox],
-    instance: DagsterInstance,
-    empty_store: sa.Engine,
-    tmp_path: Path,
+    dagster: DagsterStack, tmp_path: Path
 ) -> None:
-    dagster_url, running = dagster_webserver
+    running = dagster.running
     home = tmp_path / "airflow_home"
     home.mkdir()
-    migrated = airflow(["db", "migrate"], home, dagster_url)
+    migrated = airflow(["db", "migrate"], home, dagster.url)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
-    errors = airflow(["dags", "list-import-errors"], home, dagster_url)
+    errors = airflow(["dags", "list-import-errors"], home, dagster.url)
     assert errors.returncode == 0, errors.stderr[-3000:]
-    assert "buffalo_orders" not in errors.stdout and "Error" not in errors.stdout, errors.stdout
+    assert DAG_ID not in errors.stdout and "Error" not in errors.stdout, errors.stdout
+    before = {run.run_id for run in dagster.runs(**{"airflow/dag_id": DAG_ID})}
 
-    ok = airflow(["dags", "test", "buffalo_orders", "2026-11-29"], home, dagster_url)
+    ok = airflow(["dags", "test", DAG_ID, "2026-11-29"], home, dagster.url)
     assert ok.returncode == 0, (ok.stdout + ok.stderr)[-5000:]
-    runs = tagged_runs(instance)
+    runs = [run for run in dagster.runs(**{"airflow/dag_id": DAG_ID}) if run.run_id not in before]
     assert [run.tags["airflow/task_id"] for run in runs] == ["get_order_ids", "fetch_and_store_raw"]
     assert len({run.tags["airflow/run_id"] for run in runs}) == 1
+    assert {run.tags["airflow/try_number"] for run in runs} == {"1"}
+    assert all(run.tags["airflow/logical_date"].startswith("2026-11-29") for run in runs)
     assert all(run.status == DagsterRunStatus.SUCCESS for run in runs)
     assert {tuple(sorted(k.to_user_string() for k in run.asset_selection or ())) for run in runs} == {
         ("order_ids",),
         ("raw_orders",),
     }
-    with empty_store.connect() as connection:
-        stored = set(
-            connection.execute(sa.text("SELECT DISTINCT order_id FROM raw.order_versions")).scalars()
-        )
+    stored = _stored_order_ids(dagster)
     assert stored == {row["order_id"] for row in SandboxControl(running.url).truth()}
-    assert f"{dagster_url}/runs/" in ok.stdout + ok.stderr  # the task log links to the Dagster run
+    assert f"{dagster.url}/runs/" in ok.stdout + ok.stderr  # the task log links to the Dagster run
 
     SandboxControl(running.url).set_faults(reject_logins=True)
-    failed = airflow(
-        ["dags", "test", "buffalo_orders", "2026-11-30"], home, dagster_url, BUFFALO_AIRFLOW_RETRIES="0"
-    )
+    failed = airflow(["dags", "test", DAG_ID, "2026-11-30"], home, dagster.url, BUFFALO_AIRFLOW_RETRIES="0")
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0 or "failed" in output.lower()
     assert "Buffalo login failed" in output and "Incorrect username or password" in output, output[-5000:]
     assert "ended FAILURE: order_ids:" in output  # the failing step, then Dagster's own error
     assert running.sandbox.config.password not in output + ok.stdout + ok.stderr  # no secret in task logs
     assert not any(secret in output for secret in running.sandbox.secrets_seen)
-    runs = tagged_runs(instance, excluding={run.run_id for run in runs})
+    seen = before | {run.run_id for run in runs}
+    runs = [run for run in dagster.runs(**{"airflow/dag_id": DAG_ID}) if run.run_id not in seen]
     assert [run.tags["airflow/task_id"] for run in runs] == ["get_order_ids"]  # the next task never ran
     assert runs[0].status == DagsterRunStatus.FAILURE
+
+
+def _stored_order_ids(dagster: DagsterStack) -> set[str]:
+    engine = sa.create_engine(os.environ["BUFFALO_PG_URL"])
+    try:
+        with engine.connect() as connection:
+            return set(
+                connection.execute(sa.text("SELECT DISTINCT order_id FROM raw.order_versions")).scalars()
+            )
+    finally:
+        engine.dispose()
+
+
+# -- Airflow 2.11: the oldest supported line -------------------------------------------------
+
+
+@needs_airflow2
+def test_airflow_2_11_imports_the_dag_and_runs_it_against_dagster(
+    dagster: DagsterStack, tmp_path: Path
+) -> None:
+    home = tmp_path / "airflow2_home"
+    home.mkdir()
+    version = airflow(["version"], home, dagster.url, AIRFLOW2_VENV)
+    assert version.stdout.strip().splitlines()[-1].startswith("2.11"), version.stdout + version.stderr
+    migrated = airflow(["db", "migrate"], home, dagster.url, AIRFLOW2_VENV)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    errors = airflow(["dags", "list-import-errors"], home, dagster.url, AIRFLOW2_VENV)
+    assert errors.returncode == 0 and "Error" not in errors.stdout, errors.stdout + errors.stderr[-3000:]
+    tasks = airflow(["tasks", "list", DAG_ID], home, dagster.url, AIRFLOW2_VENV)
+    assert tasks.stdout.split()[-2:] == ["fetch_and_store_raw", "get_order_ids"], tasks.stdout
+
+    before = {run.run_id for run in dagster.runs(**{"airflow/dag_id": DAG_ID})}
+    ok = airflow(["dags", "test", DAG_ID, "2026-11-28"], home, dagster.url, AIRFLOW2_VENV)
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-5000:]
+    runs = [run for run in dagster.runs(**{"airflow/dag_id": DAG_ID}) if run.run_id not in before]
+    assert [(run.tags["airflow/task_id"], run.status) for run in runs] == [
+        ("get_order_ids", DagsterRunStatus.SUCCESS),
+        ("fetch_and_store_raw", DagsterRunStatus.SUCCESS),
+    ]
+
+
+# -- Airflow 3 as deployed: API server, scheduler, DAG processor, triggerer ------------------
+
+# A second DAG next to the real one, waiting in the worker instead of the triggerer: the
+# worker process is what an operations team sees killed (OOM, a node lost).
+IN_WORKER_DAG = """
+from datetime import datetime, timedelta
+
+from dagster_provider import DagsterAssetRunOperator
+
+try:
+    from airflow.sdk import DAG
+except ImportError:
+    from airflow import DAG
+
+with DAG(dag_id="buffalo_orders_in_worker", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    DagsterAssetRunOperator(
+        task_id="fetch_and_store_raw", asset_selection=["raw_orders"], deferrable=False, poll_interval=1,
+        retries=1, retry_delay=timedelta(seconds=1),
+    )
+"""
+
+
+@dataclass
+class AirflowStack:
+    api: str
+    process: subprocess.Popen[str]
+    log: Path
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        assert self.process.poll() is None, f"airflow/supervise.py exited: {self.log.read_text()[-3000:]}"
+        response = requests.request(method, f"{self.api}/api/v2{path}", json=body, timeout=30)
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text[:500]}"
+        return response.json()
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        run_id = f"test__{uuid.uuid4().hex[:8]}"
+        self.call(
+            "POST",
+            f"/dags/{dag_id}/dagRuns",
+            {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}},
+        )
+        return run_id
+
+    def task(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+
+    def dag_run_state(self, dag_id: str, run_id: str) -> str:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+
+@pytest.fixture(scope="module")
+def airflow_stack(
+    dagster_stack: DagsterStack, pg_server_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AirflowStack]:
+    home = tmp_path_factory.mktemp("airflow3")
+    dags = home / "dags"
+    dags.mkdir()
+    (dags / "buffalo_orders.py").write_text((ROOT / "airflow" / "dags" / "buffalo_orders.py").read_text())
+    (dags / "buffalo_orders_in_worker.py").write_text(IN_WORKER_DAG)
+    name = f"airflow_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    metadata = make_url(pg_server_url).set(drivername="postgresql+psycopg2", database=name)
+    port = free_port()
+    env = {
+        **airflow_env(home, dagster_stack.url),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata.render_as_string(hide_password=False),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__TRIGGERER__TRIGGERER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW_PORT": str(port),
+        "BUFFALO_AIRFLOW_RETRIES": "1",
+        "BUFFALO_AIRFLOW_RETRY_DELAY_S": "1",
+    }
+    log = home / "supervise.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [str(AIRFLOW_VENV / "bin" / "python"), str(ROOT / "airflow" / "supervise.py")],
+            env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )  # fmt: skip
+    stack = AirflowStack(f"http://127.0.0.1:{port}", process, log)
+    try:
+        eventually(
+            lambda: {dag["dag_id"] for dag in stack.call("GET", "/dags")["dags"]}
+            >= {DAG_ID, "buffalo_orders_in_worker"},
+            240, "Airflow's API server listing both DAGs", every_s=2,
+        )  # fmt: skip
+        for dag_id in (DAG_ID, "buffalo_orders_in_worker"):
+            stack.call("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                stop_group(process)
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _dag_run_ended(stack: AirflowStack, dag_id: str, run_id: str) -> str | None:
+    state = stack.dag_run_state(dag_id, run_id)
+    return state if state in ("success", "failed") else None
+
+
+@needs_airflow
+@pytest.mark.slow
+def test_scheduler_and_triggerer_run_a_triggered_dag_run_waiting_deferred(
+    airflow_stack: AirflowStack, dagster: DagsterStack
+) -> None:
+    SandboxControl(dagster.running.url).set_faults(latency_ms=800)  # a wait long enough to see
+    run_id = airflow_stack.trigger(DAG_ID)
+    seen_states: set[str] = set()
+
+    def fetch_ended() -> str | None:
+        seen_states.add(airflow_stack.task(DAG_ID, run_id, "fetch_and_store_raw")["state"] or "none")
+        return _dag_run_ended(airflow_stack, DAG_ID, run_id)
+
+    assert eventually(fetch_ended, 300, "the DAG run ending") == "success", airflow_stack.log.read_text()[
+        -4000:
+    ]
+    assert "deferred" in seen_states  # the wait happened in the triggerer, no worker slot held
+    runs = dagster.runs(**{"airflow/dag_id": DAG_ID, "airflow/run_id": run_id})
+    assert [(run.tags["airflow/task_id"], run.status) for run in runs] == [
+        ("get_order_ids", DagsterRunStatus.SUCCESS),
+        ("fetch_and_store_raw", DagsterRunStatus.SUCCESS),
+    ]
+    ti = airflow_stack.task(DAG_ID, run_id, "fetch_and_store_raw")
+    xcom = airflow_stack.call(
+        "GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/fetch_and_store_raw/xcomEntries/dagster_run_id"
+    )
+    value = xcom["value"]
+    assert runs[1].run_id in (value, json.loads(value) if value.startswith('"') else None)
+    assert ti["try_number"] == 1
+
+
+def _worker_pids(ti_id: str) -> list[int]:
+    """Processes titled `airflow worker -- <task instance id>` (Airflow 3's task runner)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if f"airflow worker -- {ti_id}" in title:
+                found.append(int(proc.name))
+    return found
+
+
+@needs_airflow
+@pytest.mark.slow
+def test_a_worker_killed_during_the_wait_is_retried_and_reattaches_to_the_one_dagster_run(
+    airflow_stack: AirflowStack, dagster: DagsterStack
+) -> None:
+    dag_id = "buffalo_orders_in_worker"
+    SandboxControl(dagster.running.url).set_faults(latency_ms=1500)
+    run_id = airflow_stack.trigger(dag_id)
+    eventually(
+        lambda: dagster.runs(**{"airflow/dag_id": dag_id, "airflow/run_id": run_id}),
+        120,
+        "the Dagster run launch",
+    )
+
+    def running_task() -> dict[str, Any] | None:
+        found = airflow_stack.task(dag_id, run_id, "fetch_and_store_raw")
+        return found if found["state"] == "running" else None
+
+    ti = eventually(running_task, 60, "the task running")
+    pids = eventually(lambda: _worker_pids(ti["id"]), 30, "the worker process showing up")
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    first = dagster.runs(**{"airflow/dag_id": dag_id, "airflow/run_id": run_id})[0]
+    assert dagster.status(first.run_id) in (
+        DagsterRunStatus.QUEUED,
+        DagsterRunStatus.STARTING,
+        DagsterRunStatus.STARTED,
+    )
+    SandboxControl(dagster.running.url).set_faults(latency_ms=0)
+
+    state = eventually(lambda: _dag_run_ended(airflow_stack, dag_id, run_id), 300, "the DAG run ending")
+    assert state == "success", airflow_stack.log.read_text()[-4000:]
+    assert airflow_stack.task(dag_id, run_id, "fetch_and_store_raw")["try_number"] == 2  # the retry did it
+    runs = dagster.runs(**{"airflow/dag_id": dag_id, "airflow/run_id": run_id})
+    assert [run.run_id for run in runs] == [first.run_id]  # reattached: exactly one Dagster run
+    assert runs[0].tags["airflow/try_number"] == "1"
+    assert dagster.status(first.run_id) == DagsterRunStatus.SUCCESS
+
+
+@needs_airflow
+@pytest.mark.slow
+def test_marking_the_waiting_task_failed_cancels_its_dagster_run_and_the_next_dag_run_succeeds(
+    airflow_stack: AirflowStack, dagster: DagsterStack
+) -> None:
+    SandboxControl(dagster.running.url).set_faults(latency_ms=1500)
+    run_id = airflow_stack.trigger(DAG_ID, conf={"full_refresh": True})
+    tags = {"airflow/dag_id": DAG_ID, "airflow/run_id": run_id, "airflow/task_id": "fetch_and_store_raw"}
+    fetch = eventually(lambda: dagster.runs(**tags), 240, "fetch_and_store_raw launching its Dagster run")[0]
+    assert fetch.run_config["ops"]["raw_orders"]["config"]["full_refresh"] is True  # the DAG run's conf
+    eventually(
+        lambda: fetch.run_id in slot_holding_run_ids(dagster.instance), 120, "the fetch holding the pool"
+    )
+    eventually(
+        lambda: airflow_stack.task(DAG_ID, run_id, "fetch_and_store_raw")["state"] == "deferred",
+        60,
+        "the wait",
+    )
+
+    airflow_stack.call(
+        "PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/fetch_and_store_raw", {"new_state": "failed"}
+    )
+    eventually(
+        lambda: dagster.status(fetch.run_id) == DagsterRunStatus.CANCELED, 120, "the Dagster run canceled"
+    )
+    SandboxControl(dagster.running.url).set_faults(latency_ms=0)
+
+    next_run = airflow_stack.trigger(DAG_ID)
+    started = time.monotonic()
+    state = eventually(
+        lambda: _dag_run_ended(airflow_stack, DAG_ID, next_run), 300, "the next DAG run ending"
+    )
+    assert state == "success", airflow_stack.log.read_text()[-4000:]
+    assert time.monotonic() - started < 180
+    runs = dagster.runs(**{"airflow/dag_id": DAG_ID, "airflow/run_id": next_run})
+    assert [run.status for run in runs] == [DagsterRunStatus.SUCCESS, DagsterRunStatus.SUCCESS]
+    fetch_record = dagster.instance.get_run_record_by_id(runs[1].run_id)
+    assert fetch_record is not None and fetch_record.start_time is not None
+    assert fetch_record.start_time - fetch_record.create_timestamp.timestamp() < 60  # not stuck QUEUED
+
+
+# -- the compose deployment ------------------------------------------------------------------
+
+
+def test_compose_runs_airflow_as_four_components_on_its_own_database_with_dagster_orchestrating() -> None:
+    from tests.test_deploy import COMPOSE_ENV, compose_command
+
+    result = subprocess.run(
+        [*compose_command(), "-f", "docker-compose.yml", "config"],
+        cwd=ROOT, env=COMPOSE_ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    components = {"api-server", "scheduler", "dag-processor", "triggerer"}
+    for component in components:
+        service = services[f"airflow-{component}"]
+        assert service["command"][:2] == ["airflow", component]
+        env = service["environment"]
+        assert (
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+            == "postgresql+psycopg2://airflow:apw@postgres:5432/airflow"
+        )
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+        assert env["AIRFLOW_CONN_DAGSTER_DEFAULT"] == "http://webserver:3000"
+        assert env["BUFFALO_ORCHESTRATOR"] == "dagster"  # one scheduler of the ingest by default
+        assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    assert services["airflow-init"]["command"] == ["airflow", "db", "migrate"]
+    assert "ALTER ROLE airflow" in "\n".join(services["airflow-db"]["command"])
+    assert "apw" not in "\n".join(services["airflow-db"]["command"])  # the password stays in the env
+    ports = [
+        port
+        for name, service in services.items()
+        if name.startswith("airflow")
+        for port in service.get("ports", [])
+    ]
+    # Compose v1 prints "host_ip:published:target", v2 a mapping.
+    bound = [
+        f"{p['host_ip']}:{p['published']}" if isinstance(p, dict) else p.rsplit(":", 1)[0] for p in ports
+    ]
+    assert bound == ["127.0.0.1:8080"]
+
+
+# -- make airflow ------------------------------------------------------------------------------
+
+
+@needs_airflow
+def test_make_airflow_exits_non_zero_naming_the_component_that_could_not_start(tmp_path: Path) -> None:
+    assert str(AIRFLOW_VENV) not in os.environ["PATH"]  # as on a fresh clone: airflow is not on PATH
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__TRIGGERER__TRIGGERER_LOG_SERVER_PORT": str(free_port()),
+    }
+    with socket.socket() as taken:  # the API server's port is already in use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            ["make", "--no-print-directory", "airflow", f"AIRFLOW_HOME={tmp_path / 'home'}"],
+            cwd=ROOT, env={**env, "AIRFLOW_PORT": str(port)}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "airflow: api-server exited with code" in output, output[-3000:]
+    assert "FileNotFoundError" not in output
+    assert f"UI on http://127.0.0.1:{port}" in output  # it binds to localhost only
+
+
+# -- the connection: token and errors --------------------------------------------------------
+
+HOOK_SCRIPT = """
+import asyncio, sys
+from dagster_provider import DagsterHook
+hook = DagsterHook()
+print("repository", hook.repository_name("buffalo_assets"))
+print("status", asyncio.run(hook.arun_status(sys.argv[1])))
+"""
+
+
+@contextlib.contextmanager
+def token_proxy(upstream: str, token: str) -> Iterator[str]:
+    """A reverse proxy in front of Dagster that wants `Authorization: Bearer <token>`, as deployed."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Authorization") != f"Bearer {token}":
+                self.send_response(401)
+                self.end_headers()
+                self.wfile.write(b"unauthorized")
+                return
+            answer = requests.post(f"{upstream}{self.path}", data=body, timeout=30,
+                                   headers={"Content-Type": "application/json"})  # fmt: skip
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@needs_airflow
+def test_the_hook_sends_the_connections_token_and_a_refused_token_fails_naming_the_connection(
+    dagster: DagsterStack, tmp_path: Path
+) -> None:
+    token = "tok-" + uuid.uuid4().hex
+    run_id = create_run_for_test(
+        dagster.instance, job_name="__ASSET_JOB", status=DagsterRunStatus.CANCELED
+    ).run_id
+    with token_proxy(dagster.url, token) as address:
+
+        def hook(password: str) -> subprocess.CompletedProcess[str]:
+            env = {
+                **airflow_env(tmp_path, f"http://:{password}@{address}"),
+                "PYTHONPATH": str(ROOT / "airflow" / "plugins"),
+            }
+            return subprocess.run(
+                [str(AIRFLOW_VENV / "bin" / "python"), "-c", HOOK_SCRIPT, run_id],
+                env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+
+        accepted = hook(token)
+        refused = hook("wrong-" + token)
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    assert "repository __repository__" in accepted.stdout  # asked from the workspace, not assumed
+    assert "status CANCELED" in accepted.stdout  # the triggerer's async path, same token
+    assert refused.returncode != 0
+    assert f"Dagster at http://{address} (connection 'dagster_default') refused the request (HTTP 401)" in (
+        refused.stderr
+    ), refused.stderr[-3000:]
+    assert token not in refused.stdout + refused.stderr + accepted.stdout + accepted.stderr

@@ -16,6 +16,8 @@ COMPOSE_ENV = {
     "POSTGRES_PASSWORD": "x",
     "BUFFALO_USERNAME": "user",
     "BUFFALO_PASSWORD": "pw",
+    "AIRFLOW_DB_PASSWORD": "apw",
+    "AIRFLOW_SECRET_KEY": "k",
     "PATH": os.environ["PATH"],
     "HOME": os.environ.get("HOME", str(ROOT)),
 }
@@ -43,7 +45,9 @@ def test_the_compose_file_validates_with_every_service_and_the_sandbox_behind_a_
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    assert set(services) == {"postgres", "user-code", "webserver", "daemon", "airflow", "sandbox"}
+    airflow = {"airflow-db", "airflow-init", "airflow-api-server", "airflow-scheduler"}
+    airflow |= {"airflow-dag-processor", "airflow-triggerer"}
+    assert set(services) == {"postgres", "user-code", "webserver", "daemon", "sandbox"} | airflow
     assert {name for name, service in services.items() if service.get("profiles")} == {"sandbox"}
     assert services["sandbox"]["profiles"] == ["sandbox"]
     published = [port for service in services.values() for port in service.get("ports", [])]

@@ -142,3 +142,15 @@ def test_without_a_database_a_run_fails_with_one_line_naming_the_command(
     assert "\n" not in message
     assert "BUFFALO_PG_URL" in message and "`buffalo dev`" in message
     assert not (tmp_path / ".buffalo").exists()  # nothing was started or created
+
+
+def test_the_airflow_side_reads_exactly_its_declared_settings_and_compose_passes_them() -> None:
+    shared = {"BUFFALO_ORCHESTRATOR", "BUFFALO_INGEST_CRON"}
+    read = set()
+    for path in [*(ROOT / "airflow" / "dags").glob("*.py"), *(ROOT / "airflow" / "plugins").rglob("*.py")]:
+        read |= _names(path.read_text())
+    assert read == AIRFLOW | shared
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        if name.startswith("airflow-") and name != "airflow-db":
+            assert {n for n in service["environment"] if n.startswith("BUFFALO_")} == AIRFLOW | shared, name

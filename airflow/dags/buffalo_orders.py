@@ -1,8 +1,13 @@
 """The operations team's DAG: `buffalo_orders`, `get_order_ids` >> `fetch_and_store_raw`.
 
-The DAG and task ids are the original contract. Each task asks Dagster (at DAGSTER_URL)
-to materialize the matching asset and waits for the run, so lineage, metadata and run
-history live in Dagster while Airflow keeps the schedule, retries and alerting it had.
+The DAG and task ids are the original contract. Each task asks Dagster (Airflow
+Connection `dagster_default`) to materialize the matching asset and waits for the run in
+the triggerer, so lineage, metadata and run history live in Dagster while Airflow keeps
+the schedule, retries and alerting it had.
+
+One orchestrator schedules the ingest: `BUFFALO_ORCHESTRATOR=airflow` turns this DAG's
+schedule on (and Dagster's `ingest_orders_schedule` off); with `dagster` (the default)
+the DAG has no schedule and runs only when triggered.
 """
 
 from __future__ import annotations
@@ -10,23 +15,39 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from dagster_trigger import MaterializeDagsterAssets
+from dagster_provider import DagsterAssetRunOperator
 
 try:  # Airflow 3
     from airflow.sdk import DAG
 except ImportError:  # Airflow 2.10+
     from airflow import DAG
 
+ORCHESTRATORS = ("dagster", "airflow")
+ORCHESTRATOR = os.environ.get("BUFFALO_ORCHESTRATOR", "dagster").strip().lower() or "dagster"
+if ORCHESTRATOR not in ORCHESTRATORS:
+    raise ValueError(f"BUFFALO_ORCHESTRATOR is {ORCHESTRATOR!r}; expected one of {', '.join(ORCHESTRATORS)}")
+
 # Same cadence as Dagster's ingest_orders_schedule unless the operations team changes it.
-SCHEDULE = os.environ.get("BUFFALO_AIRFLOW_SCHEDULE", os.environ.get("BUFFALO_INGEST_CRON", "*/15 * * * *"))
+# Empty counts as unset (compose passes `${VAR:-}`), as in the Dagster settings.
+CRON = os.environ.get("BUFFALO_AIRFLOW_SCHEDULE") or os.environ.get("BUFFALO_INGEST_CRON") or "*/15 * * * *"
+SCHEDULE = CRON if ORCHESTRATOR == "airflow" else None
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() not in ("false", "0", "no", "off")
+
 
 default_args = {
     "owner": "operations",
     "retries": int(os.environ.get("BUFFALO_AIRFLOW_RETRIES", "2")),
-    "retry_delay": timedelta(minutes=1),
+    "retry_delay": timedelta(seconds=float(os.environ.get("BUFFALO_AIRFLOW_RETRY_DELAY_S", "60"))),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(minutes=int(os.environ.get("BUFFALO_AIRFLOW_TASK_TIMEOUT_MIN", "60"))),
+    "dagster_conn_id": os.environ.get("BUFFALO_AIRFLOW_DAGSTER_CONN_ID", "dagster_default"),
+    "deferrable": _flag("BUFFALO_AIRFLOW_DEFERRABLE", default=True),
+    "poll_interval": float(os.environ.get("BUFFALO_AIRFLOW_POLL_INTERVAL_S", "5")),
 }
 
 with DAG(
@@ -37,8 +58,15 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
+    # Trigger with {"full_refresh": true} to re-fetch every known order, delivered ones too.
+    params={"full_refresh": False},
+    render_template_as_native_obj=True,
     tags=["buffalo", "dagster"],
 ) as dag:
-    get_order_ids = MaterializeDagsterAssets(task_id="get_order_ids", asset_keys=["order_ids"])
-    fetch_and_store_raw = MaterializeDagsterAssets(task_id="fetch_and_store_raw", asset_keys=["raw_orders"])
+    get_order_ids = DagsterAssetRunOperator(task_id="get_order_ids", asset_selection=["order_ids"])
+    fetch_and_store_raw = DagsterAssetRunOperator(
+        task_id="fetch_and_store_raw",
+        asset_selection=["raw_orders"],
+        run_config={"ops": {"raw_orders": {"config": {"full_refresh": "{{ params.full_refresh }}"}}}},
+    )
     get_order_ids >> fetch_and_store_raw

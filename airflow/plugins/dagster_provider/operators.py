@@ -1,0 +1,217 @@
+"""`DagsterAssetRunOperator`: materialize Dagster assets from Airflow and wait for the run.
+
+In the style of the dbt Cloud and Airbyte provider operators: a Connection read by a hook,
+templated fields, deferrable by default (the wait happens in the triggerer), the run id in
+XCom (`dagster_run_id`) as soon as the run is launched, and `on_kill` terminating the run.
+
+Reattach on retry: every run is tagged with the task instance that launched it
+(`airflow/dag_id`, `airflow/run_id`, `airflow/task_id`, `airflow/try_number`,
+`airflow/logical_date`). A later try of the same task instance (a retry after a killed
+worker, a polling error, a timeout) first looks for a run of an earlier try and waits for
+it instead of launching a second one, unless that run ended FAILURE or CANCELED.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+try:  # Airflow 3
+    from airflow.sdk import BaseOperator
+except ImportError:  # Airflow 2.10+
+    from airflow.models import BaseOperator  # type: ignore[no-redef]
+
+from dagster_provider.hooks import (
+    DEFAULT_CONN_ID,
+    ENDED,
+    ENDED_FAILED,
+    AirflowException,
+    DagsterApiError,
+    DagsterHook,
+)
+from dagster_provider.triggers import MAX_BACKOFF_S, DagsterRunTrigger
+
+XCOM_RUN_ID = "dagster_run_id"
+
+
+class DagsterRunFailed(AirflowException):  # type: ignore[misc,valid-type]
+    """The Dagster run ended in failure or was canceled."""
+
+
+def task_instance_tags(context: Mapping[str, Any]) -> dict[str, str]:
+    """The tags naming the task instance (and try) a Dagster run was launched for."""
+    ti = context["ti"]
+    logical_date = context.get("logical_date")
+    return {
+        "airflow/dag_id": str(ti.dag_id),
+        "airflow/run_id": str(ti.run_id),
+        "airflow/task_id": str(ti.task_id),
+        "airflow/try_number": str(ti.try_number),
+        "airflow/logical_date": logical_date.isoformat() if logical_date else "",
+    }
+
+
+class DagsterAssetRunOperator(BaseOperator):
+    """Materialize `asset_selection` in Dagster and wait for the run to end.
+
+    :param asset_selection: asset keys to materialize, path parts joined by "/" (templated).
+    :param run_config: Dagster run config, e.g. ``{"ops": {"raw_orders": {"config":
+        {"full_refresh": True}}}}`` (templated).
+    :param tags: extra Dagster run tags (templated); the `airflow/*` tags always win.
+    :param dagster_conn_id: the Airflow Connection of the Dagster webserver.
+    :param location: Dagster code location (default: the connection's, `buffalo_assets`).
+    :param repository: repository in that location (default: asked from Dagster).
+    :param deferrable: wait in the triggerer (True, default) or in the worker.
+    :param poll_interval: seconds between status polls.
+    :param poll_error_budget: seconds Dagster may be unreachable while waiting before the
+        try fails (the retry reattaches to the same run).
+    :param reattach: look for a run launched by an earlier try first (True, default).
+    """
+
+    template_fields: Sequence[str] = ("asset_selection", "run_config", "tags")
+    template_fields_renderers = {"run_config": "json", "tags": "json"}
+    ui_color = "#4F43DD"
+
+    def __init__(
+        self,
+        *,
+        asset_selection: Sequence[str],
+        run_config: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        dagster_conn_id: str = DEFAULT_CONN_ID,
+        location: str | None = None,
+        repository: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 5.0,
+        poll_error_budget: float = 600.0,
+        reattach: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.asset_selection = list(asset_selection)
+        self.run_config = dict(run_config or {})
+        self.tags = dict(tags or {})
+        self.dagster_conn_id = dagster_conn_id
+        self.location = location
+        self.repository = repository
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.poll_error_budget = poll_error_budget
+        self.reattach = reattach
+        self._run_id: str | None = None
+
+    @property
+    def hook(self) -> DagsterHook:
+        return DagsterHook(self.dagster_conn_id)
+
+    def execute(self, context: Any) -> str:
+        hook = self.hook
+        identity = task_instance_tags(context)
+        run = self._earlier_run(hook, identity) if self.reattach else None
+        if run is not None:
+            run_id, status = run["runId"], run["status"]
+            self.log.info(
+                "Reattaching to Dagster run %s (%s), launched by try %s of this task instance: %s",
+                run_id, status, run["tags"].get("airflow/try_number"), hook.settings.run_url(run_id),
+            )  # fmt: skip
+        else:
+            tags = {**{str(k): str(v) for k, v in self.tags.items()}, **identity}
+            run_id = hook.launch_run(
+                self.asset_selection,
+                tags=tags,
+                run_config=self.run_config,
+                location=self.location,
+                repository=self.repository,
+            )
+            status = "QUEUED"
+            self.log.info(
+                "Dagster run %s materializes %s: %s",
+                run_id,
+                self.asset_selection,
+                hook.settings.run_url(run_id),
+            )
+        self._run_id = run_id
+        # Pushed before waiting, so a killed or deferred try still shows which run it owns.
+        context["ti"].xcom_push(key=XCOM_RUN_ID, value=run_id)
+        if status not in ENDED and self.deferrable:
+            self.defer(
+                trigger=DagsterRunTrigger(
+                    run_id=run_id,
+                    dagster_conn_id=self.dagster_conn_id,
+                    poll_interval=self.poll_interval,
+                    error_budget=self.poll_error_budget,
+                ),
+                method_name="execute_complete",
+            )
+        if status not in ENDED:
+            status = self._wait(hook, run_id)
+        return self._finish(hook, run_id, status)
+
+    def execute_complete(self, context: Any, event: Mapping[str, Any]) -> str:
+        run_id = str(event["run_id"])
+        self._run_id = run_id
+        if event["status"] == "error":
+            raise AirflowException(
+                f"Lost track of Dagster run {run_id}: {event['message']}. The run was not stopped; "
+                "a retry of this task reattaches to it."
+            )
+        return self._finish(self.hook, run_id, str(event["status"]))
+
+    def _earlier_run(self, hook: DagsterHook, identity: Mapping[str, str]) -> dict[str, Any] | None:
+        same_instance = {k: identity[k] for k in ("airflow/dag_id", "airflow/run_id", "airflow/task_id")}
+        runs = hook.find_runs(same_instance)
+        if not runs or runs[0]["status"] in ENDED_FAILED:
+            return None
+        return runs[0]
+
+    def _wait(self, hook: DagsterHook, run_id: str) -> str:
+        last: str | None = None
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            try:
+                status = hook.run_status(run_id)
+            except (httpx.HTTPError, DagsterApiError, OSError) as error:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                attempt += 1
+                if now - failing_since > self.poll_error_budget:
+                    raise AirflowException(
+                        f"Lost track of Dagster run {run_id} for {now - failing_since:.0f} s ({error}). "
+                        "The run was not stopped; a retry of this task reattaches to it."
+                    ) from error
+                self.log.warning("polling Dagster run %s failed (%s); retrying", run_id, error)
+                time.sleep(min(self.poll_interval * 2**attempt, MAX_BACKOFF_S))
+                continue
+            failing_since, attempt = None, 0
+            if status != last:
+                self.log.info("Dagster run %s is %s", run_id, status)
+                last = status
+            if status in ENDED:
+                return status
+            time.sleep(self.poll_interval)
+
+    def _finish(self, hook: DagsterHook, run_id: str, status: str) -> str:
+        if status != "SUCCESS":
+            messages = hook.failure_messages(run_id)
+            raise DagsterRunFailed(
+                f"Dagster run {run_id} ended {status}: {' | '.join(messages) or 'no error message'} "
+                f"(see {hook.settings.run_url(run_id)})"
+            )
+        self.log.info("Dagster run %s succeeded", run_id)
+        return run_id
+
+    def on_kill(self) -> None:
+        if not self._run_id:
+            return
+        hook = self.hook
+        try:
+            if hook.run_status(self._run_id) in ENDED:
+                return
+            self.log.info("Terminating Dagster run %s", self._run_id)
+            hook.terminate(self._run_id)
+        except (httpx.HTTPError, DagsterApiError, OSError) as error:
+            self.log.error("Could not terminate Dagster run %s: %s", self._run_id, error)
