@@ -1,4 +1,4 @@
-"""The sandbox honours the API contract of shared/buffalo-api.md and tells the truth."""
+"""The sandbox honours the API contract of docs/buffalo-api.md and tells the truth."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A plain Python client for the Buffalo customer API (see shared/buffalo-api.md).
+"""A plain Python client for the Buffalo customer API (see docs/buffalo-api.md).
 
 It logs in with the RSA-wrapped password, walks the page-numbered order list, and fetches
 order details concurrently, logging in again once when a ticket expires. Every call goes

@@ -1,6 +1,6 @@
 """From a raw Buffalo order detail to typed rows: total parsing, no surprises.
 
-Every field tolerates what shared/buffalo-api.md warns about: missing or null values,
+Every field tolerates what docs/buffalo-api.md warns about: missing or null values,
 numbers as strings, timestamps as `YYYY-MM-DD HH:MM:SS` in South African time or as epoch
 (milli)seconds, a bare or `{"data": ...}`-wrapped payload, unknown fields. A field that
 cannot be read becomes NULL; only a payload that is not an order at all raises

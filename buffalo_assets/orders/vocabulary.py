@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-# -- field names of an order detail (see shared/buffalo-api.md) --------------------------
+# -- field names of an order detail (see docs/buffalo-api.md) ----------------------------
 
 ID = "id"
 EXPRESS_NUMBER = "expressnumber"

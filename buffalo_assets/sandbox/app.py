@@ -1,6 +1,6 @@
 """The sandbox HTTP application: Buffalo's API contract, plus control endpoints.
 
-API routes follow shared/buffalo-api.md exactly (paths, parameters, envelopes, RSA login,
+API routes follow docs/buffalo-api.md exactly (paths, parameters, envelopes, RSA login,
 ticket headers). Everything under `/_sandbox/` is for tests, benchmarks and demos: move the
 clock, add orders, change faults, expire tickets, read request statistics and ground truth.
 """
