@@ -39,17 +39,15 @@ from buffalo_assets.storage.resource import PostgresResource
 config = settings.load()
 
 
-def _secret(field: str, sandbox_default: str) -> str | EnvVar:
-    """A credential: its environment variable, or the sandbox's public default."""
-    if config.uses_sandbox and getattr(config, field) is None:
-        return sandbox_default
-    return EnvVar(settings.env_name(field))
+def _configured(field: str) -> EnvVar | None:
+    """An EnvVar for a setting configured now; unset ones are read when a client is made."""
+    return EnvVar(settings.env_name(field)) if getattr(config, field) is not None else None
 
 
 buffalo = BuffaloResource(
-    base_url=config.api_url,
-    username=_secret("username", settings.SANDBOX_USERNAME),
-    password=_secret("password", settings.SANDBOX_PASSWORD),
+    base_url=_configured("base_url"),
+    username=_configured("username"),
+    password=_configured("password"),
     concurrency=config.concurrency,
     requests_per_second=config.requests_per_second,
     verify_tls=config.verify_tls,
