@@ -35,7 +35,7 @@ from buffalo_assets.analytics.status import STATUS_NOW_COLUMNS, order_status_now
 from buffalo_assets.sandbox.orders import DAY, OrderBook
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
-ORDERS = 2_400
+ORDERS = 2_000
 HISTORY_DAYS = 120.0
 
 
@@ -55,7 +55,7 @@ def world(book: OrderBook) -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def trained(world: dict[str, pd.DataFrame]):  # noqa: ANN201
     history = build_history(world["clean"], world["events"], NOW)
-    result = train_delay_model(history, model=DelayModel(max_iter=120))
+    result = train_delay_model(history, model=DelayModel(max_iter=80))
     return history, result
 
 
@@ -106,8 +106,13 @@ def test_late_flags_agree_with_the_sandbox_truth_for_delivered_orders(
     assert (delivered.loc[~same_promise, "promised_delivery_at"] > sandbox_promise[~same_promise]).all()
     assert same_promise.mean() > 0.5
     ours = delivered.loc[same_promise, "is_late"].astype(bool)
-    theirs = facts.loc[same_promise, "delay_days"] > 0
-    assert (ours == theirs).all(), ours[ours != theirs].index.tolist()[:5]
+    theirs = pd.to_datetime(facts["actual_delivery_at"], utc=True) > sandbox_promise
+    # Within the second the API rounds to, a delivery can fall either side of the promise.
+    close = (pd.to_datetime(facts["actual_delivery_at"], utc=True) - sandbox_promise).abs() < timedelta(
+        seconds=1
+    )
+    agree = (ours == theirs[same_promise]) | close[same_promise]
+    assert agree.all(), ours[~agree].index.tolist()[:5]
     late_by = delivered.loc[same_promise, "late_by_days"]
     assert np.allclose(late_by, facts.loc[same_promise, "delay_days"], atol=0.01)
     overdue = status[status["delivered_at"].isna() & status["is_late"].fillna(False).astype(bool)]

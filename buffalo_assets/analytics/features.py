@@ -90,7 +90,7 @@ class History:
     promise_s: np.ndarray
     delivered_s: np.ndarray
     end_s: np.ndarray  # when a terminal stage was reached (NaN while travelling)
-    final_stage: np.ndarray
+    final_stage: np.ndarray  # stage at as_of (last event's), processing before any event
     weight: np.ndarray
     declared: np.ndarray
     province_code: np.ndarray
@@ -138,6 +138,13 @@ def _flags(descriptions: pd.Series) -> pd.DataFrame:
     )
 
 
+def _stage_at_end(visit_order: np.ndarray, visit_stage: np.ndarray, n: int) -> np.ndarray:
+    codes = np.full(n, STAGES.index("processing"))
+    last = np.r_[visit_order[1:] != visit_order[:-1], True] if len(visit_order) else np.array([], bool)
+    codes[visit_order[last]] = visit_stage[last]
+    return np.asarray(STAGES, dtype=object)[codes]
+
+
 def build_history(
     clean_orders: pd.DataFrame,
     events: pd.DataFrame,
@@ -150,7 +157,11 @@ def build_history(
     cannot have a promise and are left out.
     """
     now_s = as_utc(as_of).timestamp()
-    orders = clean_orders[pd.to_datetime(clean_orders["created_at"], utc=True).notna()].reset_index(drop=True)
+    created_all = pd.to_datetime(clean_orders["created_at"], utc=True)
+    # Orders created after as_of do not exist yet; stages come from events up to as_of, so
+    # a history can be taken "as of" an earlier moment from later tables.
+    orders = clean_orders[created_all.notna() & (created_all <= pd.Timestamp(now_s, unit="s", tz="UTC"))]
+    orders = orders.reset_index(drop=True)
     ids = orders["order_id"].astype(str).to_numpy()
     n = len(ids)
     position = pd.Series(np.arange(n), index=ids)
@@ -220,7 +231,7 @@ def build_history(
         promise_s=epoch_seconds(promised_delivery(created, promise_business_days)),
         delivered_s=delivered_s,
         end_s=end_s,
-        final_stage=orders["stage"].astype(str).to_numpy(),
+        final_stage=_stage_at_end(visit_order, visit_stage, n),
         weight=pd.to_numeric(orders["weight_kg"], errors="coerce").to_numpy(dtype="float64"),
         declared=pd.to_numeric(orders["declared_value_zar"], errors="coerce").to_numpy(dtype="float64"),
         province_code=province_code,
@@ -367,14 +378,17 @@ def snapshots(
     not_before_s: float = -np.inf,
     min_hours_to_promise: float = 0.0,
     every_hours: float = 24.0,
-    max_per_order: int = 6,
+    max_per_order: int = 14,
+    max_rows: int | None = None,
     seed: int = 0,
 ) -> Snapshots:
     """Past moments of orders whose promise fell in (promised_after, promised_by], with labels.
 
     Moments run every `every_hours` from creation (random phase per order) while the order
     is still travelling and at least `min_hours_to_promise` before its promise, never
-    before `not_before_s`; at most `max_per_order` of them, drawn at random. The label is
+    before `not_before_s`; at most `max_per_order` of them, drawn at random (the default
+    keeps every day before a 10-business-day promise, so slow orders weigh as much as they
+    do among the parcels in flight at any moment), and at most `max_rows` in all. The label is
     known for every such order, since its promise has passed: late unless delivered by it.
     `remaining_days` of an order still travelling at `as_of` is the lower bound `as_of - t`
     (a late order must not vanish from the regressor's training just because it is late).
@@ -401,6 +415,9 @@ def snapshots(
     ranks = np.argsort(np.argsort(np.where(valid, rng.random(times.shape), np.inf), axis=1), axis=1)
     valid &= ranks < max_per_order
     rows, cols = np.nonzero(valid)
+    if max_rows is not None and len(rows) > max_rows:
+        chosen = np.sort(rng.choice(len(rows), max_rows, replace=False))
+        rows, cols = rows[chosen], cols[chosen]
     order_pos = pos[rows]
     at = times[rows, cols]
     delivered = h.delivered_s[order_pos]

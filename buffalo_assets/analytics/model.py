@@ -302,7 +302,7 @@ def train_delay_model(
     validation_days: float = 10.0,
     horizon_days: float = DEFAULT_HORIZON_DAYS,
     min_precision: float = DEFAULT_MIN_PRECISION,
-    max_per_order: int = 6,
+    max_per_order: int = 14,
     model: DelayModel | None = None,
     extra_features: pd.DataFrame | None = None,
     refit: bool = True,
@@ -321,7 +321,9 @@ def train_delay_model(
     seed = template.seed
 
     def rows(**kwargs: Any) -> Snapshots:
-        snap = snapshots(history, max_per_order=max_per_order, seed=seed, **kwargs)
+        snap = snapshots(
+            history, max_per_order=max_per_order, max_rows=template.max_rows, seed=seed, **kwargs
+        )
         if extra_features is not None:
             joined = extra_features.reindex(snap.features["order_id"].to_numpy())
             for column in extra_features.columns:
