@@ -3,6 +3,7 @@
     python -m bench.delay                      # both worlds (20,000 orders, 180 days) + scale
     python -m bench.delay --skip-scale         # only the two worlds
     python -m bench.delay --scale-only --orders 100000
+    python -m bench.delay --report bench/results/report   # world A's HTML report and plots
 
 Each world is built in process from the sandbox's `OrderBook`: the order details the API
 would serve at the scoring time, parsed by `buffalo_assets.orders.parse.parse_order` (the
@@ -31,6 +32,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,14 +68,20 @@ ORACLE_COLUMNS = ("oracle_congestion", "oracle_inspected", "oracle_duty_wait_day
 def world_frames(book: OrderBook, now: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`core.clean_orders` and `core.order_events` as the transform would build them at `now`."""
     at = datetime.fromtimestamp(now, UTC)
-    orders: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for index in range(book.visible_count(now)):
-        parsed = parse_order(str(book.order_id(index)), book.detail(index, now), "bench", at)
-        orders.append(parsed.order)
-        events.extend(parsed.events)
-    book._plan.cache_clear()  # the generator's cache is not the pipeline's memory
-    return pd.DataFrame(orders), pd.DataFrame(events)
+    order_chunks: list[pd.DataFrame] = []
+    event_chunks: list[pd.DataFrame] = []
+    total = book.visible_count(now)
+    for start in range(0, total, 5_000):  # chunks, so a million event dicts never live at once
+        orders: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for index in range(start, min(total, start + 5_000)):
+            parsed = parse_order(str(book.order_id(index)), book.detail(index, now), "bench", at)
+            orders.append(parsed.order)
+            events.extend(parsed.events)
+        order_chunks.append(pd.DataFrame(orders))
+        event_chunks.append(pd.DataFrame(events))
+        book._plan.cache_clear()  # the generator's cache is not the pipeline's memory
+    return pd.concat(order_chunks, ignore_index=True), pd.concat(event_chunks, ignore_index=True)
 
 
 def make_book(orders: int, days: float, seed: int, **params: Any) -> OrderBook:
@@ -152,7 +160,7 @@ def evaluate_world(name: str, orders: int, days: float, params: dict[str, Any]) 
         expected_days = _days_after(risk["expected_delivery_at"], as_of)[keep]
         base_p, base_days = model.baseline.predict(features)
 
-        oracle_template = DelayModel(feature_columns=(*FEATURE_COLUMNS, *ORACLE_COLUMNS), ranges=False)
+        oracle_template = DelayModel(feature_columns=(*FEATURE_COLUMNS, *ORACLE_COLUMNS))
         oracle = train_delay_model(history, model=oracle_template, extra_features=hidden).model
         oracle_input = features.copy()
         joined = hidden.reindex(features["order_id"].to_numpy())
@@ -221,18 +229,63 @@ def _days_after(moments: pd.Series, as_of: datetime) -> np.ndarray:
     return (delta.dt.total_seconds() / DAY).to_numpy(dtype="float64")
 
 
+def write_report(target: Path, orders: int, days: float) -> dict[str, Path]:
+    """Render the analytics report of world A at the last scoring time into `target`."""
+    from buffalo_assets.analytics.durations import order_stage_durations
+    from buffalo_assets.analytics.kpis import delivery_kpis
+    from buffalo_assets.analytics.report import render_report
+    from buffalo_assets.analytics.status import order_status_now
+
+    book = make_book(orders, days, **WORLDS["A"])
+    clean, events = world_frames(book, SCORING_TIME)
+    as_of = datetime.fromtimestamp(SCORING_TIME, UTC)
+    durations = order_stage_durations(events, as_of)
+    status = order_status_now(clean, durations, as_of)
+    kpis = delivery_kpis(status, durations, as_of, events=events)
+    history = build_history(clean, events, as_of)
+    trained = train_delay_model(history)
+    risk = score_in_flight(trained.model, in_flight_features(history), as_of)
+    page, figures = render_report(status, kpis, risk, trained.evaluation, generated_at=as_of)
+    target.mkdir(parents=True, exist_ok=True)
+    written = {"html": target / "report.html"}
+    written["html"].write_text(page)
+    for name, png in figures.items():
+        written[name] = target / f"analytics-{name.replace('_', '-')}.png"
+        written[name].write_bytes(png)
+    return written
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 def scale(orders: int, changed: int) -> dict[str, Any]:
-    """Training + scoring time and peak RSS at `orders` orders; then rescoring `changed` of them."""
+    """Training + scoring time and peak RSS at `orders` orders; then rescoring `changed` of them.
+
+    The frames are built in one process and read by a second one, which only does what the
+    analytics assets do (hold the core tables, train, score), so its peak RSS is theirs.
+    """
     book = make_book(orders, 180.0, seed=WORLDS["A"]["seed"])
     started = time.perf_counter()
     clean, events = world_frames(book, SCORING_TIME)
     prepared = time.perf_counter() - started
-    rss_prepared = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with tempfile.TemporaryDirectory() as folder:
+        frames = Path(folder) / "frames.pkl"
+        pd.to_pickle((clean, events), frames)
+        del clean, events
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.delay", "--scale-from", str(frames), "--changed", str(changed)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return {"orders": orders, "prepare_seconds": prepared, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def scale_from(frames: Path, changed: int) -> dict[str, Any]:
+    clean, events = pd.read_pickle(frames)  # noqa: S301 - written by this benchmark a moment ago
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     as_of = datetime.fromtimestamp(SCORING_TIME, UTC)
     started = time.perf_counter()
     cpu_started = _cpu_seconds()
@@ -253,9 +306,7 @@ def scale(orders: int, changed: int) -> dict[str, Any]:
     incremental = time.perf_counter() - started
     incremental_cpu = _cpu_seconds() - cpu_started
     return {
-        "orders": orders,
         "events": int(len(events)),
-        "prepare_seconds": prepared,
         "train_and_score_seconds": full,
         "train_and_score_cpu_seconds": full_cpu,
         "train_seconds": trained.seconds,
@@ -267,7 +318,7 @@ def scale(orders: int, changed: int) -> dict[str, Any]:
         "incremental_cpu_seconds": incremental_cpu,
         "load_average_1min": os.getloadavg()[0],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_after_preparing_mb": rss_prepared,
+        "rss_with_tables_loaded_mb": rss_loaded,
         "cpu_count": os.cpu_count(),
     }
 
@@ -297,15 +348,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scale-orders", type=int, default=100_000)
     parser.add_argument("--changed", type=int, default=1_000)
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--scale-only", action="store_true", help="only the scale step (--orders orders)")
     parser.add_argument(
-        "--scale-only", action="store_true", help="internal: run the scale step in this process"
+        "--scale-from", type=Path, default=None, help="internal: time training on these frames"
     )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--report", type=Path, default=None, help="only render world A's report into this folder"
+    )
     args = parser.parse_args(argv)
 
-    if args.scale_only:
-        report = scale(args.orders, args.changed)
+    if args.report is not None:
+        for name, path in write_report(args.report, args.orders, args.days).items():
+            print(f"{name:24} {path}")
+        return {}
+
+    if args.scale_from is not None:
+        report = scale_from(args.scale_from, args.changed)
         print(json.dumps(report))
+        return report
+    if args.scale_only:
+        report = {"when": datetime.now(UTC).isoformat(), "scale": scale(args.orders, args.changed)}
+        _print_scale(report["scale"])
+        _write(report, args.json or RESULTS / f"delay-scale-{args.orders}-{int(time.time())}.json")
         return report
 
     worlds = []
@@ -320,38 +385,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(_table(worlds))
     report: dict[str, Any] = {"when": datetime.now(UTC).isoformat(), "worlds": worlds}
     if not args.skip_scale:
-        # In its own process, so its peak RSS is the training's and not the worlds' before it.
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.delay",
-                "--scale-only",
-                "--orders",
-                str(args.scale_orders),
-                "--changed",
-                str(args.changed),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        report["scale"] = json.loads(out.stdout.strip().splitlines()[-1])
-        s = report["scale"]
-        print(
-            f"scale  {s['orders']} orders ({s['events']} events): "
-            f"train + score {s['train_and_score_seconds']:.1f}s wall, "
-            f"{s['train_and_score_cpu_seconds']:.1f}s CPU "
-            f"({s['training_rows']} training rows, {s['scored']} scored), peak RSS {s['peak_rss_mb']:.0f} MB "
-            f"({s['rss_after_preparing_mb']:.0f} MB after building the frames); "
-            f"rescoring {s['rescored']} changed orders {s['incremental_seconds']:.1f}s "
-            f"(load average {s['load_average_1min']:.1f} on {s['cpu_count']} CPUs)"
-        )
-    target = args.json or RESULTS / f"delay-{int(time.time())}.json"
+        report["scale"] = scale(args.scale_orders, args.changed)
+        _print_scale(report["scale"])
+    _write(report, args.json or RESULTS / f"delay-{int(time.time())}.json")
+    return report
+
+
+def _print_scale(s: dict[str, Any]) -> None:
+    print(
+        f"scale  {s['orders']} orders ({s['events']} events): "
+        f"train + score {s['train_and_score_seconds']:.1f}s wall, "
+        f"{s['train_and_score_cpu_seconds']:.1f}s CPU "
+        f"({s['training_rows']} training rows, {s['scored']} scored), peak RSS {s['peak_rss_mb']:.0f} MB "
+        f"({s['rss_with_tables_loaded_mb']:.0f} MB with the tables loaded); "
+        f"rescoring {s['rescored']} changed orders {s['incremental_seconds']:.1f}s "
+        f"(load average {s['load_average_1min']:.1f} on {s['cpu_count']} CPUs)"
+    )
+
+
+def _write(report: dict[str, Any], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(report, indent=2, default=str))
     print(f"written to {target}")
-    return report
 
 
 if __name__ == "__main__":
