@@ -7,7 +7,7 @@ its creation, as delivered in the period of its delivery.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -51,13 +51,13 @@ def _period(moments: pd.Series, grain: str) -> pd.Series:
     return local.dt.date
 
 
-def _period_starts(first: pd.Timestamp, last: pd.Timestamp, grain: str) -> list:
+def _period_starts(first: pd.Timestamp, last: pd.Timestamp, grain: str) -> list[date]:
     span = _period(pd.Series([first, last]), grain)
     step = "7D" if grain == "week" else "1D"
     return list(pd.date_range(span.iloc[0], span.iloc[1], freq=step).date)
 
 
-def _period_end_s(period_start: object, grain: str) -> float:
+def _period_end_s(period_start: date, grain: str) -> float:
     start = pd.Timestamp(period_start).tz_localize(SAST)
     return (start + pd.Timedelta(days=7 if grain == "week" else 1)).timestamp()
 
@@ -156,7 +156,11 @@ def delivery_kpis(
         )
         medians = visits.groupby(["period_start", "stage"])["hours"].median()
         for stage in KPI_STAGES:
-            per = medians.xs(stage, level="stage") if stage in medians.index.get_level_values(1) else {}
+            per: pd.Series = (
+                medians.xs(stage, level="stage")
+                if stage in medians.index.get_level_values(1)
+                else pd.Series(dtype="float64")
+            )
             frame[f"median_hours_{stage}"] = frame["period_start"].map(per).astype("float64")
         ends = np.array([min(_period_end_s(s, grain), now_s) for s in starts])
         frame["orders_stuck"] = _stuck_counts(status_now, durations, events, ends, now_s, stuck_days)

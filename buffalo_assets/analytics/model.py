@@ -60,7 +60,7 @@ def classification_metrics(
     late: np.ndarray, p_late: np.ndarray, threshold: float, abs_error_days: np.ndarray | None = None
 ) -> dict[str, float]:
     """AUC, precision/recall/F1 at `threshold` (at_risk = p_late > threshold), MAE in days."""
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_auc_score  # type: ignore[import-untyped]
 
     late = np.asarray(late, dtype=bool)
     flagged = np.asarray(p_late) > threshold
@@ -192,13 +192,16 @@ class DelayModel:
 
     def fit(self, train: Snapshots) -> DelayModel:
         """Fit on labelled snapshots (at most `max_rows`, drawn at random)."""
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
         with threadpool_limits(limits=self.threads):
             return self._fit(train)
 
     def _fit(self, train: Snapshots) -> DelayModel:
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+        from sklearn.ensemble import (  # type: ignore[import-untyped]
+            HistGradientBoostingClassifier,
+            HistGradientBoostingRegressor,
+        )
 
         rows = np.arange(len(train.late))
         if len(rows) > self.max_rows:
