@@ -230,3 +230,18 @@ def test_the_report_page_shows_the_four_plots(world: dict[str, pd.DataFrame], tr
         assert f"data-figure='{name}' src='data:image/png;base64," in html
     assert html.count("data:image/png;base64,") == 4
     assert "Generated 2026-11-02 08:00 UTC" in html and "baseline" in html
+
+
+def test_empty_core_tables_give_empty_outputs_and_a_clear_refusal_to_train(
+    world: dict[str, pd.DataFrame],
+) -> None:
+    clean, events = world["clean"].iloc[0:0], world["events"].iloc[0:0]
+    durations = order_stage_durations(events, NOW)
+    status = order_status_now(clean, durations, NOW)
+    kpis = delivery_kpis(status, durations, NOW, events=events)
+    history = build_history(clean, events, NOW)
+    assert len(durations) == len(status) == len(kpis) == len(in_flight_features(history)) == 0
+    html, figures = render_report(status, kpis, pd.DataFrame(columns=list(DELAY_RISK_COLUMNS)))
+    assert html.count("data:image/png;base64,") == len(figures) == 4
+    with pytest.raises(ValueError, match="cannot train the delay model: 0 labelled moments"):
+        train_delay_model(history)

@@ -289,12 +289,17 @@ def snapshot_features(history: History, order_pos: np.ndarray, at_s: np.ndarray)
     scale = 1e10  # epoch seconds stay below it, so (order, time) sort as one float key
     keys = h.visit_order * scale + h.visit_entered
     idx = np.searchsorted(keys, order_pos * scale + at, side="right") - 1
-    found = (idx >= 0) & (h.visit_order[np.clip(idx, 0, None)] == order_pos) if len(keys) else idx < -1
-    idx_safe = np.clip(idx, 0, None)
     processing = float(STAGES.index("processing"))
-    stage_code = np.where(found, h.visit_stage[idx_safe] if len(keys) else processing, processing)
-    entered = np.where(found, h.visit_entered[idx_safe] if len(keys) else created, created)
-    visits = np.where(found, idx - h.first_visit[order_pos] + 1, 0)
+    if len(keys):
+        idx_safe = np.clip(idx, 0, None)
+        found = (idx >= 0) & (h.visit_order[idx_safe] == order_pos)
+        stage_code = np.where(found, h.visit_stage[idx_safe], processing)
+        entered = np.where(found, h.visit_entered[idx_safe], created)
+        visits = np.where(found, idx - h.first_visit[order_pos] + 1, 0)
+    else:  # no events at all: everything is still being processed
+        stage_code = np.full(len(order_pos), processing)
+        entered = created
+        visits = np.zeros(len(order_pos))
 
     def known(moments: np.ndarray) -> np.ndarray:
         return moments[order_pos] <= at  # NaN compares False: not happened (yet)
