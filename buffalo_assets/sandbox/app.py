@@ -51,6 +51,8 @@ class SandboxConfig:
     arrivals_per_day: float | None = None  # default: the historical rate
     variation_rate: float = 0.0
     missing_rate: float = 0.0
+    congestion_scale: float = 5.0  # customs congestion of a week: 1 + scale * u^2
+    duty_wait_weights: tuple[float, float, float] = (70, 20, 10)  # duty paid in <1, 2-5, 6-15 days
     rotate_keys: bool = False
     faults: FaultPlan = field(default_factory=FaultPlan)
 
@@ -68,6 +70,8 @@ class Sandbox:
             history_days=config.history_days,
             variation_rate=config.variation_rate,
             missing_rate=config.missing_rate,
+            congestion_scale=config.congestion_scale,
+            duty_wait_weights=config.duty_wait_weights,
         )
         self.arrivals_per_day = (
             config.arrivals_per_day

@@ -11,12 +11,13 @@ The delay process (hidden from the API, exposed as ground truth for scoring mode
 * Warehouse processing 1-2 days, dispatch to outbound flight 1-2 days, flight 2-4 days to
   Johannesburg (OR Tambo).
 * Customs takes about a day, multiplied by the arrival week's congestion: each ISO week has
-  a seeded congestion factor between 1 and 6, so whole weeks run late together.
+  a seeded congestion factor between 1 and 6 (1 + `congestion_scale` x u^2, scale 5 by
+  default), so whole weeks run late together.
 * Inspection: 5% of parcels, plus 20% more if heavier than 10 kg and 20% more if declared
   above R5,000, are inspected, adding 3-7 days.
 * Duties: parcels declared above R500 owe duty (about 25% of the excess). Customs holds a
   parcel until its duty is paid: most customers pay within a day, 20% take 2-5 days and
-  10% take 6-15 days.
+  10% take 6-15 days (`duty_wait_weights`, default 70/20/10).
 * Local transit takes 1-2 days to metro provinces (Gauteng, Western Cape, KwaZulu-Natal)
   and 3-6 days to the others.
 * Last mile: 6% of first delivery attempts fail (1-3 days more); 1.5% of parcels are
@@ -205,8 +206,14 @@ class OrderBook:
         history_days: float = 60.0,
         variation_rate: float = 0.0,
         missing_rate: float = 0.0,
+        congestion_scale: float = 5.0,
+        duty_wait_weights: tuple[float, float, float] = (70, 20, 10),
     ) -> None:
+        # The two delay knobs exist so a model can be tested on a world it was not built
+        # on; the defaults reproduce the original world exactly.
         self.seed = seed
+        self.congestion_scale = congestion_scale
+        self.duty_wait_weights = duty_wait_weights
         self.variation_rate = variation_rate
         self.missing_rate = missing_rate
         self.gone: set[int] = set()
@@ -246,6 +253,12 @@ class OrderBook:
         if self.missing_rate <= 0:
             return False
         return random.Random(_stable_seed(self.seed, "missing", index)).random() < self.missing_rate
+
+    def congestion(self, arrival: float) -> float:
+        """The hidden customs congestion factor of the ISO week (SAST) of `arrival`."""
+        week = datetime.fromtimestamp(arrival, SAST).isocalendar()
+        draw = random.Random(_stable_seed(self.seed, "week", week.year, week.week)).random()
+        return 1 + self.congestion_scale * draw**2
 
     def plan(self, index: int) -> OrderPlan:
         return self._plan(index)
@@ -311,10 +324,7 @@ class OrderBook:
                 final_stage, delay_cause = "lost", "lost"
             else:
                 t = at(t + flight_days * DAY, "arrived_hub", "Arrived at Johannesburg (OR Tambo) hub")
-                week = datetime.fromtimestamp(t, SAST).isocalendar()
-                congestion = (
-                    1 + 5 * random.Random(_stable_seed(self.seed, "week", week.year, week.week)).random() ** 2
-                )
+                congestion = self.congestion(t)
                 customs_days = rng.uniform(0.6, 1.4) * congestion
                 overrun["customs_congestion"] = customs_days - 1.0
                 t = at(t + 0.2 * DAY, "customs", "Customs clearance in progress")
@@ -333,7 +343,7 @@ class OrderBook:
                     )
                     wait_days = rng.choices(
                         [rng.uniform(0.05, 1.0), rng.uniform(2, 5), rng.uniform(6, 15)],
-                        weights=[70, 20, 10],
+                        weights=list(self.duty_wait_weights),
                     )[0]
                     duty_paid = at(duty_assessed + wait_days * DAY, "customs", "Duties paid")
                     overrun["unpaid_duties"] = max(0.0, duty_paid - release) / DAY

@@ -1,0 +1,33 @@
+"""Small time helpers shared by the analytics modules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+SAST = ZoneInfo("Africa/Johannesburg")
+DAY_S = 86_400.0
+HOUR_S = 3_600.0
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+def epoch_seconds(values: pd.Series) -> np.ndarray:
+    """Seconds since the epoch as floats (NaN for missing), whatever the series' unit."""
+    series = pd.to_datetime(values, utc=True)
+    return np.array((series - _EPOCH).dt.total_seconds(), dtype="float64")
+
+
+def from_epoch(seconds: np.ndarray | pd.Series) -> pd.Series:
+    """UTC timestamps from float epoch seconds (NaN becomes NaT)."""
+    return pd.Series(pd.to_datetime(np.asarray(seconds, dtype="float64") * 1e6, unit="us", utc=True))
+
+
+def as_utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
+    """A tz-aware UTC timestamp; naive input is refused, since its zone would be a guess."""
+    stamp = pd.Timestamp(moment)
+    if stamp.tzinfo is None:
+        raise ValueError(f"as_of must be timezone-aware, got naive {stamp.isoformat()}")
+    return stamp.tz_convert("UTC")
