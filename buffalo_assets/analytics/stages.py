@@ -1,6 +1,6 @@
 """The one place the analytics take stage names from (a one-line change when they move)."""
 
-from buffalo_assets.orders.stages import STAGES, TERMINAL_STAGES
+from buffalo_assets.orders.vocabulary import STAGES, TERMINAL_STAGES
 
 # Stages an order waits in on its way, in journey order (customs first in the KPIs,
 # because it is where parcels wait longest).
