@@ -255,7 +255,10 @@ def db_revision(message: str) -> None:
 @db.command("grant-bi")
 @click.option("--role", default="buffalo_bi", show_default=True, help="Name of the read-only role")
 def db_grant_bi(role: str) -> None:
-    """Create the read-only BI role: reads `analytics`, nothing else (password: BUFFALO_BI_PASSWORD)."""
+    """Create the read-only BI role: reads the analytics.bi_* views, nothing else.
+
+    Its password is BUFFALO_BI_PASSWORD; run it again after an upgrade that adds views.
+    """
     from buffalo_assets.storage.database import create_engine, database_url, safe_url
     from buffalo_assets.storage.migrations import upgrade
     from buffalo_assets.storage.roles import grant_bi_role
@@ -265,10 +268,13 @@ def db_grant_bi(role: str) -> None:
     upgrade(engine)
     secret = settings.load().bi_password
     password = secret.get_secret_value() if secret else None
-    grant_bi_role(engine, role, password)
+    views = grant_bi_role(engine, role, password)
     engine.dispose()
     login = "can log in" if password else "no login (set BUFFALO_BI_PASSWORD to allow one)"
-    click.echo(f"role {role} reads schema analytics only in {safe_url(url)}; {login}")
+    click.echo(
+        f"role {role} reads the {len(views)} views analytics.bi_* only in {safe_url(url)}; {login}\n"
+        f"views: {', '.join(views) or '(none: run `buffalo db upgrade`)'}"
+    )
 
 
 @db.command("stop")
