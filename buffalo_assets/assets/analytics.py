@@ -510,7 +510,10 @@ def delivery_report(
         row = latest_model_row(connection, trained=True)
     evaluation = row.metrics if row is not None else None
     page, figures = render_report(order_status_now, delivery_kpis, order_delay_risk, evaluation, generated)
-    frame = pd.DataFrame([{"generated_at": generated, "html": page, "run_id": context.run_id}])
+    report_id = f"{generated:%Y%m%dT%H%M%SZ}-{context.run_id[:8]}"
+    frame = pd.DataFrame(
+        [{"report_id": report_id, "generated_at": generated, "html": page, "run_id": context.run_id}]
+    )
     return Output(
         frame,
         metadata={
@@ -520,6 +523,7 @@ def delivery_report(
                 f"`buffalo report` (writes the latest to a file and prints its path) or "
                 f"`buffalo report --serve` ({report_url()})."
             ),
+            "report_id": report_id,
             "report_url": MetadataValue.url(report_url()),
             "plots": ", ".join(figures),
             "html_kib": MetadataValue.int(len(page) // 1024),

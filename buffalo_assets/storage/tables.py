@@ -313,7 +313,7 @@ delay_models = sa.Table(
 delivery_reports = sa.Table(
     "delivery_reports",
     metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    _column("report_id", sa.Text, "UTC render time + the run's id prefix", primary_key=True),
     _column("generated_at", _TS, "When it was rendered", nullable=False),
     _column("html", sa.Text, "The self-contained HTML page (plots embedded)", nullable=False),
     _column("run_id", sa.Text, "Dagster run that rendered it"),

@@ -347,11 +347,11 @@ def upgrade() -> None:
     )
     op.create_table(
         "delivery_reports",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
+        sa.Column("report_id", sa.Text(), nullable=False, comment="UTC render time + the run's id prefix"),
         sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False, comment="When it was rendered"),
         sa.Column("html", sa.Text(), nullable=False, comment="The self-contained HTML page (plots embedded)"),
         sa.Column("run_id", sa.Text(), nullable=True, comment="Dagster run that rendered it"),
-        sa.PrimaryKeyConstraint("id"),
+        sa.PrimaryKeyConstraint("report_id"),
         schema="ops",
         comment="Rendered delivery reports; `buffalo report` serves the latest.",
     )
