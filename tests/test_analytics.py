@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance, evaluate_automation_conditions
 
 from buffalo_assets.analytics.kpis import DELIVERY_KPI_COLUMNS, KPI_STAGES, LATE_SHARE_COLUMNS
 from buffalo_assets.analytics.model import DELAY_RISK_COLUMNS, DelayModel
@@ -30,6 +30,10 @@ ANALYTICS_TABLES = (
     "analytics.order_stage_durations, analytics.order_status_now, analytics.delivery_kpis, "
     "analytics.delivery_late_shares, analytics.order_delay_risk, ops.delay_models, ops.delivery_reports"
 )
+ANALYTICS_KEYS = (
+    "order_stage_durations", "order_status_now", "delivery_kpis", "delivery_late_shares", "delay_model",
+    "order_delay_risk", "delivery_report",
+)  # fmt: skip
 # The columns the issue fixes for analytics.order_delay_risk, in order, with their types.
 RISK_COLUMNS = [
     ("order_id", "text"),
@@ -139,3 +143,16 @@ def test_a_world_without_delivered_history_materializes_with_a_note_and_no_risk_
         assert _count(connection, "analytics.order_status_now") == 200
         assert _count(connection, "analytics.order_delay_risk") == 0
         assert _count(connection, "ops.delivery_reports") == 1
+
+
+def test_a_change_in_core_makes_automation_request_every_analytics_asset(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, analytics_store: sa.Engine
+) -> None:
+    from buffalo_assets.definitions import defs
+
+    running = start_sandbox(orders=20, start=time.time() - 10 * DAY)
+    first = evaluate_automation_conditions(defs=defs, instance=instance)
+    assert run(running, pg_url, instance, EVERYTHING).success  # ingest + core, no analytics
+    after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    for key in ANALYTICS_KEYS:
+        assert after.get_num_requested(AssetKey(key)) == 1, key
