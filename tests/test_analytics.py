@@ -13,16 +13,17 @@ import time
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from dagster import AssetKey, DagsterInstance, evaluate_automation_conditions
+from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions
 
 from buffalo_assets.analytics.kpis import DELIVERY_KPI_COLUMNS, KPI_STAGES, LATE_SHARE_COLUMNS
 from buffalo_assets.analytics.model import DELAY_RISK_COLUMNS, DelayModel
 from buffalo_assets.analytics.report import FIGURES
 from buffalo_assets.analytics.status import STATUS_NOW_COLUMNS
 from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
+from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.storage import tables
 from tests.conftest import SandboxFactory
-from tests.pipeline import EVERYTHING, check_results, metadata_of, run
+from tests.pipeline import EVERYTHING, INGESTION, check_results, metadata_of, resources, run
 
 DAY = 86_400.0
 ALL = [*EVERYTHING, *ANALYTICS_ASSETS, *ANALYTICS_CHECKS]
@@ -148,9 +149,12 @@ def test_a_world_without_delivered_history_materializes_with_a_note_and_no_risk_
 def test_a_change_in_core_makes_automation_request_every_analytics_asset(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, analytics_store: sa.Engine
 ) -> None:
-    from buffalo_assets.definitions import defs
-
+    # The assets as definitions.py wires them; importing that module here would freeze its
+    # settings for later tests of this session.
     running = start_sandbox(orders=20, start=time.time() - 10 * DAY)
+    defs = Definitions(
+        assets=[*INGESTION, transform_orders, *ANALYTICS_ASSETS], resources=resources(running, pg_url)
+    )
     first = evaluate_automation_conditions(defs=defs, instance=instance)
     assert run(running, pg_url, instance, EVERYTHING).success  # ingest + core, no analytics
     after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
