@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetExecutionContext,
@@ -351,14 +352,20 @@ def delay_model(
     return Output(row, metadata=metadata)
 
 
-def latest_model_row(connection: sa.Connection, *, trained: bool) -> sa.Row[Any] | None:
-    """The newest `ops.delay_models` row (with a model, when `trained`)."""
-    where = "WHERE model IS NOT NULL" if trained else ""
+def latest_model_row(
+    connection: sa.Connection, *, trained: bool, run_id: str | None = None
+) -> sa.Row[Any] | None:
+    """The newest `ops.delay_models` row (with a model, when `trained`; of `run_id`, when given)."""
+    conditions = [
+        c for c in ("model IS NOT NULL" if trained else "", "run_id = :run_id" if run_id else "") if c
+    ]
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     return connection.execute(
         sa.text(
             "SELECT model_version, trained_at, model, threshold, training_rows, metrics, note "
             f"FROM ops.delay_models {where} ORDER BY trained_at DESC, model_version DESC LIMIT 1"
-        )
+        ),
+        {"run_id": run_id} if run_id else {},
     ).first()
 
 
@@ -373,9 +380,14 @@ def latest_model_row(connection: sa.Connection, *, trained: bool) -> sa.Row[Any]
         f"moments ({MIN_TEST_LATE} late) to judge on."
     ),
 )
-def model_beats_the_naive_baseline(postgres: PostgresResource) -> AssetCheckResult:
+def model_beats_the_naive_baseline(
+    context: AssetCheckExecutionContext, postgres: PostgresResource
+) -> AssetCheckResult:
     with postgres.get_engine().connect() as connection:
-        row = latest_model_row(connection, trained=False)
+        # The model this run trained; the newest one when the check runs by itself.
+        row = latest_model_row(connection, trained=False, run_id=context.run.run_id) or latest_model_row(
+            connection, trained=False
+        )
     if row is None:
         return AssetCheckResult(
             passed=False, description="no row in ops.delay_models: delay_model wrote nothing"
@@ -392,7 +404,12 @@ def model_beats_the_naive_baseline(postgres: PostgresResource) -> AssetCheckResu
     figures = {
         "model_version": row.model_version,
         "test_rows": test_rows,
-        **{f"{who}_{k}": metrics.get(who, {}).get(k) for who in ("model", "baseline") for k in ("auc", "f1")},
+        **{
+            f"{who}_{k}": metrics[who][k]
+            for who in ("model", "baseline")
+            for k in ("auc", "f1")
+            if metrics.get(who, {}).get(k) is not None
+        },
     }
     if test_rows < MIN_TEST_ROWS or late < MIN_TEST_LATE:
         return AssetCheckResult(
