@@ -31,6 +31,7 @@ ANALYTICS_TABLES = (
     "analytics.order_stage_durations, analytics.order_status_now, analytics.delivery_kpis, "
     "analytics.delivery_late_shares, analytics.order_delay_risk, ops.delay_models, ops.delivery_reports"
 )
+CHECK = "model_beats_the_naive_baseline"
 ANALYTICS_KEYS = (
     "order_stage_durations", "order_status_now", "delivery_kpis", "delivery_late_shares", "delay_model",
     "order_delay_risk", "delivery_report",
@@ -76,8 +77,9 @@ def test_one_refresh_fills_every_analytics_table_and_a_clock_advance_rescores(
     # The clock starts a day in the past, so after advancing it no event lies in the future.
     running = start_sandbox(orders=1_500, history_days=90, start=time.time() - DAY - 60)
     first = run(running, pg_url, instance, ALL)
+    verdict = next(e for e in first.get_asset_check_evaluations() if e.check_name == CHECK)
+    assert verdict.passed, f"the delay model lost to its baseline: {verdict.description}"
     assert first.success
-    assert check_results(first)["model_beats_the_naive_baseline"]
     model_meta = metadata_of(first, "delay_model")
     assert model_meta["trained"] is True, model_meta.get("note")
     for who in ("model", "baseline"):
@@ -138,7 +140,7 @@ def test_a_world_without_delivered_history_materializes_with_a_note_and_no_risk_
     assert result.success
     model_meta = metadata_of(result, "delay_model")
     assert model_meta["trained"] is False and "not enough history" in model_meta["note"]
-    assert check_results(result)["model_beats_the_naive_baseline"]  # not judged, not failed
+    assert check_results(result)[CHECK]  # not judged, not failed
     assert "note" in metadata_of(result, "order_delay_risk")
     with analytics_store.connect() as connection:
         assert _count(connection, "analytics.order_status_now") == 200
