@@ -399,16 +399,19 @@ def _report_run(label: str, result: Any) -> None:
     )
     model = metadata.get("delay_model", {})
     if model:
-        trained = (
-            f"model {model['model_version']}" if model.get("trained") else "no model (not enough history)"
-        )
+        if not model.get("trained"):
+            trained = "no model (not enough history)"
+        elif model.get("retrained"):
+            trained = f"model {model['model_version']} trained in {model['train_s']:.1f}s"
+        else:
+            trained = f"model {model['model_version']} kept (trained {model['model_age_hours']:.1f} h ago)"
         verdict = ", ".join(
             f"{e.check_name} passed"
             if e.passed
             else f"{e.check_name} FAILED: {e.description}; risk scores and report not refreshed"
             for e in model_checks
         )
-        click.echo(f"{'':10} analytics: {trained}, trained in {model['train_s']:.1f}s; {verdict}")
+        click.echo(f"{'':10} analytics: {trained}; {verdict}")
 
 
 def _print_store_summary(url: str) -> None:

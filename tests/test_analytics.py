@@ -71,7 +71,7 @@ def test_the_declared_analytics_tables_have_the_columns_the_analytics_core_produ
     assert tables.KPI_STAGES == KPI_STAGES
 
 
-def test_one_refresh_fills_every_analytics_table_and_a_clock_advance_rescores(
+def test_one_refresh_fills_every_analytics_table_and_later_runs_rescore_with_the_kept_model(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, analytics_store: sa.Engine
 ) -> None:
     # The clock starts a day in the past, so after advancing it no event lies in the future.
@@ -121,15 +121,32 @@ def test_one_refresh_fills_every_analytics_table_and_a_clock_advance_rescores(
     for figure in FIGURES:
         assert f"data-figure='{figure}'" in report
 
+    # A day later: the model (younger than BUFFALO_MODEL_RETRAIN_HOURS) is kept, the orders
+    # in flight are rescored with it, the report is rendered again.
     running.sandbox.advance(DAY)
     second = run(running, pg_url, instance, ALL)
     assert second.success
+    assert metadata_of(second, "delay_model")["retrained"] is False
     with engine.connect() as connection:
         rescored = pd.read_sql_query("SELECT * FROM analytics.order_delay_risk", connection)
-        assert _count(connection, "ops.delay_models") == 2
+        assert _count(connection, "ops.delay_models") == 1
         assert _count(connection, "ops.delivery_reports") == 2
     assert rescored["scored_at"].min() > risk["scored_at"].max()
-    assert set(rescored["model_version"]) == {metadata_of(second, "delay_model")["model_version"]}
+    assert set(rescored["model_version"]) == {stored.model_version}
+
+    # Asked to retrain: a new version is stored and scores.
+    third = run(
+        running, pg_url, instance, ALL, run_config={"ops": {"delay_model": {"config": {"retrain": True}}}}
+    )
+    assert third.success
+    retrained = metadata_of(third, "delay_model")
+    assert retrained["retrained"] is True and retrained["model_version"] != stored.model_version
+    with engine.connect() as connection:
+        assert _count(connection, "ops.delay_models") == 2
+        versions = connection.execute(
+            sa.text("SELECT DISTINCT model_version FROM analytics.order_delay_risk")
+        )
+        assert versions.scalars().all() == [retrained["model_version"]]
 
 
 def test_a_world_without_delivered_history_materializes_with_a_note_and_no_risk_scores(

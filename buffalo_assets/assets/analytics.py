@@ -30,12 +30,14 @@ from dagster import (
     AssetKey,
     AssetOut,
     AutomationCondition,
+    Config,
     MetadataValue,
     Output,
     asset,
     asset_check,
     multi_asset,
 )
+from pydantic import Field
 
 from buffalo_assets import settings
 from buffalo_assets.analytics.durations import STAGE_DURATION_COLUMNS, order_stage_durations
@@ -238,6 +240,13 @@ def delivery_kpis_and_late_shares(
 # -- the delay model -------------------------------------------------------------------------
 
 
+class DelayModelConfig(Config):
+    retrain: bool = Field(
+        default=False,
+        description="Train a new model even if the newest one is younger than BUFFALO_MODEL_RETRAIN_HOURS",
+    )
+
+
 def _finite(value: Any) -> Any:
     """JSON for jsonb: NaN and infinities become null, numpy numbers plain numbers."""
     if isinstance(value, Mapping):
@@ -276,7 +285,11 @@ def _figures(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     **_common(),
 )
 def delay_model(
-    context: AssetExecutionContext, clean_orders: pd.DataFrame, order_events: pd.DataFrame
+    context: AssetExecutionContext,
+    config: DelayModelConfig,
+    clean_orders: pd.DataFrame,
+    order_events: pd.DataFrame,
+    postgres: PostgresResource,
 ) -> Output:
     """The delay-risk model: gradient boosting (scikit-learn) trained on delivered history to
     give every order in flight its chance of arriving after the promise and an expected
@@ -288,12 +301,36 @@ def delay_model(
     ones) against a naive baseline (median remaining time per current stage); the at-risk
     threshold is chosen on validation orders between the two. Each training is a new version
     in `ops.delay_models` (model bytes, threshold, metrics), so no model lives on a local disk.
-    With too little delivered history the row carries a note and no model."""
+    With too little delivered history the row carries a note and no model.
+
+    Retrained when the newest model is older than BUFFALO_MODEL_RETRAIN_HOURS (default 24)
+    or on config `retrain: true`; in between, a run keeps that model (no new row), so an
+    automation run after an ingest only rescores `order_delay_risk`."""
     from buffalo_assets.analytics.features import build_history
     from buffalo_assets.analytics.model import train_delay_model
 
     as_of = _now()
-    promise_days = settings.load().promise_business_days
+    current = settings.load()
+    promise_days = current.promise_business_days
+    with postgres.get_engine().connect() as connection:
+        latest = latest_model_row(connection, trained=True)
+    if latest is not None and not config.retrain:
+        age_h = (as_of - latest.trained_at).total_seconds() / 3600
+        if age_h < current.model_retrain_hours:
+            context.log.info(f"keeping model {latest.model_version}, trained {age_h:.1f} hours ago")
+            # None: the IO manager writes nothing; the stored row stays the model of record.
+            return Output(
+                None,
+                metadata={
+                    "model_version": latest.model_version,
+                    "trained": MetadataValue.bool(True),
+                    "retrained": MetadataValue.bool(False),
+                    "model_age_hours": MetadataValue.float(round(age_h, 2)),
+                    "threshold": MetadataValue.float(round(float(latest.threshold), 4)),
+                    "training_rows": MetadataValue.int(int(latest.training_rows)),
+                    **_figures(latest.metrics or {}),
+                },
+            )
     history = build_history(clean_orders, order_events, as_of, promise_days)
     delivered = int((~pd.isna(history.delivered_s)).sum())
     started = time.perf_counter()
@@ -335,6 +372,7 @@ def delay_model(
     metadata: dict[str, Any] = {
         "model_version": version,
         "trained": MetadataValue.bool(model is not None),
+        "retrained": MetadataValue.bool(model is not None),
         "delivered_orders": MetadataValue.int(delivered),
         "train_s": MetadataValue.float(round(train_s, 2)),
     }
