@@ -8,7 +8,13 @@ delivered history still materializes, saying why there is no model.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,7 +29,7 @@ from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.storage import tables
 from tests.conftest import SandboxFactory
-from tests.pipeline import EVERYTHING, INGESTION, check_results, metadata_of, resources, run
+from tests.pipeline import EVERYTHING, INGESTION, check_results, metadata_of, resources, run, stop_group
 
 DAY = 86_400.0
 ALL = [*EVERYTHING, *ANALYTICS_ASSETS, *ANALYTICS_CHECKS]
@@ -72,7 +78,11 @@ def test_the_declared_analytics_tables_have_the_columns_the_analytics_core_produ
 
 
 def test_one_refresh_fills_every_analytics_table_and_later_runs_rescore_with_the_kept_model(
-    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, analytics_store: sa.Engine
+    start_sandbox: SandboxFactory,
+    pg_url: str,
+    instance: DagsterInstance,
+    analytics_store: sa.Engine,
+    tmp_path: Path,
 ) -> None:
     # The clock starts a day in the past, so after advancing it no event lies in the future.
     running = start_sandbox(orders=1_500, history_days=90, start=time.time() - DAY - 60)
@@ -120,6 +130,7 @@ def test_one_refresh_fills_every_analytics_table_and_later_runs_rescore_with_the
     assert DelayModel.from_bytes(bytes(stored.model)).version == stored.model_version
     for figure in FIGURES:
         assert f"data-figure='{figure}'" in report
+    _buffalo_report_writes_and_serves_the_latest_report(pg_url, tmp_path, report)
 
     # A day later: the model (younger than BUFFALO_MODEL_RETRAIN_HOURS) is kept, the orders
     # in flight are rescored with it, the report is rendered again.
@@ -147,6 +158,29 @@ def test_one_refresh_fills_every_analytics_table_and_later_runs_rescore_with_the
             sa.text("SELECT DISTINCT model_version FROM analytics.order_delay_risk")
         )
         assert versions.scalars().all() == [retrained["model_version"]]
+
+
+def _buffalo_report_writes_and_serves_the_latest_report(pg_url: str, tmp_path: Path, stored: str) -> None:
+    env = {**os.environ, "BUFFALO_PG_URL": pg_url}
+    path = tmp_path / "report.html"
+    written = subprocess.run(
+        [sys.executable, "-m", "buffalo_assets.cli", "report", "--output", str(path)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    assert written.stdout.strip() == str(path) and path.read_text() == stored
+    server = subprocess.Popen(
+        [sys.executable, "-m", "buffalo_assets.cli", "report", "--serve", "--port", "0"],
+        env=env, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        url = re.search(r"http://127\.0\.0\.1:\d+/", server.stdout.readline())
+        assert url, "buffalo report --serve must say where it serves, on loopback"
+        with urllib.request.urlopen(url.group(0), timeout=30) as response:  # noqa: S310 - our local server
+            assert response.read().decode() == stored
+    finally:
+        stop_group(server)
 
 
 def test_a_world_without_delivered_history_materializes_with_a_note_and_no_risk_scores(
