@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -255,7 +257,10 @@ def db_revision(message: str) -> None:
 @db.command("grant-bi")
 @click.option("--role", default="buffalo_bi", show_default=True, help="Name of the read-only role")
 def db_grant_bi(role: str) -> None:
-    """Create the read-only BI role: reads `analytics`, nothing else (password: BUFFALO_BI_PASSWORD)."""
+    """Create the read-only BI role: reads the analytics.bi_* views, nothing else.
+
+    Its password is BUFFALO_BI_PASSWORD; run it again after an upgrade that adds views.
+    """
     from buffalo_assets.storage.database import create_engine, database_url, safe_url
     from buffalo_assets.storage.migrations import upgrade
     from buffalo_assets.storage.roles import grant_bi_role
@@ -265,10 +270,13 @@ def db_grant_bi(role: str) -> None:
     upgrade(engine)
     secret = settings.load().bi_password
     password = secret.get_secret_value() if secret else None
-    grant_bi_role(engine, role, password)
+    views = grant_bi_role(engine, role, password)
     engine.dispose()
     login = "can log in" if password else "no login (set BUFFALO_BI_PASSWORD to allow one)"
-    click.echo(f"role {role} reads schema analytics only in {safe_url(url)}; {login}")
+    click.echo(
+        f"role {role} reads the {len(views)} views analytics.bi_* only in {safe_url(url)}; {login}\n"
+        f"views: {', '.join(views) or '(none: run `buffalo db upgrade`)'}"
+    )
 
 
 @db.command("stop")
@@ -333,6 +341,7 @@ def demo(orders: int, advance_days: float) -> None:
                 "run 2", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
             )
     _print_store_summary(url)
+    _print_analytics_summary(url)
     click.echo(f"done in {time.perf_counter() - started:.1f}s; browse it with `.venv/bin/buffalo dev --demo`")
 
 
@@ -357,7 +366,15 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _report_run(label: str, result: Any) -> None:
-    if not result.success:
+    from buffalo_assets.assets.analytics import ANALYTICS_CHECKS
+
+    analytics_checks = {key for check in ANALYTICS_CHECKS for key in check.check_keys}
+    # A delay model worse than its baseline fails its blocking check, and so the run: the
+    # previous risk scores stay. The demo reports that (below) and carries on; anything
+    # else failing ends it.
+    failed_steps = {event.step_key for event in result.get_step_failure_events()}
+    check_steps = {f"{key.asset_key.to_python_identifier()}_{key.name}" for key in analytics_checks}
+    if not result.success and not (failed_steps and failed_steps <= check_steps):
         failure = result.get_run_failure_event()
         raise click.ClickException(f"{label} failed: {failure.message if failure else 'see the Dagster UI'}")
     metadata = {
@@ -367,7 +384,9 @@ def _report_run(label: str, result: Any) -> None:
         for event in result.get_asset_materialization_events()
     }
     ids, raw, clean = metadata["order_ids"], metadata["raw_orders"], metadata["clean_orders"]
-    checks = [e.passed for e in result.get_asset_check_evaluations()]
+    evaluations = result.get_asset_check_evaluations()
+    checks = [e.passed for e in evaluations if e.asset_check_key not in analytics_checks]
+    model_checks = [e for e in evaluations if e.asset_check_key in analytics_checks]
     click.echo(
         f"{label:10} {ids['total']} orders ({ids['new_since_last_run']} new, "
         f"{ids['pages']} list pages); fetched {raw['fetched']}: {raw['new_versions']} new versions, "
@@ -378,6 +397,21 @@ def _report_run(label: str, result: Any) -> None:
         f"{'':10} core: {clean['orders_transformed']} orders transformed, "
         f"{clean['transform_errors']} errors; checks {sum(checks)}/{len(checks)} passed"
     )
+    model = metadata.get("delay_model", {})
+    if model:
+        if not model.get("trained"):
+            trained = "no model (not enough history)"
+        elif model.get("retrained"):
+            trained = f"model {model['model_version']} trained in {model['train_s']:.1f}s"
+        else:
+            trained = f"model {model['model_version']} kept (trained {model['model_age_hours']:.1f} h ago)"
+        verdict = ", ".join(
+            f"{e.check_name} passed"
+            if e.passed
+            else f"{e.check_name} FAILED: {e.description}; risk scores and report not refreshed"
+            for e in model_checks
+        )
+        click.echo(f"{'':10} analytics: {trained}; {verdict}")
 
 
 def _print_store_summary(url: str) -> None:
@@ -399,6 +433,124 @@ def _print_store_summary(url: str) -> None:
     click.echo(f"stored     raw.order_ids {orders}, raw.order_versions {versions}, ops.fetch_errors {errors}")
     click.echo(f"           core.clean_orders {clean}, core.order_items {items}, core.order_events {events}")
     click.echo("stages     " + ", ".join(f"{stage} {count}" for stage, count in stages))
+
+
+def _print_analytics_summary(url: str) -> None:
+    """Late share, the delay model against its baseline, orders at risk, and where the report is."""
+    import sqlalchemy as sa
+
+    from buffalo_assets.storage.resource import engine_for
+
+    with engine_for(url).connect() as connection:
+        delivered, late = connection.execute(
+            sa.text(
+                "SELECT count(*), count(*) FILTER (WHERE is_late) FROM analytics.order_status_now "
+                "WHERE delivered_at IS NOT NULL"
+            )
+        ).one()
+        in_flight, at_risk = connection.execute(
+            sa.text("SELECT count(*), count(*) FILTER (WHERE at_risk) FROM analytics.order_delay_risk")
+        ).one()
+        model = connection.execute(
+            sa.text(
+                "SELECT model_version, metrics, note, training_rows FROM ops.delay_models "
+                "ORDER BY trained_at DESC, model_version DESC LIMIT 1"
+            )
+        ).first()
+    share = f"{late / delivered:.1%} of {delivered} delivered orders" if delivered else "no deliveries yet"
+    click.echo(f"analytics  late share {share}")
+    if model is None or model.note:
+        click.echo(f"model      none: {model.note if model is not None else 'delay_model did not run'}")
+    else:
+        ours, base = model.metrics.get("model", {}), model.metrics.get("baseline", {})
+        click.echo(
+            f"model      {model.model_version}: "
+            f"AUC {_figure(ours.get('auc'))} / F1 {_figure(ours.get('f1'))} "
+            f"vs baseline AUC {_figure(base.get('auc'))} / F1 {_figure(base.get('f1'))} "
+            f"({model.metrics.get('test_rows', 0)} test moments)"
+        )
+    click.echo(f"at risk    {at_risk} of {in_flight} orders in flight")
+    written = write_latest_report(url, settings.state_dir() / "reports" / "delivery-report.html")
+    if written is not None:
+        click.echo(f"report     {written} (or `.venv/bin/buffalo report --demo --serve`)")
+    else:
+        click.echo("report     none rendered yet (it follows the risk scores)")
+
+
+def _figure(value: Any) -> str:
+    return f"{float(value):.3f}" if value is not None else "n/a"
+
+
+def write_latest_report(url: str, path: Path) -> Path | None:
+    """Write the newest stored delivery report to `path`; None when none was rendered yet."""
+    html = _latest_report(url)
+    if html is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _latest_report(url: str) -> str | None:
+    import sqlalchemy as sa
+
+    from buffalo_assets.storage.resource import engine_for
+
+    with engine_for(url).connect() as connection:
+        html: str | None = connection.execute(
+            sa.text("SELECT html FROM ops.delivery_reports ORDER BY generated_at DESC LIMIT 1")
+        ).scalar()
+    return html
+
+
+@main.command()
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File to write the report to (default: .buffalo/reports/delivery-report.html)",
+)
+@click.option("--serve", is_flag=True, help="Serve the latest report over HTTP instead, until Ctrl-C")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to serve on")
+@click.option("--port", default=8766, show_default=True)
+@click.option("--demo", "use_demo", is_flag=True, help="The report of the last `buffalo demo`")
+def report(output: Path | None, serve: bool, host: str, port: int, use_demo: bool) -> None:
+    """The latest delivery report (asset `delivery_report`): written to a file, or served."""
+    from buffalo_assets.storage.database import database_url
+
+    url = demo_database_url(fresh=False) if use_demo else database_url()
+    if not serve:
+        path = output or settings.state_dir() / "reports" / "delivery-report.html"
+        if write_latest_report(url, path) is None:
+            raise click.ClickException("no delivery report yet: materialize the asset delivery_report first")
+        click.echo(str(path))
+        return
+    if _latest_report(url) is None:
+        raise click.ClickException("no delivery report yet: materialize the asset delivery_report first")
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+            if self.path not in ("/", "/index.html"):
+                self.send_error(404, "the report is at /")
+                return
+            # Read on every request, so a reload shows the report of the latest run.
+            body = (_latest_report(url) or "").encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            return
+
+    with ThreadingHTTPServer((host, port), Handler) as server:
+        click.echo(
+            f"serving the latest delivery report on http://{host}:{server.server_port}/ (Ctrl-C stops)"
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
 
 
 # -- Dagster -------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dagster._core.launcher import DefaultRunLauncher
 
 from buffalo_assets import settings
 from buffalo_assets.alerts import alert_on_run_failure
+from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
 from buffalo_assets.assets.ingestion import order_ids, raw_orders
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
@@ -67,7 +68,7 @@ ingest_orders = define_asset_job(
 refresh_all = define_asset_job(
     "refresh_all",
     selection=AssetSelection.all(),
-    description="Ingest, then rebuild what changed in core, with every asset check.",
+    description="Ingest, rebuild what changed in core, then the analytics, with every asset check.",
 )
 
 # On where Dagster orchestrates and a real API is configured; a laptop on the sandbox opts
@@ -99,19 +100,20 @@ def release_dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
     return SkipReason(f"freed the pool slots of {len(freed)} runs" if freed else "no leaked pool slots")
 
 
-# Declarative automation: keeps `core` current after every ingest. Declared (not left to
+# Declarative automation: keeps `core`, then `analytics`, current after every ingest. Declared (not left to
 # Dagster's default sensor) so that it is on from the first deployment.
 core_automation = AutomationConditionSensorDefinition(
     "core_automation",
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Materializes the core tables whenever raw_orders changed.",
+    description="Materializes the core tables whenever raw_orders changed, and the analytics "
+    "whenever core changed.",
 )
 
 defs = Definitions(
-    assets=[order_ids, raw_orders, transform_orders],
-    asset_checks=core_checks(),
+    assets=[order_ids, raw_orders, transform_orders, *ANALYTICS_ASSETS],
+    asset_checks=[*core_checks(), *ANALYTICS_CHECKS],
     jobs=[ingest_orders, refresh_all],
     schedules=[ingest_schedule],
     sensors=[release_dead_runs_sensor, alert_on_run_failure, core_automation],

@@ -105,6 +105,22 @@ class Settings(BaseSettings):
         "whether Dagster's schedule starts switched on (only when the orchestrator is `dagster`)",
         shown="on when `BUFFALO_BASE_URL` is set, off on the sandbox default",
     )
+    # -- analytics -----------------------------------------------------------------------
+    promise_business_days: int = _setting(
+        10,
+        "the delivery promise analytics measure lateness against: this many South African "
+        "business days after the order was created (weekends and public holidays excluded), "
+        "because Buffalo's API sends no promised date",
+    )
+    stuck_days: float = _setting(
+        5.0, "an order in flight with no tracking event for this many days counts as stuck", shown="`5`"
+    )
+    model_retrain_hours: float = _setting(
+        24.0,
+        "the delay model is retrained when its newest version is older than this; in between, "
+        "runs after an ingest only rescore the orders in flight",
+        shown="`24`",
+    )
     # -- alerting ------------------------------------------------------------------------
     alert_webhook: str | None = _setting(None, "failed runs are POSTed here as JSON", shown="unset (logged)")
     dagster_ui_url: str | None = _setting(None, "base URL of the Dagster UI, for links in alerts")

@@ -70,6 +70,9 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
     assert "300 orders (300 new" in run1 and "fetched 300: 300 new versions" in run1 and "0 failed" in run1
     assert any(line.startswith("run 2") for line in lines)
     assert sum("checks 11/11 passed" in line for line in lines) == 2
+    assert sum("model_beats_the_naive_baseline passed" in line for line in lines) == 2
+    assert any(line.startswith("analytics  late share") for line in lines)
+    assert any(line.startswith("at risk ") for line in lines)
     demo_url = make_url(pg_url).set(database=demo_db).render_as_string(hide_password=False)
     engine = sa.create_engine(demo_url)
     try:

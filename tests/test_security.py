@@ -1,11 +1,10 @@
-"""Secrets never leak; BI reads analytics and nothing else; servers bind to loopback."""
+"""Secrets never leak; BI reads the analytics.bi_* views and nothing else; servers bind to loopback."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import uuid
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -81,49 +80,90 @@ def test_no_password_encrypted_password_or_ticket_leaks_anywhere(
     assert [secret for secret in secrets if secret in everything] == []
 
 
-def test_the_bi_role_reads_analytics_and_nothing_else(pg_url: str, engine: sa.Engine) -> None:
+BI_VIEWS = (
+    "bi_delay_models", "bi_delivery_kpis", "bi_late_shares", "bi_order_delay_risk", "bi_order_status",
+    "bi_stage_durations",
+)  # fmt: skip
+
+
+def test_the_bi_role_reads_the_bi_views_and_nothing_else(
+    pg_url: str, engine: sa.Engine, instance: DagsterInstance
+) -> None:
+    del instance  # Dagster's tables (public.runs) exist, so refusing them is a permission check
     role = f"bi_test_{uuid.uuid4().hex[:8]}"
     with engine.begin() as connection:
         connection.execute(
-            sa.text("CREATE TABLE IF NOT EXISTS analytics.delivery_kpis (week text, on_time numeric)")
+            sa.text(
+                "INSERT INTO analytics.delivery_kpis (grain, period_start, orders_created, orders_delivered, "
+                "orders_late, on_time_share, orders_stuck, as_of) "
+                "VALUES ('week', '2026-11-23', 10, 8, 1, 0.875, 0, now()) ON CONFLICT DO NOTHING"
+            )
         )
-        connection.execute(sa.text("INSERT INTO analytics.delivery_kpis VALUES ('2026-W48', 0.93)"))
-    granted = subprocess.run(
-        [sys.executable, "-m", "buffalo_assets.cli", "db", "grant-bi", "--role", role],
-        env={"BUFFALO_PG_URL": pg_url, "BUFFALO_BI_PASSWORD": "bi-secret", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+
+    def grant() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "buffalo_assets.cli", "db", "grant-bi", "--role", role],
+            env={"BUFFALO_PG_URL": pg_url, "BUFFALO_BI_PASSWORD": "bi-secret", "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    granted = grant()
     assert granted.returncode == 0, granted.stderr
-    assert f"role {role} reads schema analytics only" in granted.stdout
+    assert f"role {role} reads the {len(BI_VIEWS)} views analytics.bi_* only" in granted.stdout
     bi = sa.create_engine(make_url(pg_url).set(username=role, password="bi-secret"))
     try:
         with bi.connect() as connection:
+            for view in BI_VIEWS:
+                connection.execute(sa.text(f"SELECT * FROM analytics.{view}")).all()
             assert connection.execute(
-                sa.text("SELECT on_time FROM analytics.delivery_kpis")
-            ).scalar_one() == Decimal("0.93")
-        for statement in (
+                sa.text(
+                    "SELECT on_time_share FROM analytics.bi_delivery_kpis WHERE period_start = '2026-11-23'"
+                )
+            ).scalar_one() == pytest.approx(0.875)
+        denied = (
             "SELECT * FROM raw.order_versions",
             "SELECT * FROM raw.orders",
             "SELECT * FROM core.clean_orders",
             "SELECT * FROM ops.fetch_errors",
+            "SELECT * FROM ops.delay_models",
             "SELECT * FROM public.runs",
-            "INSERT INTO analytics.delivery_kpis VALUES ('x', 1)",
-            "DELETE FROM analytics.delivery_kpis",
+            # The base tables under the views may change shape: BI reads only the views.
+            "SELECT * FROM analytics.delivery_kpis",
+            "SELECT * FROM analytics.order_status_now",
+            "SELECT * FROM analytics.order_delay_risk",
+            "INSERT INTO analytics.bi_late_shares VALUES ('day', '2026-11-23', 'province', 'x', 1, 0, 0)",
+            "DELETE FROM analytics.bi_order_status",
             "CREATE TABLE analytics.sneaky (x int)",
-        ):
+        )
+        for statement in denied:
             with (
                 bi.connect() as connection,
                 pytest.raises(sa.exc.ProgrammingError, match="permission denied"),
             ):
                 connection.execute(sa.text(statement))
-        with engine.begin() as connection:  # tables created later are readable too
-            connection.execute(sa.text("CREATE TABLE analytics.later_kpis AS SELECT 1 AS one"))
+        # A view added later (by a migration) is readable once grant-bi runs again; a table is not.
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE VIEW analytics.bi_later AS SELECT 1 AS one"))
+            connection.execute(sa.text("CREATE TABLE analytics.later_table AS SELECT 1 AS one"))
+        again = grant()
+        assert again.returncode == 0, again.stderr
         with bi.connect() as connection:
-            assert connection.execute(sa.text("SELECT one FROM analytics.later_kpis")).scalar_one() == 1
+            assert connection.execute(sa.text("SELECT one FROM analytics.bi_later")).scalar_one() == 1
+            for view in BI_VIEWS:
+                connection.execute(sa.text(f"SELECT * FROM analytics.{view}")).all()
+        with bi.connect() as connection, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            connection.execute(sa.text("SELECT one FROM analytics.later_table"))
     finally:
         bi.dispose()
         with engine.begin() as connection:
-            connection.execute(sa.text("DROP TABLE IF EXISTS analytics.later_kpis, analytics.delivery_kpis"))
+            connection.execute(sa.text("DROP VIEW IF EXISTS analytics.bi_later"))
+            connection.execute(sa.text("DROP TABLE IF EXISTS analytics.later_table"))
+            connection.execute(
+                sa.text(
+                    "DELETE FROM analytics.delivery_kpis "
+                    "WHERE period_start = '2026-11-23' AND orders_created = 10"
+                )
+            )
             connection.execute(sa.text(f'DROP OWNED BY "{role}"'))
             connection.execute(sa.text(f'DROP ROLE "{role}"'))
 

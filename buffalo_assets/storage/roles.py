@@ -1,8 +1,10 @@
-"""Least privilege for BI: a read-only role that sees `analytics` and nothing else.
+"""Least privilege for BI: a read-only role that sees the `analytics.bi_*` views and nothing else.
 
-Power BI connects as this role. It may read every table and view in `analytics` (now and
-later: default privileges), and has no access to `raw`, `core`, `ops` or Dagster's own
-tables; delivery addresses never reach it except aggregated or masked.
+Power BI connects as this role. It may read every view in `analytics` whose name starts
+with `bi_` (migration 0002 and later create them, with documented, stable columns); it has
+no access to the analytics base tables (they may change shape), nor to `raw`, `core`,
+`ops` or Dagster's own tables, so delivery addresses never reach it. Views added by a later
+migration become readable by running `buffalo db grant-bi` again (the command is idempotent).
 """
 
 from __future__ import annotations
@@ -12,10 +14,26 @@ import sqlalchemy as sa
 from buffalo_assets.storage.bulk import quote
 
 PRIVATE_SCHEMAS = ("raw", "core", "ops", "public")
+BI_VIEW_PREFIX = "bi_"
 
 
-def grant_bi_role(engine: sa.Engine, role: str = "buffalo_bi", password: str | None = None) -> None:
-    """Create (or update) `role` as a read-only reader of the `analytics` schema. Idempotent."""
+def bi_views(connection: sa.Connection) -> list[str]:
+    """The views the BI role reads: `analytics.bi_*`, by name."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT viewname FROM pg_views WHERE schemaname = 'analytics' AND viewname LIKE :prefix "
+            "ORDER BY viewname"
+        ),
+        {"prefix": BI_VIEW_PREFIX.replace("_", r"\_") + "%"},
+    )
+    return [row[0] for row in rows]
+
+
+def grant_bi_role(engine: sa.Engine, role: str = "buffalo_bi", password: str | None = None) -> list[str]:
+    """Create (or update) `role` as a reader of the `analytics.bi_*` views only. Idempotent.
+
+    Returns the views it may read.
+    """
     if not role.replace("_", "").isalnum():
         raise ValueError(f"not a plain role name: {role!r}")
     name = quote(role)
@@ -30,11 +48,17 @@ def grant_bi_role(engine: sa.Engine, role: str = "buffalo_bi", password: str | N
             connection.execute(sa.text(f"ALTER ROLE {name} PASSWORD {literal}"))
         database = connection.execute(sa.text("SELECT current_database()")).scalar_one()
         connection.execute(sa.text(f"GRANT CONNECT ON DATABASE {quote(database)} TO {name}"))
-        for schema in PRIVATE_SCHEMAS:
+        for schema in (*PRIVATE_SCHEMAS, "analytics"):
             connection.execute(sa.text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {quote(schema)} FROM {name}"))
+        for schema in PRIVATE_SCHEMAS:
             connection.execute(sa.text(f"REVOKE ALL ON SCHEMA {quote(schema)} FROM {name}"))
-        connection.execute(sa.text(f"GRANT USAGE ON SCHEMA analytics TO {name}"))
-        connection.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO {name}"))
+        # Earlier releases granted every future analytics table by default; base tables are
+        # no longer for BI, so that default goes (a no-op where it was never given).
         connection.execute(
-            sa.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA analytics GRANT SELECT ON TABLES TO {name}")
+            sa.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA analytics REVOKE SELECT ON TABLES FROM {name}")
         )
+        connection.execute(sa.text(f"GRANT USAGE ON SCHEMA analytics TO {name}"))
+        views = bi_views(connection)
+        for view in views:
+            connection.execute(sa.text(f"GRANT SELECT ON analytics.{quote(view)} TO {name}"))
+    return views

@@ -165,3 +165,158 @@ transform_errors = sa.Table(
     schema="ops",
     comment="Raw versions that could not be made sense of, with the reason.",
 )
+
+# -- analytics (issue 15) ---------------------------------------------------------------
+# Base tables written by the analytics assets. BI reads the `analytics.bi_*` views over
+# them (migration 0002), never these tables, so they can change without breaking reports.
+_TS = sa.DateTime(timezone=True)
+_FLOAT = sa.Float(precision=53)  # double precision
+# Journey stages with a median-hours KPI column, customs first (as in analytics/kpis.py).
+KPI_STAGES = ("customs", "processing", "dispatched", "in_transit", "arrived_hub", "out_for_delivery")
+
+order_stage_durations = sa.Table(
+    "order_stage_durations",
+    metadata,
+    _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
+    _column(
+        "stage_seq", sa.Integer, "Position of this visit in the order's journey, from 1", primary_key=True
+    ),
+    _column("stage", sa.Text, "Journey stage of the visit", nullable=False),
+    _column("entered_at", _TS, "First event of the visit", nullable=False),
+    _column(
+        "left_at", _TS, "Start of the next visit; for the open visit, the transform time", nullable=False
+    ),
+    _column("hours", _FLOAT, "Hours spent in the stage (0 for a terminal stage)", nullable=False),
+    _column("is_open", sa.Boolean, "The order is still in this stage", nullable=False),
+    schema="analytics",
+    comment="Every stage each order passed through, with entered/left times and hours spent.",
+)
+
+order_status_now = sa.Table(
+    "order_status_now",
+    metadata,
+    _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
+    _column("stage", sa.Text, "Journey stage now", nullable=False),
+    _column("status_text", sa.Text, "Status in Buffalo's words"),
+    _column("created_at", _TS, "Order created"),
+    _column("days_since_created", _FLOAT, "Days from creation to as_of"),
+    _column("days_in_stage", _FLOAT, "Days in the current stage at as_of"),
+    _column(
+        "promised_delivery_at", _TS, "Promise: BUFFALO_PROMISE_BUSINESS_DAYS SA business days after creation"
+    ),
+    _column("delivered_at", _TS, "When delivered (null until then)"),
+    _column(
+        "late_by_days", _FLOAT, "Delivered minus promised, days (negative when early); overdue: days so far"
+    ),
+    _column(
+        "is_late", sa.Boolean, "Delivered after the promise, or not delivered and past it; null if cancelled"
+    ),
+    _column("province", sa.Text, "South African province of delivery"),
+    _column("weight_kg", _FLOAT, "Weighed mass, kg"),
+    _column("declared_value_zar", _FLOAT, "Declared value of the goods, ZAR"),
+    _column("duty_zar", _FLOAT, "Duty/VAT collected, ZAR"),
+    _column("duty_status", sa.Text, "Duty/VAT payment status in Buffalo's words"),
+    _column("duty_paid", sa.Boolean, "Duty paid (true), owed and unpaid (false), unknown (null)"),
+    _column("as_of", _TS, "When this row was computed", nullable=False),
+    schema="analytics",
+    comment="One row per order: where it is now, its promise and whether it is late.",
+)
+
+delivery_kpis = sa.Table(
+    "delivery_kpis",
+    metadata,
+    _column("grain", sa.Text, "day or week (ISO week, Monday, SAST)", primary_key=True),
+    _column("period_start", sa.Date, "First day of the period (SAST)", primary_key=True),
+    _column("orders_created", sa.Integer, "Orders created in the period", nullable=False),
+    _column("orders_delivered", sa.Integer, "Orders delivered in the period", nullable=False),
+    _column("orders_late", sa.Integer, "Of those, delivered after the promise", nullable=False),
+    _column("on_time_share", _FLOAT, "Share of the period's deliveries on time (null without deliveries)"),
+    _column("median_door_to_door_days", _FLOAT, "Median days from creation to delivery"),
+    _column("p90_door_to_door_days", _FLOAT, "90th percentile of days from creation to delivery"),
+    *(
+        _column(f"median_hours_{stage}", _FLOAT, f"Median hours of {stage} visits that ended in the period")
+        for stage in KPI_STAGES
+    ),
+    _column(
+        "orders_stuck",
+        sa.Integer,
+        "Orders in flight at the period's end with no event for BUFFALO_STUCK_DAYS",
+        nullable=False,
+    ),
+    _column("as_of", _TS, "When this row was computed", nullable=False),
+    schema="analytics",
+    comment="Daily and weekly delivery KPIs.",
+)
+
+delivery_late_shares = sa.Table(
+    "delivery_late_shares",
+    metadata,
+    _column("grain", sa.Text, "day or week", primary_key=True),
+    _column("period_start", sa.Date, "First day of the period (SAST)", primary_key=True),
+    _column(
+        "dimension",
+        sa.Text,
+        "province, or cause (the stage that overran its typical time most)",
+        primary_key=True,
+    ),
+    _column(
+        "value", sa.Text, "The province, or the cause stage (unclear when none overran)", primary_key=True
+    ),
+    _column(
+        "delivered",
+        sa.Integer,
+        "Orders delivered in the period (in the province; for causes: all)",
+        nullable=False,
+    ),
+    _column("late", sa.Integer, "Of those, late (for causes: late with this cause)", nullable=False),
+    _column("late_share", _FLOAT, "late / delivered"),
+    schema="analytics",
+    comment="Late share of delivered orders per period by province and by inferred delay cause.",
+)
+
+order_delay_risk = sa.Table(
+    "order_delay_risk",
+    metadata,
+    _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
+    _column("promised_delivery_at", _TS, "The promise the risk is about"),
+    _column("expected_delivery_at", _TS, "Model's median expected delivery"),
+    _column("p_late", _FLOAT, "Chance of arriving after the promise, 0..1", nullable=False),
+    _column("at_risk", sa.Boolean, "p_late above the threshold chosen on validation data", nullable=False),
+    _column("scored_at", _TS, "When it was scored", nullable=False),
+    _column(
+        "model_version",
+        sa.Text,
+        "ops.delay_models version that scored it (baseline-... without a model)",
+        nullable=False,
+    ),
+    _column("expected_low_at", _TS, "Early end of the expected range (10th percentile)"),
+    _column("expected_high_at", _TS, "Late end of the expected range (90th percentile)"),
+    schema="analytics",
+    comment="Every in-flight order's chance of arriving late, from the latest delay model.",
+)
+
+delay_models = sa.Table(
+    "delay_models",
+    metadata,
+    _column("model_version", sa.Text, "UTC training time + hash of the fitted estimators", primary_key=True),
+    _column("trained_at", _TS, "When it was trained", nullable=False),
+    _column("model", sa.LargeBinary, "The pickled DelayModel (estimators, baseline, thresholds)"),
+    _column("threshold", _FLOAT, "at_risk threshold on p_late, chosen on validation data"),
+    _column("training_rows", sa.Integer, "Labelled moments it was fitted on", nullable=False),
+    _column("metrics", JSONB, "Test metrics of model and baseline (time split)", nullable=False),
+    _column("note", sa.Text, "Why there is no model (not enough history), when there is none"),
+    _column("run_id", sa.Text, "Dagster run that trained it"),
+    schema="ops",
+    comment="Versioned delay models; the latest with a model scores analytics.order_delay_risk.",
+)
+
+delivery_reports = sa.Table(
+    "delivery_reports",
+    metadata,
+    _column("report_id", sa.Text, "UTC render time + the run's id prefix", primary_key=True),
+    _column("generated_at", _TS, "When it was rendered", nullable=False),
+    _column("html", sa.Text, "The self-contained HTML page (plots embedded)", nullable=False),
+    _column("run_id", sa.Text, "Dagster run that rendered it"),
+    schema="ops",
+    comment="Rendered delivery reports; `buffalo report` serves the latest.",
+)
