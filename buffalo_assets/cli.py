@@ -158,7 +158,8 @@ def show_settings(markdown: bool) -> None:
         shown = "unset" if value is None else ("********" if "Secret" in type(value).__name__ else str(value))
         source = "set" if name in explicit else "default"
         click.echo(f"{settings.env_name(name):34} {shown:40} ({source})")
-    click.echo(f"{'(.env read from)':34} {current.env_file}")
+    found = "read" if current.env_file.exists() else "none found"
+    click.echo(f"{'(.env file)':34} {current.env_file} ({found})")
 
 
 # -- database ------------------------------------------------------------------------------
@@ -287,7 +288,7 @@ def db_stop() -> None:
     server = embedded_server()
     stopped = server.stop()
     click.echo("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
-    for change in server.root_changes():
+    for change in server.root_changes() if stopped else []:
         # Undoing them could break another checkout's server; say what stays instead.
         click.echo(f"left in place (made when set up as root): {change}")
 
@@ -590,7 +591,7 @@ def dagster_environment(pg_url: str) -> dict[str, str]:
     """
     home = settings.state_dir() / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = (settings.project_dir() / "dagster.yaml").read_text()
+    instance_yaml = (settings.project_dir() / "deploy" / "dagster.local.yaml").read_text()
     (home / "dagster.yaml").write_text(instance_yaml)
     return {
         **os.environ,

@@ -154,3 +154,25 @@ def test_the_airflow_side_reads_exactly_its_declared_settings_and_compose_passes
     for name, service in compose["services"].items():
         if name.startswith("airflow-") and name != "airflow-db":
             assert {n for n in service["environment"] if n.startswith("BUFFALO_")} == AIRFLOW | shared, name
+
+
+def test_plain_dagster_in_the_project_folder_without_a_database_fails_with_one_line_naming_the_command(
+    tmp_path: Path,
+) -> None:
+    # No DAGSTER_HOME, no BUFFALO_PG_URL, no embedded server (BUFFALO_HOME points elsewhere):
+    # what a Dagster user gets from `dagster asset materialize` (or `dagster dev`) in the checkout.
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize", "-m", "buffalo_assets.definitions",
+         "--select", "order_ids"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "BUFFALO_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "BUFFALO_PG_URL is not set and the embedded PostgreSQL is not running" in output
+    assert "`buffalo dev`" in output
+    assert "PostProcessingError" not in output  # Dagster's own instance loaded fine
+    assert not (tmp_path / ".buffalo").exists()

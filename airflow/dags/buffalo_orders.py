@@ -57,6 +57,9 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    # Active from the start: BUFFALO_ORCHESTRATOR alone decides whether it is scheduled, and a
+    # manual trigger must run rather than wait behind Airflow's "paused at creation".
+    is_paused_upon_creation=False,
     default_args=default_args,
     # Trigger with {"full_refresh": true} to re-fetch every known order, delivered ones too.
     params={"full_refresh": False},
