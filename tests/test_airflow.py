@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.test_utils import create_run_for_test
 from sqlalchemy.engine import make_url
@@ -581,14 +580,9 @@ def test_marking_the_waiting_task_failed_cancels_its_dagster_run_and_the_next_da
 
 
 def test_compose_runs_airflow_as_four_components_on_its_own_database_with_dagster_orchestrating() -> None:
-    from tests.test_deploy import COMPOSE_ENV, compose_command
+    from tests.test_deploy import compose_services
 
-    result = subprocess.run(
-        [*compose_command(), "-f", "docker-compose.yml", "config"],
-        cwd=ROOT, env=COMPOSE_ENV, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
+    services = compose_services()
     components = {"api-server", "scheduler", "dag-processor", "triggerer"}
     for component in components:
         service = services[f"airflow-{component}"]

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -38,13 +39,18 @@ def compose_command() -> list[str]:
     pytest.skip("docker compose is not installed (apt-get install docker-compose)")
 
 
-def test_the_compose_file_validates_with_every_service_and_the_sandbox_behind_a_profile() -> None:
+def compose_services() -> dict[str, Any]:
+    """`docker compose config` of the project's compose file: the services as compose sees them."""
     result = subprocess.run(
         [*compose_command(), "-f", "docker-compose.yml", "config"],
         cwd=ROOT, env=COMPOSE_ENV, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def test_the_compose_file_validates_with_every_service_and_the_sandbox_behind_a_profile() -> None:
+    services = compose_services()
     airflow = {"airflow-db", "airflow-init", "airflow-api-server", "airflow-scheduler"}
     airflow |= {"airflow-dag-processor", "airflow-triggerer"}
     assert set(services) == {"postgres", "user-code", "webserver", "daemon", "sandbox"} | airflow
