@@ -213,10 +213,9 @@ def db_revision(message: str) -> None:
     import importlib.util
     import uuid
 
-    import sqlalchemy as sa
     from alembic import command
 
-    from buffalo_assets.storage.database import create_engine, database_url, recreate_database
+    from buffalo_assets.storage.database import create_engine, database_url, drop_database, recreate_database
     from buffalo_assets.storage.migrations import (
         alembic_config,
         next_revision_id,
@@ -245,10 +244,7 @@ def db_revision(message: str) -> None:
             script = command.revision(config, message=message, autogenerate=True, rev_id=next_revision_id())
     finally:
         engine.dispose()
-        admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(server_url, scratch)
     scripts = script if isinstance(script, list) else [script]
     for written in scripts:
         if written is not None:

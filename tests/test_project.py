@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from dagster import Definitions
 from sqlalchemy.engine import make_url
 
+from buffalo_assets.storage.database import drop_database
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,7 +92,4 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
         assert statuses == ["SUCCESS", "SUCCESS"]
     finally:
         engine.dispose()
-        admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{demo_db}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(pg_url, demo_db)

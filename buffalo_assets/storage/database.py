@@ -67,15 +67,25 @@ def create_engine(url: str | None = None) -> Engine:
     )
 
 
-def recreate_database(server_url: str, name: str) -> str:
-    """Drop (if present) and create database `name` on the server of `server_url`; its URL."""
+def _on_server(server_url: str, name: str, *statements: str) -> None:
+    """Run database-level statements (`{name}` filled in) on the server of `server_url`."""
     if not name.replace("_", "").isalnum():
         raise ValueError(f"not a plain database name: {name!r}")
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            for statement in statements:
+                connection.execute(sa.text(statement.format(name=name)))
     finally:
         admin.dispose()
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """Drop database `name` (if present, disconnecting its sessions) on the server of `server_url`."""
+    _on_server(server_url, name, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def recreate_database(server_url: str, name: str) -> str:
+    """Drop (if present) and create database `name` on the server of `server_url`; its URL."""
+    _on_server(server_url, name, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', 'CREATE DATABASE "{name}"')
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
