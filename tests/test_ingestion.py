@@ -204,9 +204,41 @@ def test_too_many_failures_fail_the_run_but_keep_what_was_fetched(
         run_config={"ops": {"raw_orders": {"config": {"full_refresh": True, "max_failure_share": 0.2}}}},
     )
     assert not result.success
+    # Transient faults: retried once (the retry policy), and the last attempt's failure says why.
+    assert len(result.filter_events(lambda e: e.event_type == DagsterEventType.STEP_UP_FOR_RETRY)) == 1
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
-    assert "could not be fetched, more than the allowed 20%" in str(failure.event_specific_data.error)
+    message = failure.event_specific_data.error.message
+    assert "could not be fetched" in message and "more than the allowed 20%" in message
+    assert "Exceeded max_retries" not in message
     assert len(stored_versions(empty_store)) == 200  # nothing lost or half-written
+
+
+def test_a_run_failing_on_orders_the_api_no_longer_has_says_why_at_the_top(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    """The demo-then-other-sandbox case: the stored orders do not exist in the API being read.
+
+    The run's own failure (the top-level error of the run in the UI) names the reason, not
+    "Exceeded max_retries of 1", and a failure no retry can fix is not retried.
+    """
+    first = start_sandbox(orders=200, seed=11)
+    assert ingest(first, pg_url, instance).success
+    other = start_sandbox(orders=20, seed=11)  # another world: orders 21..200 do not exist there
+    result = ingest(other, pg_url, instance)
+    assert not result.success
+    assert not result.filter_events(lambda e: e.event_type == DagsterEventType.STEP_UP_FOR_RETRY)
+    run_failure = result.get_run_failure_event()
+    error = run_failure.event_specific_data.error
+    assert error is not None
+    assert "Exceeded max_retries" not in error.message
+    assert "orders (" in error.message and "could not be fetched: " in error.message
+    assert "Order does not exist" in error.message
+    step_failure = result.get_step_failure_events()[0]
+    assert step_failure.step_key == "raw_orders"
+    assert step_failure.event_specific_data.error.message == error.message
+    # What the UI shows is what the instance stored for the run.
+    stored = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.RUN_FAILURE).records
+    assert "Order does not exist" in stored[0].event_log_entry.dagster_event.event_specific_data.error.message
 
 
 def test_a_run_killed_mid_fetch_is_released_and_the_rerun_stores_every_order_once(

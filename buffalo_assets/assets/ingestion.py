@@ -45,6 +45,10 @@ PROGRESS_EVERY_S = 10.0
 # Deployment settings give the defaults; run config can still override per run.
 DEFAULTS = settings.load()
 FRESH_WITHIN = timedelta(hours=DEFAULTS.freshness_hours)
+RAW_ORDERS_RETRIES = 1
+# Failure kinds that a retry a few seconds later cannot fix: the server answered, and the
+# answer was "no such order" (detail_error), too large, or not storable.
+PERMANENT_FAILURE_KINDS = frozenset({"detail_error", "too_large", "unstorable_payload"})
 
 
 class OrderIdsConfig(Config):
@@ -187,7 +191,7 @@ class _Progress:
     kinds={"python", "postgres"},
     pool=API_POOL,
     io_manager_key="postgres_io",
-    retry_policy=RetryPolicy(max_retries=1, delay=30),
+    retry_policy=RetryPolicy(max_retries=RAW_ORDERS_RETRIES, delay=30),
     metadata={
         "dagster/table_name": "raw.order_versions",
         "write_mode": "upsert",
@@ -278,14 +282,29 @@ def raw_orders(
         raise Failure(description=f"Buffalo login failed: {refused}", allow_retries=False)
     share = len(failed) / len(wanted) if wanted else 0.0
     if share > config.max_failure_share:
+        # The run's top-level error in the UI is this step's failure: it must say why.
+        # Dagster turns a retryable Failure into "Exceeded max_retries of N" once the retries
+        # are used up, hiding this text in its cause, so the last attempt (and a failure no
+        # retry can fix) is raised as not retryable.
+        permanent = all(failure.kind in PERMANENT_FAILURE_KINDS for failure in failed)
+        last_attempt = context.retry_number >= RAW_ORDERS_RETRIES
         raise Failure(
             description=(
-                f"{len(failed)} of {len(wanted)} orders ({share:.0%}) could not be fetched, "
-                f"more than the allowed {config.max_failure_share:.0%}; the "
-                f"{spill.rows} fetched were stored, see ops.fetch_errors for the rest"
+                f"{len(failed)} of {len(wanted)} orders ({share:.0%}) could not be fetched: "
+                f"{_main_reason(failed)}; more than the allowed {config.max_failure_share:.0%}, so "
+                f"the run failed. The {spill.rows} fetched were stored; see ops.fetch_errors for the rest"
             ),
             metadata=metadata,
+            allow_retries=not (permanent or last_attempt),
         )
     if failed:
         kinds = dict(Counter(failure.kind for failure in failed))
         context.log.warning(f"{len(failed)} orders could not be fetched ({kinds}); the next run retries them")
+
+
+def _main_reason(failed: list[FetchFailure]) -> str:
+    """The most common failure message (kind when there is none), with how many orders share it."""
+    reasons = Counter(failure.message.strip() or failure.kind for failure in failed)
+    reason, count = reasons.most_common(1)[0]
+    others = f" ({count} of them; {len(reasons) - 1} other reasons)" if len(reasons) > 1 else ""
+    return f"{reason}{others}"
