@@ -76,8 +76,10 @@ lint: $(STAMP)
 screenshots: $(STAMP)
 	BUFFALO_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(BIN)/python -m pytest tests/test_stack.py -k browser
 
+# The Dagster UI (and daemon) on http://127.0.0.1:$(PORT): `make ui PORT=3001` for another port.
+PORT ?= 3000
 ui: $(STAMP)
-	$(BIN)/buffalo dev
+	$(BIN)/buffalo dev --port $(PORT)
 
 sandbox: $(STAMP)
 	$(BIN)/buffalo sandbox

@@ -162,6 +162,53 @@ def show_settings(markdown: bool) -> None:
     click.echo(f"{'(.env file)':34} {current.env_file} ({found})")
 
 
+# -- check ---------------------------------------------------------------------------------
+
+
+@main.command()
+def check() -> None:
+    """Check the settings and the Buffalo account: log in, list one page, fetch one order.
+
+    Prints what it found (counts, one order's id and status; no personal data, never the
+    password or the ticket) and stores nothing. Exits 1 with a one-line reason when a setting
+    is missing or wrong, the login is refused or the API cannot be reached.
+    """
+    from buffalo_assets.buffalo.check import CheckFailed, load_settings, run_check
+
+    def echo(label: str, what: str) -> None:
+        click.echo(f"{label:10} {what}")
+
+    try:
+        run_check(echo, load_settings(), database=lambda current: _check_database(current.pg_url))
+    except CheckFailed as failed:
+        raise click.ClickException(str(failed)) from None
+
+
+def _check_database(pg_url: str | None) -> str:
+    """Whether BUFFALO_PG_URL answers (a `SELECT 1`, nothing written); the embedded server is not started."""
+    if not pg_url:
+        return "BUFFALO_PG_URL unset: the embedded PostgreSQL (`buffalo dev` and `buffalo db url` start it)"
+    import sqlalchemy as sa
+
+    from buffalo_assets.buffalo.check import CheckFailed
+    from buffalo_assets.storage.database import normalize_url, safe_url
+
+    try:
+        url = normalize_url(pg_url)
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
+    except Exception as exc:  # noqa: BLE001 - any unparsable URL is a wrong setting
+        raise CheckFailed(f"BUFFALO_PG_URL is not a database URL ({type(exc).__name__})") from None
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as exc:
+        reason = " ".join(str(getattr(exc, "orig", exc)).split())[:200]
+        raise CheckFailed(f"BUFFALO_PG_URL {safe_url(url)} does not answer: {reason}") from None
+    finally:
+        engine.dispose()
+    return f"BUFFALO_PG_URL {safe_url(url)} answers"
+
+
 # -- database ------------------------------------------------------------------------------
 
 
