@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,7 @@ def demo(orders: int, advance_days: float) -> None:
     """The main job: Postgres + sandbox, ingest through Dagster, advance the clock, ingest again."""
     from buffalo_assets.sandbox.control import SandboxControl
     from buffalo_assets.sandbox.server import running_sandbox
+    from buffalo_assets.sandbox.world import SandboxWorld
     from buffalo_assets.storage.database import safe_url
 
     started = time.perf_counter()
@@ -384,9 +385,45 @@ def demo(orders: int, advance_days: float) -> None:
             _report_run(
                 "run 2", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
             )
+        # `buffalo dev --demo` starts this same world again, so the UI continues the story.
+        SandboxWorld.of(running.sandbox, advances=[advance_days * 86_400]).save(demo_world_path())
     _print_store_summary(url)
     _print_analytics_summary(url)
     click.echo(f"done in {time.perf_counter() - started:.1f}s; browse it with `.venv/bin/buffalo dev --demo`")
+
+
+def demo_world_path() -> Path:
+    """Where the demo records its sandbox world: beside its database, `.buffalo/<demo db>.sandbox.json`."""
+    return settings.state_dir() / f"{settings.load().demo_db}.sandbox.json"
+
+
+@contextlib.contextmanager
+def demo_environment() -> Iterator[tuple[str, dict[str, str]]]:
+    """The last demo's world served again, and the environment for Dagster processes browsing it.
+
+    Yields the sandbox URL and the environment: the demo's database, the Dagster instance,
+    and the Buffalo API pointed at the sandbox (its default login), so runs launched from the
+    UI continue the demo's story. The sandbox stops when the block ends.
+    """
+    from buffalo_assets.sandbox.world import SandboxWorld, running_world
+
+    path = demo_world_path()
+    try:
+        world = SandboxWorld.load(path)
+    except FileNotFoundError:
+        raise click.ClickException(f"no demo recorded ({path} is missing): run `buffalo demo`") from None
+    except ValueError as error:
+        raise click.ClickException(f"{error}: run `buffalo demo` again") from None
+    with running_world(world) as running:
+        config = running.sandbox.config
+        env = dagster_environment(demo_database_url(fresh=False)) | {
+            "BUFFALO_BASE_URL": running.url,
+            "BUFFALO_USERNAME": config.username,
+            "BUFFALO_PASSWORD": config.password,
+        }
+        # As on the plain sandbox: the ingest schedule stays off unless asked for.
+        env.setdefault("BUFFALO_SCHEDULE_ENABLED", "false")
+        yield running.url, env
 
 
 def demo_database_url(*, fresh: bool) -> str:
@@ -609,7 +646,6 @@ def dev(ctx: click.Context, host: str, port: int, use_demo: bool) -> None:
     """Run `dagster dev` (UI at 127.0.0.1:PORT, daemon included) against the same database."""
     from buffalo_assets.storage.database import database_url
 
-    env = dagster_environment(demo_database_url(fresh=False) if use_demo else database_url())
     command = [
         sys.executable,
         "-m",
@@ -623,7 +659,23 @@ def dev(ctx: click.Context, host: str, port: int, use_demo: bool) -> None:
         str(port),
         *ctx.args,
     ]
-    os.execvpe(command[0], command, env)  # noqa: S606 - replaces this process, no shell
+    if not use_demo:
+        env = dagster_environment(database_url())
+        os.execvpe(command[0], command, env)  # noqa: S606 - replaces this process, no shell
+    # The demo's sandbox lives in this process while Dagster runs beside it.
+    import subprocess
+
+    with demo_environment() as (sandbox_url, env):
+        click.echo(
+            f"sandbox    {sandbox_url}: the demo's world again (clock moved on since), "
+            f"database {settings.load().demo_db}"
+        )
+        process = subprocess.Popen(command, env=env)
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached dagster dev too; let it shut down
+            code = process.wait()
+    sys.exit(code)
 
 
 def dagster_environment(pg_url: str) -> dict[str, str]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from dagster import Definitions
 from sqlalchemy.engine import make_url
 
 from buffalo_assets.storage.database import drop_database
+from tests.pipeline import MATERIALIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,3 +96,66 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
     finally:
         engine.dispose()
         drop_database(pg_url, demo_db)
+
+
+def test_after_the_demo_dev_demo_serves_its_world_again_and_a_ui_run_continues_the_story(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`buffalo demo`, then what `buffalo dev --demo` starts: the demo's sandbox world again and the
+    environment its Dagster processes get. A run launched there (like "Materialize all" in the UI)
+    ingests and transforms through the demo's own Dagster instance without a failed order."""
+    from buffalo_assets import cli, settings
+
+    demo_db = f"{make_url(pg_url).database}_world"
+    env = {**os.environ, "BUFFALO_PG_URL": pg_url, "BUFFALO_DEMO_DB": demo_db}
+    monkeypatch.setenv("BUFFALO_PG_URL", pg_url)
+    monkeypatch.setenv("BUFFALO_DEMO_DB", demo_db)
+    world_path = cli.demo_world_path()
+    assert world_path == settings.state_dir() / f"{demo_db}.sandbox.json"
+    demo_url = make_url(pg_url).set(database=demo_db).render_as_string(hide_password=False)
+    try:
+        demo = subprocess.run(
+            [sys.executable, "-m", "buffalo_assets.cli", "demo", "--orders", "200"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert demo.returncode == 0, demo.stderr[-3000:]
+        recorded = json.loads(world_path.read_text())
+        assert recorded["orders"] == 200 and recorded["seed"] == 7 and recorded["advances"] == [86_400.0]
+        assert "password" not in json.dumps(recorded)
+        with cli.demo_environment() as (sandbox_url, handed):
+            assert handed["BUFFALO_BASE_URL"] == sandbox_url
+            assert make_url(handed["BUFFALO_PG_URL"]).database == demo_db
+            assert handed["DAGSTER_HOME"] == str(settings.state_dir() / "dagster")
+            materialize = subprocess.run(
+                [*MATERIALIZE[:-1], "order_ids,raw_orders,clean_orders,order_items,order_events"],
+                cwd=ROOT, env=handed, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+        output = materialize.stdout + materialize.stderr
+        assert materialize.returncode == 0, output[-3000:]
+        assert "could not be fetched" not in output
+        engine = sa.create_engine(demo_url)
+        try:
+            with engine.connect() as connection:
+                statuses = connection.execute(sa.text("SELECT status FROM runs ORDER BY id")).scalars().all()
+                failed = connection.execute(sa.text("SELECT count(*) FROM ops.fetch_errors")).scalar_one()
+                unknown = connection.execute(
+                    sa.text("SELECT count(*) FROM raw.order_ids i LEFT JOIN raw.orders o USING (order_id) "
+                            "WHERE o.order_id IS NULL")
+                ).scalar_one()  # fmt: skip
+            assert statuses == ["SUCCESS", "SUCCESS", "SUCCESS"]  # the demo's two runs, then ours
+            assert failed == 0 and unknown == 0
+        finally:
+            engine.dispose()
+    finally:
+        world_path.unlink(missing_ok=True)
+        drop_database(pg_url, demo_db)
+
+
+def test_dev_demo_without_a_recorded_demo_says_to_run_the_demo(pg_url: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "buffalo_assets.cli", "dev", "--demo"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "BUFFALO_PG_URL": pg_url, "BUFFALO_DEMO_DB": "buffalo_demo_never_run"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "buffalo_demo_never_run.sandbox.json is missing): run `buffalo demo`" in result.stderr
