@@ -159,3 +159,12 @@ def test_dev_demo_without_a_recorded_demo_says_to_run_the_demo(pg_url: str, tmp_
     )  # fmt: skip
     assert result.returncode == 1
     assert "buffalo_demo_never_run.sandbox.json is missing): run `buffalo demo`" in result.stderr
+
+
+def test_the_package_license_is_an_spdx_expression_setuptools_accepts_without_deprecation() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    # A TOML table (`{ text = ... }`) is deprecated by setuptools (warning at every install).
+    assert project["project"]["license"] == "LicenseRef-Proprietary"
+    assert "setuptools>=77" in project["build-system"]["requires"]  # the first to read SPDX strings
