@@ -661,6 +661,10 @@ def dev(ctx: click.Context, host: str, port: int, use_demo: bool) -> None:
     ]
     if not use_demo:
         env = dagster_environment(database_url())
+        # Dagster's CLI loads a `.env` in its working folder over the environment; from the
+        # instance folder it does not, so what this hand-over says (environment first, then
+        # `.env`) is what every Dagster process and run sees.
+        os.chdir(env["DAGSTER_HOME"])
         os.execvpe(command[0], command, env)  # noqa: S606 - replaces this process, no shell
     # The demo's sandbox lives in this process while Dagster runs beside it.
     import subprocess
@@ -670,12 +674,30 @@ def dev(ctx: click.Context, host: str, port: int, use_demo: bool) -> None:
             f"sandbox    {sandbox_url}: the demo's world again (clock moved on since), "
             f"database {settings.load().demo_db}"
         )
-        process = subprocess.Popen(command, env=env)
+        process = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"])  # see above
         try:
             code = process.wait()
         except KeyboardInterrupt:  # Ctrl-C reached dagster dev too; let it shut down
             code = process.wait()
     sys.exit(code)
+
+
+@main.command("env")
+@click.option("--demo", "use_demo", is_flag=True, help="The database of the last `buffalo demo`")
+def show_env(use_demo: bool) -> None:
+    """Print, as shell `export` lines, what `buffalo dev` gives Dagster: DAGSTER_HOME and BUFFALO_PG_URL.
+
+    `eval "$(.venv/bin/buffalo env)"` lets Dagster's own CLI (`dagster asset materialize ...`)
+    use the instance and database of `make ui`; it prepares the instance folder (a copy of
+    deploy/dagster.local.yaml) and starts the embedded server when BUFFALO_PG_URL is unset.
+    """
+    import shlex
+
+    from buffalo_assets.storage.database import database_url
+
+    env = dagster_environment(demo_database_url(fresh=False) if use_demo else database_url())
+    for name in ("DAGSTER_HOME", "BUFFALO_PG_URL"):
+        click.echo(f"export {name}={shlex.quote(env[name])}")
 
 
 def dagster_environment(pg_url: str) -> dict[str, str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -157,3 +159,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if figures.exists() and figures.stat().st_mtime >= _SESSION_STARTED:
         terminalreporter.write_sep("-", "load test figures")
         terminalreporter.write_line(figures.read_text())
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A fresh copy of the checkout's tracked files (what a clone holds), sharing the suite's .venv."""
+    copy = tmp_path / "checkout"
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, tracked):
+        source = ROOT / name
+        if source.is_file():
+            target = copy / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    (copy / ".venv").symlink_to((ROOT / ".venv").resolve())
+    return copy

@@ -99,40 +99,53 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
 
 
 def test_after_the_demo_dev_demo_serves_its_world_again_and_a_ui_run_continues_the_story(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, checkout: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`buffalo demo`, then what `buffalo dev --demo` starts: the demo's sandbox world again and the
-    environment its Dagster processes get. A run launched there (like "Materialize all" in the UI)
-    ingests and transforms through the demo's own Dagster instance without a failed order."""
-    from buffalo_assets import cli, settings
+    environment (and working folder) its Dagster processes get. A run launched there, like "Materialize
+    all" in the UI, ingests and transforms through the demo's own Dagster instance without a failed
+    order, even when the project's `.env` points at the real API and another database."""
+    from buffalo_assets import cli
 
     demo_db = f"{make_url(pg_url).database}_world"
-    env = {**os.environ, "BUFFALO_PG_URL": pg_url, "BUFFALO_DEMO_DB": demo_db}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BUFFALO_", "DAGSTER_"))}
+    env = {**clean, "PYTHONPATH": str(checkout), "BUFFALO_PG_URL": pg_url, "BUFFALO_DEMO_DB": demo_db}
+    for name in ("BUFFALO_BASE_URL", "BUFFALO_USERNAME", "BUFFALO_PASSWORD", "DAGSTER_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BUFFALO_HOME", str(checkout))
     monkeypatch.setenv("BUFFALO_PG_URL", pg_url)
     monkeypatch.setenv("BUFFALO_DEMO_DB", demo_db)
     world_path = cli.demo_world_path()
-    assert world_path == settings.state_dir() / f"{demo_db}.sandbox.json"
+    assert world_path == checkout / ".buffalo" / f"{demo_db}.sandbox.json"
     demo_url = make_url(pg_url).set(database=demo_db).render_as_string(hide_password=False)
     try:
         demo = subprocess.run(
-            [sys.executable, "-m", "buffalo_assets.cli", "demo", "--orders", "200"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+            [str(checkout / ".venv" / "bin" / "buffalo"), "demo", "--orders", "200"],
+            cwd=checkout, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert demo.returncode == 0, demo.stderr[-3000:]
         recorded = json.loads(world_path.read_text())
         assert recorded["orders"] == 200 and recorded["seed"] == 7 and recorded["advances"] == [86_400.0]
         assert "password" not in json.dumps(recorded)
+        # The user then configures the real account: Dagster's CLI would load this over the environment.
+        production_db = make_url(pg_url).set(database="buffalo_never_created")
+        (checkout / ".env").write_text(
+            "BUFFALO_BASE_URL=https://index.buffaloex.com\nBUFFALO_USERNAME=ops@solo.example\n"
+            f"BUFFALO_PASSWORD=real-password\nBUFFALO_PG_URL={production_db.render_as_string(False)}\n"
+        )
+        monkeypatch.delenv("BUFFALO_PG_URL")  # as in the user's shell: the database is in .env now
         with cli.demo_environment() as (sandbox_url, handed):
             assert handed["BUFFALO_BASE_URL"] == sandbox_url
             assert make_url(handed["BUFFALO_PG_URL"]).database == demo_db
-            assert handed["DAGSTER_HOME"] == str(settings.state_dir() / "dagster")
+            assert handed["DAGSTER_HOME"] == str(checkout / ".buffalo" / "dagster")
+            # Where `buffalo dev` runs Dagster (the instance folder), as Dagster's own CLI.
             materialize = subprocess.run(
                 [*MATERIALIZE[:-1], "order_ids,raw_orders,clean_orders,order_items,order_events"],
-                cwd=ROOT, env=handed, capture_output=True, text=True, timeout=300,
+                cwd=handed["DAGSTER_HOME"], env=handed, capture_output=True, text=True, timeout=300,
             )  # fmt: skip
         output = materialize.stdout + materialize.stderr
         assert materialize.returncode == 0, output[-3000:]
-        assert "could not be fetched" not in output
+        assert "could not be fetched" not in output and "real-password" not in output
         engine = sa.create_engine(demo_url)
         try:
             with engine.connect() as connection:
@@ -147,7 +160,6 @@ def test_after_the_demo_dev_demo_serves_its_world_again_and_a_ui_run_continues_t
         finally:
             engine.dispose()
     finally:
-        world_path.unlink(missing_ok=True)
         drop_database(pg_url, demo_db)
 
 
