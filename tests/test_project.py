@@ -96,6 +96,7 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
     finally:
         engine.dispose()
         drop_database(pg_url, demo_db)
+        (ROOT / ".buffalo" / f"{demo_db}.sandbox.json").unlink(missing_ok=True)  # its world record
 
 
 def test_after_the_demo_dev_demo_serves_its_world_again_and_a_ui_run_continues_the_story(
