@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ from buffalo_assets.sandbox.faults import FaultPlan
 from buffalo_assets.sandbox.orders import TERMINAL_STAGES
 from buffalo_assets.sandbox.server import RunningSandbox
 from tests.conftest import ROOT, SandboxFactory
-from tests.pipeline import MATERIALIZE, metadata_of, run, subprocess_env
+from tests.pipeline import MATERIALIZE, ApiTarget, metadata_of, run, subprocess_env
 
 
 def ingest(
@@ -318,3 +319,23 @@ def test_two_runs_started_together_take_turns_on_the_api_pool(
     for (_, end, run_a), (start, _, run_b) in zip(intervals, intervals[1:], strict=False):
         assert end <= start or run_a == run_b, "two runs used the Buffalo API at the same time"
     assert len(stored_versions(empty_store)) == 300
+
+
+def test_an_unreachable_api_fails_the_run_after_its_retries_with_the_reason_at_the_top(
+    pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    """The retry policy of order_ids (2 retries) is used up; the run's error still says why."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    target = ApiTarget(url, "ops@solo.example", "s3cret-password")
+    result = run(target, pg_url, instance, backoff_base=0.01, backoff_max=0.02)
+    assert not result.success
+    retries = result.filter_events(lambda e: e.event_type == DagsterEventType.STEP_UP_FOR_RETRY)
+    assert [e.step_key for e in retries] == ["order_ids", "order_ids"]
+    error = result.get_run_failure_event().event_specific_data.error
+    assert error is not None
+    assert "Exceeded max_retries" not in error.message
+    assert "Buffalo API unavailable" in error.message and url in error.message
+    assert "s3cret-password" not in str(error)
+    assert stored_versions(empty_store) == Counter()

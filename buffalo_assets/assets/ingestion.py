@@ -45,6 +45,7 @@ PROGRESS_EVERY_S = 10.0
 # Deployment settings give the defaults; run config can still override per run.
 DEFAULTS = settings.load()
 FRESH_WITHIN = timedelta(hours=DEFAULTS.freshness_hours)
+ORDER_IDS_RETRIES = 2
 RAW_ORDERS_RETRIES = 1
 # Failure kinds that a retry a few seconds later cannot fix: the server answered, and the
 # answer was "no such order" (detail_error), too large, or not storable.
@@ -69,7 +70,17 @@ class RawOrdersConfig(Config):
     )
 
 
-def _logged_in(buffalo: BuffaloResource) -> BuffaloClient:
+def _retry_allowed(context: AssetExecutionContext, max_retries: int) -> bool:
+    """Whether a retryable Failure may still ask for a retry.
+
+    On the last attempt it must not: Dagster would report "Exceeded max_retries of N" as the
+    step's (and so the run's) error and hide the reason in its cause. Raised as not retryable,
+    the Failure's own description is the run's top-level error in the UI.
+    """
+    return context.retry_number < max_retries
+
+
+def _logged_in(buffalo: BuffaloResource, context: AssetExecutionContext, max_retries: int) -> BuffaloClient:
     client = buffalo.get_client()
     try:
         client.login()
@@ -79,7 +90,9 @@ def _logged_in(buffalo: BuffaloResource) -> BuffaloClient:
         raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
     except BuffaloApiError as exc:
         client.close()
-        raise Failure(description=f"Buffalo API unavailable: {exc}") from None
+        raise Failure(
+            description=f"Buffalo API unavailable: {exc}", allow_retries=_retry_allowed(context, max_retries)
+        ) from None
     return client
 
 
@@ -93,7 +106,7 @@ def _now() -> datetime:
     kinds={"python", "postgres"},
     pool=API_POOL,
     io_manager_key="postgres_io",
-    retry_policy=RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL),
+    retry_policy=RetryPolicy(max_retries=ORDER_IDS_RETRIES, delay=10, backoff=Backoff.EXPONENTIAL),
     metadata={
         "dagster/table_name": "raw.order_ids",
         "write_mode": "upsert",
@@ -121,7 +134,7 @@ def order_ids(
     )
     seen: list[str] = []
     pages = 0
-    with _logged_in(buffalo) as client:
+    with _logged_in(buffalo, context, ORDER_IDS_RETRIES) as client:
         try:
             for page in client.iter_order_pages(parallel=full):
                 pages += 1
@@ -131,7 +144,10 @@ def order_ids(
         except BuffaloAuthError as exc:
             raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
         except BuffaloApiError as exc:
-            raise Failure(description=f"Buffalo order list unavailable: {exc}") from None
+            raise Failure(
+                description=f"Buffalo order list unavailable: {exc}",
+                allow_retries=_retry_allowed(context, ORDER_IDS_RETRIES),
+            ) from None
         stats = client.stats.as_dict()
     new = [order_id for order_id in seen if order_id not in known]
     raw_store.record_list_walk(
@@ -221,7 +237,7 @@ def raw_orders(
     """
     engine = postgres.get_engine()
     wanted = raw_store.order_ids_to_fetch(engine, full_refresh=config.full_refresh)
-    client = _logged_in(buffalo)
+    client = _logged_in(buffalo, context, RAW_ORDERS_RETRIES)
     started, cpu_started = time.perf_counter(), time.process_time()
     progress = _Progress(context, len(wanted))
     failed: list[FetchFailure] = []
@@ -282,12 +298,9 @@ def raw_orders(
         raise Failure(description=f"Buffalo login failed: {refused}", allow_retries=False)
     share = len(failed) / len(wanted) if wanted else 0.0
     if share > config.max_failure_share:
-        # The run's top-level error in the UI is this step's failure: it must say why.
-        # Dagster turns a retryable Failure into "Exceeded max_retries of N" once the retries
-        # are used up, hiding this text in its cause, so the last attempt (and a failure no
-        # retry can fix) is raised as not retryable.
+        # The run's top-level error in the UI is this step's failure: it must say why (see
+        # _retry_allowed). A failure no retry can fix is not retried at all.
         permanent = all(failure.kind in PERMANENT_FAILURE_KINDS for failure in failed)
-        last_attempt = context.retry_number >= RAW_ORDERS_RETRIES
         raise Failure(
             description=(
                 f"{len(failed)} of {len(wanted)} orders ({share:.0%}) could not be fetched: "
@@ -295,7 +308,7 @@ def raw_orders(
                 f"the run failed. The {spill.rows} fetched were stored; see ops.fetch_errors for the rest"
             ),
             metadata=metadata,
-            allow_retries=not (permanent or last_attempt),
+            allow_retries=not permanent and _retry_allowed(context, RAW_ORDERS_RETRIES),
         )
     if failed:
         kinds = dict(Counter(failure.kind for failure in failed))
