@@ -253,3 +253,10 @@ def test_the_readme_commands_run_as_written_from_a_fresh_checkout(
         ).scalar_one()
     assert stored == 150
     assert "RUN_SUCCESS" in everything
+
+
+def test_every_test_the_readme_names_exists() -> None:
+    named = re.findall(r"`(tests/\w+\.py)::(\w+)`", README.read_text())
+    assert len(named) > 10
+    missing = [f"{path}::{name}" for path, name in named if f"def {name}(" not in (ROOT / path).read_text()]
+    assert not missing, f"the README names tests that do not exist: {missing}"
