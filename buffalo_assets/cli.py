@@ -79,7 +79,9 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--variations",
             default=0.0,
             show_default=True,
-            help="Share of orders with numbers as strings, epoch-ms times and unknown fields",
+            help="Share of orders served in varied shapes (--shapes): ids as text or $numberLong, "
+            "numbers as text, epoch-ms times, non-ASCII text, JSON as text/html or text/plain, "
+            "missing keys, unknown fields",
         ),
         click.option(
             "--missing",

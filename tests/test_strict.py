@@ -331,3 +331,13 @@ def test_the_readme_states_the_relogin_bounds_the_code_uses() -> None:
     assert f"gives up after {OWN_LOGINS_PER_CALL} logins of its own" in flat
     assert "one fresh login shared by all threads" in flat
     assert "one re-login" in flat and "no data and a non-success code" in flat
+
+
+def test_an_unknown_shape_is_refused_naming_it_and_the_known_ones() -> None:
+    from click.testing import CliRunner
+
+    from buffalo_assets.cli import main
+
+    result = CliRunner().invoke(main, ["sandbox", "--shapes", "non_ascii,emoji_ids"])
+    assert result.exit_code == 2
+    assert "unknown shapes: emoji_ids" in result.output and "loose_content_type" in result.output

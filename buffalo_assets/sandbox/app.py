@@ -5,8 +5,8 @@ ticket headers). Strict by default (`SandboxConfig.strict`): a request that leav
 the contract says the client sends (the ticket headers, the list parameters, the detail's
 `Referer`, a JSON login with an RSA-encrypted, percent-encoded password) is refused the way
 a gateway or the service would, so the tests prove what the client sends. Everything
-under `/_sandbox/` is for tests, benchmarks and demos: move the
-clock, add orders, change faults, expire tickets, read request statistics and ground truth.
+under `/_sandbox/` is for tests, benchmarks and demos: move the clock, add orders, change
+faults, expire tickets, read request statistics and ground truth.
 """
 
 from __future__ import annotations
