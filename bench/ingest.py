@@ -103,7 +103,10 @@ def baseline(url: str, pg_url: str) -> dict[str, Any]:
             if cursor.fetchone():
                 continue
             detail = session.get(
-                f"{url}/mobileapi/myorder/detail/{order_id}", params={"language": "en"}, timeout=30
+                f"{url}/mobileapi/myorder/detail/{order_id}",
+                params={"language": "en"},
+                headers={"Referer": f"https://index.buffaloex.com/client/orders/order-detail?id={order_id}"},
+                timeout=30,
             )
             cursor.execute(
                 "INSERT INTO baseline.orders VALUES (%s, %s)", (order_id, json.dumps(detail.json()))

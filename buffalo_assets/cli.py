@@ -15,7 +15,14 @@ import click
 
 from buffalo_assets import settings
 from buffalo_assets.sandbox.app import SandboxConfig
-from buffalo_assets.sandbox.faults import FAILURE_KINDS, FaultPlan
+from buffalo_assets.sandbox.faults import (
+    EXPIRY_STYLES,
+    FAILURE_KINDS,
+    RETRY_AFTER_FORMATS,
+    SHAPES,
+    FaultPlan,
+    check_shapes,
+)
 
 
 @click.group()
@@ -72,13 +79,40 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             "--variations",
             default=0.0,
             show_default=True,
-            help="Share of orders with numbers as strings, epoch-ms times and unknown fields",
+            help="Share of orders served in varied shapes (--shapes): ids as text or $numberLong, "
+            "numbers as text, epoch-ms times, non-ASCII text, JSON as text/html or text/plain, "
+            "missing keys, unknown fields",
         ),
         click.option(
             "--missing",
             default=0.0,
             show_default=True,
             help="Share of listed orders whose detail fails for good",
+        ),
+        click.option(
+            "--shapes",
+            default=",".join(SHAPES),
+            show_default=True,
+            help="Comma list of the shapes a varied order (--variations) is served in",
+        ),
+        click.option(
+            "--expiry-style",
+            type=click.Choice(["mixed", *EXPIRY_STYLES]),
+            default="mixed",
+            show_default=True,
+            help="How a rejected ticket is answered (mixed: rotate through them)",
+        ),
+        click.option(
+            "--retry-after-format",
+            type=click.Choice(["mixed", *RETRY_AFTER_FORMATS]),
+            default="mixed",
+            show_default=True,
+            help="Retry-After of a 429 as seconds, an HTTP date, or alternating",
+        ),
+        click.option(
+            "--lenient",
+            is_flag=True,
+            help="Accept requests missing the ticket header, list parameters, Referer or JSON login",
         ),
     ]
     for option in reversed(options):
@@ -102,7 +136,15 @@ def sandbox_config(
     envelope: str,
     variations: float,
     missing: float,
+    shapes: str = ",".join(SHAPES),
+    expiry_style: str = "mixed",
+    retry_after_format: str = "mixed",
+    lenient: bool = False,
 ) -> SandboxConfig:
+    try:
+        chosen_shapes = check_shapes(shapes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shapes") from None
     plan = FaultPlan.mixed(
         fault_rate,
         latency_ms=latency_ms,
@@ -111,6 +153,8 @@ def sandbox_config(
         retry_after_s=retry_after,
         ticket_ttl_s=ticket_ttl,
         detail_envelope=envelope,
+        expiry_style=expiry_style,
+        retry_after_format=retry_after_format,
     )
     return SandboxConfig(
         orders=orders,
@@ -122,6 +166,8 @@ def sandbox_config(
         variation_rate=variations,
         missing_rate=missing,
         faults=plan,
+        strict=not lenient,
+        shapes=chosen_shapes,
     )
 
 

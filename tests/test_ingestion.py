@@ -28,6 +28,11 @@ from buffalo_assets.sandbox.server import RunningSandbox
 from tests.conftest import ROOT, SandboxFactory
 from tests.pipeline import MATERIALIZE, ApiTarget, metadata_of, run, subprocess_env
 
+# A share of orders in every varied shape the sandbox knows (string and $numberLong ids,
+# numbers as text, epoch-ms times, non-ASCII text, JSON labelled text/html or text/plain,
+# missing keys, unknown fields): the real API's possible ways, in every ingestion test.
+VARIATIONS = 0.3
+
 
 def ingest(
     running: RunningSandbox,
@@ -53,7 +58,7 @@ def truth_ids(running: RunningSandbox) -> set[str]:
 def test_the_first_run_stores_every_order_exactly_once(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    running = start_sandbox(orders=300)
+    running = start_sandbox(variation_rate=VARIATIONS, orders=300)
     result = ingest(running, pg_url, instance)
     assert result.success
     versions = stored_versions(empty_store)
@@ -82,7 +87,7 @@ def test_the_first_run_stores_every_order_exactly_once(
 def test_the_fetch_is_logged_and_timed_in_the_asset_before_the_io_manager_writes(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    running = start_sandbox(orders=250)
+    running = start_sandbox(variation_rate=VARIATIONS, orders=250)
     result = ingest(running, pg_url, instance)
     assert result.success
     raw_meta = metadata_of(result, "raw_orders")
@@ -101,7 +106,7 @@ def test_the_fetch_is_logged_and_timed_in_the_asset_before_the_io_manager_writes
 def test_a_rerun_with_nothing_changed_adds_no_version_and_reads_one_list_page(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    running = start_sandbox(orders=400)
+    running = start_sandbox(variation_rate=VARIATIONS, orders=400)
     assert ingest(running, pg_url, instance).success
     running.sandbox.stats.clear()
     result = ingest(running, pg_url, instance)
@@ -120,7 +125,7 @@ def test_a_rerun_with_nothing_changed_adds_no_version_and_reads_one_list_page(
 def test_advancing_the_clock_adds_exactly_the_changed_orders_versions(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    running = start_sandbox(orders=400)
+    running = start_sandbox(variation_rate=VARIATIONS, orders=400)
     sandbox = running.sandbox
     assert ingest(running, pg_url, instance).success
     before_time, visible_before = sandbox.now, sandbox.visible_count()
@@ -146,7 +151,9 @@ def test_with_10_percent_faults_every_order_is_stored_after_at_most_two_runs(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
     running = start_sandbox(
-        orders=300, faults=FaultPlan.mixed(0.10, retry_after_s=0.05, slow_ms=1500, detail_envelope="mixed")
+        variation_rate=VARIATIONS,
+        orders=300,
+        faults=FaultPlan.mixed(0.10, retry_after_s=0.05, slow_ms=1500, detail_envelope="mixed")
     )
     first = ingest(running, pg_url, instance, max_attempts=2)
     assert first.success
@@ -167,7 +174,7 @@ def test_with_10_percent_faults_every_order_is_stored_after_at_most_two_runs(
 def test_an_order_that_fails_for_good_is_quarantined_and_the_run_succeeds(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    running = start_sandbox(orders=60)
+    running = start_sandbox(variation_rate=VARIATIONS, orders=60)
     SandboxControl(running.url).mark_gone("31000010")
     result = ingest(running, pg_url, instance)
     assert result.success
@@ -181,7 +188,7 @@ def test_an_order_that_fails_for_good_is_quarantined_and_the_run_succeeds(
 def test_a_refused_login_fails_the_run_with_the_reason_and_writes_nothing(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    running = start_sandbox(orders=30)
+    running = start_sandbox(variation_rate=VARIATIONS, orders=30)
     result = ingest(running, pg_url, instance, password="wrong-password")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
@@ -194,7 +201,7 @@ def test_a_refused_login_fails_the_run_with_the_reason_and_writes_nothing(
 def test_too_many_failures_fail_the_run_but_keep_what_was_fetched(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    running = start_sandbox(orders=200)
+    running = start_sandbox(variation_rate=VARIATIONS, orders=200)
     assert ingest(running, pg_url, instance, run_config=None).success
     SandboxControl(running.url).set_faults(server_error=0.6)
     result = ingest(
@@ -249,7 +256,7 @@ def test_a_run_killed_mid_fetch_is_released_and_the_rerun_stores_every_order_onc
     instance: DagsterInstance,
     empty_store: sa.Engine,
 ) -> None:
-    running = start_sandbox(orders=1_500, faults=FaultPlan(latency_ms=25))
+    running = start_sandbox(variation_rate=VARIATIONS, orders=1_500, faults=FaultPlan(latency_ms=25))
     env = subprocess_env(running, pg_url, dagster_home, BUFFALO_CONCURRENCY="4")
     process = subprocess.Popen(
         MATERIALIZE,
@@ -288,7 +295,7 @@ def test_two_runs_started_together_take_turns_on_the_api_pool(
     instance: DagsterInstance,
     empty_store: sa.Engine,
 ) -> None:
-    running = start_sandbox(orders=300, faults=FaultPlan(latency_ms=20))
+    running = start_sandbox(variation_rate=VARIATIONS, orders=300, faults=FaultPlan(latency_ms=20))
     env = subprocess_env(running, pg_url, dagster_home, BUFFALO_CONCURRENCY="4")
     before = {r.run_id for r in instance.get_runs()}
     processes = [

@@ -1,4 +1,4 @@
-"""Load: a 100,000-order account with 10% faults ingests to completion.
+"""Load: a 100,000-order account with 10% faults and 30% varied orders ingests to completion.
 
 Marked slow (several minutes); the README's test command, and so CI, runs it. Its figures
 (time, orders/s, peak RSS of this process) are printed and written to bench/results/.
@@ -33,7 +33,8 @@ def big_sandbox() -> Iterator[ApiTarget]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "buffalo_assets.cli", "sandbox", "--port", str(port), "--orders", str(ORDERS),
-         "--faults", "0.1", "--retry-after", "0.05", "--slow-ms", "1200", "--latency-ms", "5"],
+         "--faults", "0.1", "--retry-after", "0.05", "--slow-ms", "1200", "--latency-ms", "5",
+         "--variations", "0.3"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -31,6 +31,7 @@ from Crypto.PublicKey import RSA
 from buffalo_assets.buffalo.transport import (
     EXCERPT_CHARS,
     TRANSIENT_STATUSES,
+    AnswerCheck,
     BuffaloApiError,
     BuffaloAuthError,
     BuffaloError,
@@ -97,20 +98,59 @@ def encrypt_password(password: str, public_key_b64: str) -> str:
     return quote(base64.b64encode(ciphertext).decode("ascii"), safe="")
 
 
-def _signals_expired_login(body: Any) -> bool:
-    """A JSON body (sent with any status) saying the ticket is no longer valid."""
-    if not isinstance(body, dict) or looks_like_order(body) or isinstance(body.get("data"), dict):
-        return False
-    if str(body.get("code", "")).strip() in {"401", "403"}:
-        return True
+AUTH_LIKE_CODES = frozenset({"401", "403"})
+SUCCESS_CODES = frozenset({"200", "0"})
+AUTH = "auth"  # the answer speaks of the ticket: 401/403, or a JSON code 401/403
+SUSPECT = "suspect"  # a JSON answer without data and with a non-success code: maybe the ticket
+
+
+def _has_data(body: dict[str, Any]) -> bool:
+    data = body.get("data")
+    return data not in (None, "", {}, [])
+
+
+def _speaks_of_expired_login(body: dict[str, Any]) -> bool:
+    """An English message saying the login expired (one more hint; detection never needs it)."""
     message = str(body.get("msg") or body.get("message") or "").lower()
     return any(w in message for w in ("login", "ticket", "token")) and any(
         w in message for w in ("expire", "invalid", "again", "not logged")
     )
 
 
-def _ticket_rejected(status: int, body: Any) -> bool:
-    return status in (401, 403) or _signals_expired_login(body)
+def answer_suspicion(status: int, body: Any) -> str | None:
+    """AUTH, SUSPECT or None: whether a ticketed call's answer may mean the ticket is no good.
+
+    HTTP 401/403 (any body) and JSON codes 401/403 are AUTH. A JSON object that is not an
+    order, carries no data (`data` missing, null or empty) and has a non-success `code` (not
+    200 or 0) or `success: false` is SUSPECT, in whatever language its message is: the real
+    service's way of saying "expired" is not known ("登录已过期", "Session timeout", ...).
+    429 and 5xx stay transient whatever their body.
+    """
+    if status in (401, 403):
+        return AUTH
+    if status in TRANSIENT_STATUSES or not isinstance(body, dict) or looks_like_order(body):
+        return None
+    if _has_data(body):
+        return None
+    code = body.get("code")
+    code_text = str(code).strip() if code is not None else None
+    if code_text in AUTH_LIKE_CODES or _speaks_of_expired_login(body):
+        return AUTH
+    if (code_text is not None and code_text not in SUCCESS_CODES) or body.get("success") is False:
+        return SUSPECT
+    return None
+
+
+def _auth_only(status: int, body: Any) -> str | None:
+    """A detail's check once a fresh ticket got a SUSPECT answer: that answer is the order's."""
+    verdict = answer_suspicion(status, body)
+    return verdict if verdict == AUTH else None
+
+
+def _auth_or_envelope(status: int, body: Any) -> str | None:
+    """A list page's check then: a 200 error envelope is retried, a 4xx is an error as usual."""
+    verdict = answer_suspicion(status, body)
+    return verdict if verdict == AUTH or (verdict == SUSPECT and status < 300) else None
 
 
 def _body_message(body: Any) -> str:
@@ -155,7 +195,7 @@ class BuffaloClient:
             max_retry_after=max_retry_after,
             verify=verify,
             max_response_bytes=max_response_bytes,
-            rejects_credentials=_ticket_rejected,
+            answer_check=answer_suspicion,
         )
         self.base_url = self.transport.base_url
         self.username = username
@@ -164,9 +204,10 @@ class BuffaloClient:
         self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.stats: ClientStats = self.transport.stats
-        self._ticket: str | None = None
-        self._ticket_generation = 0
+        # (generation, ticket), replaced as a whole by each login; generation 0: not logged in
+        self._current: tuple[int, str | None] = (0, None)
         self._login_lock = threading.Lock()
+        self._local = threading.local()  # generation of the ticket this thread sent last
 
     def __repr__(self) -> str:
         return f"BuffaloClient(base_url={self.base_url!r}, username={self.username!r})"
@@ -212,8 +253,7 @@ class BuffaloClient:
                 f"{self.transport.scrub(_body_message(body))[:EXCERPT_CHARS]}"
             )
         self.transport.add_secret(ticket)
-        self._ticket = ticket
-        self._ticket_generation += 1
+        self._current = (self._current[0] + 1, ticket)
         self.stats.count_login(relogin=relogin)
         log.info("logged in to %s as %r", self.base_url, self.username)
 
@@ -241,16 +281,21 @@ class BuffaloClient:
             retryable=True,
         )
 
-    def _ensure_logged_in(self) -> int:
+    @property
+    def _ticket_generation(self) -> int:
+        return self._current[0]
+
+    def _ensure_logged_in(self) -> None:
+        if self._current[1] is not None:  # the common case takes no lock
+            return
         with self._login_lock:
-            if self._ticket is None:
+            if self._current[1] is None:
                 self._login(relogin=False)
-            return self._ticket_generation
 
     def _refresh_ticket(self, seen_generation: int) -> bool:
         """Log in again unless another thread already did since `seen_generation`; True if we did."""
         with self._login_lock:
-            if self._ticket_generation != seen_generation:
+            if self._current[0] != seen_generation:
                 return False
             log.info("ticket rejected; logging in again")
             self._login(relogin=True)
@@ -390,15 +435,25 @@ class BuffaloClient:
         headers: dict[str, str] | None = None,
         control: bool = True,
     ) -> Any:
-        """An authenticated call; a rejected ticket leads to one fresh login of its own and a retry.
+        """An authenticated call; an answer that may mean an expired ticket gets a fresh one.
 
-        When another thread logged in meanwhile, its newer ticket is tried first (without a
-        login of this call's own). A call whose own fresh tickets keep being rejected gives up
-        with BuffaloAuthError after OWN_LOGINS_PER_CALL of them (a slow call under heavy
+        AUTH answers (401/403, code 401/403): a fresh login (shared: when another thread
+        logged in since this call's ticket was sent, its newer ticket is tried without a
+        login) and a retry; a call whose own fresh tickets keep being rejected gives up with
+        BuffaloAuthError after OWN_LOGINS_PER_CALL logins of its own (a slow call under heavy
         retrying can outlive a short-lived ticket, so one is not always enough).
+
+        SUSPECT answers (no data, a non-success code, in any language): one fresh ticket and
+        a retry. When the fresh ticket gets such an answer too, it is about the request, not
+        the ticket: a detail returns it (the caller classifies it, e.g. a gone order); a
+        control call (a list page) retries it like a 503, with backoff, a fresh ticket each
+        time, within its retry budget (at least CONTROL_MIN_ATTEMPTS).
         """
-        generation = self._ensure_logged_in()
+        self._ensure_logged_in()
         own_logins = 0
+        suspect_retried = False
+        envelope_failures = 0
+        budget = max(self.max_attempts, CONTROL_MIN_ATTEMPTS) if control else self.max_attempts
         while True:
             try:
                 return self.transport.request(
@@ -408,19 +463,47 @@ class BuffaloClient:
                     params=params,
                     headers=headers,
                     min_attempts=CONTROL_MIN_ATTEMPTS if control else 1,
+                    answer_check=self._check_for(control, suspect_retried),
                 )
             except CredentialsRejected as exc:
-                if own_logins >= OWN_LOGINS_PER_CALL:
-                    raise BuffaloAuthError(
-                        f"{path} still rejected the ticket after {own_logins} fresh logins "
-                        f"(HTTP {exc.status})"
-                    ) from None
-                own_logins += self._refresh_ticket(generation)
-                generation = self._ticket_generation
+                used = getattr(self._local, "generation", 0)
+                if exc.verdict == AUTH:
+                    if own_logins >= OWN_LOGINS_PER_CALL and self._ticket_generation == used:
+                        raise BuffaloAuthError(
+                            f"{path} still rejected the ticket after {own_logins} fresh logins "
+                            f"(HTTP {exc.status})"
+                        ) from None
+                    own_logins += self._refresh_ticket(used)
+                    continue
+                if suspect_retried and control:
+                    envelope_failures += 1
+                    message = self.transport.scrub(_body_message(exc.body))[:EXCERPT_CHARS]
+                    if envelope_failures >= budget:
+                        raise BuffaloApiError(
+                            "error_envelope",
+                            path,
+                            f"gave up after {budget} attempts: {message}",
+                            status=exc.status,
+                            retryable=True,
+                        ) from None
+                    self.stats.count_retry("error_envelope")
+                    delay = self.transport.backoff(envelope_failures)
+                    log.info("retrying %s in %.2fs after an error envelope: %s", path, delay, message)
+                    time.sleep(delay)
+                suspect_retried = True
+                self._refresh_ticket(used)
+
+    @staticmethod
+    def _check_for(control: bool, suspect_retried: bool) -> AnswerCheck:
+        if not suspect_retried:
+            return answer_suspicion
+        return _auth_or_envelope if control else _auth_only
 
     def _ticket_headers(self) -> dict[str, str]:
-        assert self._ticket is not None
-        return {"Authorization": self._ticket, "Buffalo-Ticket": self._ticket}
+        generation, ticket = self._current
+        assert ticket is not None
+        self._local.generation = generation
+        return {"Authorization": ticket, "Buffalo-Ticket": ticket}
 
 
 def _public_key_text(body: str) -> str:

@@ -26,7 +26,10 @@ from requests.adapters import HTTPAdapter
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 403 is here for calls without credentials (the key and the login), where it can only be a
+# gateway's refusal (a WAF or load balancer page); on a ticketed call the caller's check sees
+# it first and treats it as a rejected ticket.
+TRANSIENT_STATUSES = frozenset({403, 429, 500, 502, 503, 504})
 EXCERPT_CHARS = 200
 
 
@@ -60,11 +63,16 @@ class BuffaloApiError(BuffaloError):
 
 
 class CredentialsRejected(Exception):
-    """The answer said the attempt's credentials are no longer valid (the caller logs in again)."""
+    """The answer may mean the attempt's credentials are no longer valid (the caller decides).
 
-    def __init__(self, status: int) -> None:
+    `verdict` is what the caller's check said, `body` the parsed JSON answer (or None).
+    """
+
+    def __init__(self, status: int, verdict: str = "rejected", body: Any = None) -> None:
         super().__init__(status)
         self.status = status
+        self.verdict = verdict
+        self.body = body
 
 
 @dataclass
@@ -155,8 +163,15 @@ class _Transient(Exception):
         self.retry_after: float | None = None
 
 
-# (status, parsed JSON body or None) -> True if the credentials of the attempt were rejected
-RejectionCheck = Callable[[int, Any], bool]
+# (status, parsed JSON body or None) -> None when the answer is to be handled as usual, or a
+# verdict: REJECTED-like texts raise CredentialsRejected (the caller decides what to do),
+# a text starting with RETRY_PREFIX makes the answer a transient failure with that reason.
+AnswerCheck = Callable[[int, Any], str | None]
+RETRY_PREFIX = "retry:"
+
+
+def _reject_401_403(status: int, body: Any) -> str | None:
+    return "rejected" if status in (401, 403) else None
 
 
 class RetryingTransport:
@@ -176,7 +191,7 @@ class RetryingTransport:
         max_retry_after: float = 120.0,
         verify: bool | str = True,
         max_response_bytes: int = 5 * 1024 * 1024,
-        rejects_credentials: RejectionCheck | None = None,
+        answer_check: AnswerCheck | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -188,7 +203,7 @@ class RetryingTransport:
         self.max_retry_after = max_retry_after
         self.max_response_bytes = max_response_bytes
         self.stats = ClientStats()
-        self._rejects_credentials = rejects_credentials or (lambda status, body: status in (401, 403))
+        self._answer_check = answer_check or _reject_401_403
         self._pacer = RequestPacer(requests_per_second)
         self._local = threading.local()  # per-thread attempt count of the current unit of work
         self._secrets: set[str] = set()
@@ -266,12 +281,14 @@ class RetryingTransport:
         data: str | None = None,
         headers: dict[str, str] | None = None,
         min_attempts: int = 1,
+        answer_check: AnswerCheck | None = None,
     ) -> Any:
         """One logical call with retries on transient failures; returns JSON or text.
 
         `credentials` gives the headers of each attempt (read afresh, so a login by another
-        thread is picked up by the next try); an answer that rejects them raises
-        CredentialsRejected without retrying. At least `min_attempts` tries are made.
+        thread is picked up by the next try); an answer that the check (`answer_check`, else
+        the transport's) calls a rejection raises CredentialsRejected without retrying, one
+        it calls "retry:<reason>" is retried like a 503. At least `min_attempts` tries are made.
         """
         budget = max(self.max_attempts, min_attempts)
         last: _Transient | None = None
@@ -279,7 +296,9 @@ class RetryingTransport:
             self._local.attempts = self.attempts + 1
             self._pacer.acquire()
             try:
-                return self._attempt(method, path, credentials, expect_json, params, data, headers)
+                return self._attempt(
+                    method, path, credentials, expect_json, params, data, headers, answer_check
+                )
             except _Transient as exc:
                 last = exc
                 if attempt == budget:
@@ -317,6 +336,7 @@ class RetryingTransport:
         params: dict[str, Any] | None,
         data: str | None,
         headers: dict[str, str] | None,
+        answer_check: AnswerCheck | None = None,
     ) -> Any:
         request_headers = dict(headers or {})
         if credentials is not None:
@@ -346,17 +366,28 @@ class RetryingTransport:
         except requests.exceptions.ContentDecodingError as exc:
             raise _Transient("bad_encoding", type(exc).__name__) from None
         status = response.status_code
-        text = raw.decode(response.encoding or "utf-8", errors="replace")
+        # JSON is UTF-8 (RFC 8259) whatever the Content-Type says: servers label it text/html
+        # or text/plain without a charset, which HTTP would read as ISO-8859-1.
+        try:
+            text = raw.decode("utf-8-sig")
+            utf8 = True
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")
+            utf8 = False
         body: Any = None
         parsed = False
-        if expect_json or status >= 400:
+        if utf8 and (expect_json or status >= 400):
             try:
                 body = json.loads(text, parse_constant=_reject_constant)
                 parsed = True
             except ValueError:
                 body = None
-        if credentials is not None and self._rejects_credentials(status, body):
-            raise CredentialsRejected(status)
+        if credentials is not None:
+            verdict = (answer_check or self._answer_check)(status, body)
+            if verdict is not None and verdict.startswith(RETRY_PREFIX):
+                raise _Transient(verdict[len(RETRY_PREFIX) :], self.excerpt(text), status)
+            if verdict is not None:
+                raise CredentialsRejected(status, verdict, body)
         if status in TRANSIENT_STATUSES:
             transient = _Transient(
                 "rate_limited" if status == 429 else f"http_{status}",
@@ -369,6 +400,8 @@ class RetryingTransport:
             raise BuffaloApiError("http_error", path, self.excerpt(text), status=status)
         if not expect_json:
             return text
+        if not utf8:
+            raise _Transient("invalid_json", f"body is not UTF-8: {self.excerpt(text)}", status)
         if not parsed:
             raise _Transient("invalid_json", f"body is not JSON: {self.excerpt(text)}", status)
         return body

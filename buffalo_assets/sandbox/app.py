@@ -1,16 +1,22 @@
 """The sandbox HTTP application: Buffalo's API contract, plus control endpoints.
 
 API routes follow docs/buffalo-api.md exactly (paths, parameters, envelopes, RSA login,
-ticket headers). Everything under `/_sandbox/` is for tests, benchmarks and demos: move the
-clock, add orders, change faults, expire tickets, read request statistics and ground truth.
+ticket headers). Strict by default (`SandboxConfig.strict`): a request that leaves out what
+the contract says the client sends (the ticket headers, the list parameters, the detail's
+`Referer`, a JSON login with an RSA-encrypted, percent-encoded password) is refused the way
+a gateway or the service would, so the tests prove what the client sends. Everything
+under `/_sandbox/` is for tests, benchmarks and demos: move the clock, add orders, change
+faults, expire tickets, read request statistics and ground truth.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import hmac
 import json
+import math
 import secrets
 import threading
 import time
@@ -18,7 +24,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from Crypto.Cipher import PKCS1_v1_5
 from Crypto.PublicKey import RSA
@@ -28,7 +34,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from buffalo_assets.sandbox.faults import FAILURE_KINDS, FaultDice, FaultPlan
+from buffalo_assets.sandbox.faults import (
+    EXPIRY_STYLES,
+    FAILURE_KINDS,
+    LIST_ONLY_KINDS,
+    SHAPES,
+    FaultDice,
+    FaultPlan,
+)
 from buffalo_assets.sandbox.orders import DAY, HOUR, OrderBook
 from buffalo_assets.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
 
@@ -55,6 +68,8 @@ class SandboxConfig:
     duty_wait_weights: tuple[float, float, float] = (70, 20, 10)  # duty paid in <1, 2-5, 6-15 days
     rotate_keys: bool = False
     faults: FaultPlan = field(default_factory=FaultPlan)
+    strict: bool = True  # refuse requests missing what the contract says the client sends
+    shapes: tuple[str, ...] = SHAPES  # the shapes a varied order is served in
 
 
 class Sandbox:
@@ -72,6 +87,7 @@ class Sandbox:
             missing_rate=config.missing_rate,
             congestion_scale=config.congestion_scale,
             duty_wait_weights=config.duty_wait_weights,
+            shapes=config.shapes,
         )
         self.arrivals_per_day = (
             config.arrivals_per_day
@@ -123,16 +139,30 @@ class Sandbox:
         return base64.b64encode(key.publickey().export_key(format="DER")).decode()
 
     def check_password(self, encoded: str) -> bool:
+        """Decrypt with any of the newest keys and compare; strict: count malformed passwords.
+
+        Malformed (`logins.malformed`): not percent-encoded (a raw `+`, `/` or `=`), not
+        base64, or no key's PKCS#1 v1.5 decryption accepts it.
+        """
         self.secrets_seen.update({encoded, unquote(encoded)})
+        plain = self._decrypt_password(encoded)
+        if plain is None:
+            self.count("logins.malformed")
+            return False
+        return hmac.compare_digest(plain, self.config.password.encode())
+
+    def _decrypt_password(self, encoded: str) -> bytes | None:
+        if self.config.strict and not password_is_percent_encoded(encoded):
+            return None
         try:
             ciphertext = base64.b64decode(unquote(encoded), validate=True)
         except (ValueError, TypeError):
-            return False
+            return None
         for key in list(self.keys):
             plain = PKCS1_v1_5.new(key).decrypt(ciphertext, None)
             if plain is not None:
-                return hmac.compare_digest(plain, self.config.password.encode())
-        return False
+                return bytes(plain)
+        return None
 
     def issue_ticket(self) -> str:
         ticket = secrets.token_hex(24)
@@ -191,14 +221,42 @@ class DroppedConnection(Response):
         raise _ConnectionDropped
 
 
-def _failure_response(kind: str, sandbox: Sandbox) -> Response:
+def password_is_percent_encoded(encoded: str) -> bool:
+    """True if `encoded` is base64 percent-encoded with no safe characters (no raw + / =)."""
+    return quote(unquote(encoded), safe="") == encoded
+
+
+def _retry_after(sandbox: Sandbox) -> str:
+    """Retry-After as delta-seconds or as an HTTP date (rounded up to the next second)."""
     plan = sandbox.config.faults
+    style = plan.retry_after_format
+    if style == "mixed":
+        style = "date" if sandbox.stats["faults.rate_limit"] % 2 == 0 else "seconds"
+    if style == "date":
+        return email.utils.formatdate(math.ceil(time.time() + plan.retry_after_s), usegmt=True)
+    return f"{plan.retry_after_s:g}"
+
+
+_GATEWAY_PAGES = {
+    status: f"<html><head><title>{status} {title}</title></head><body><center><h1>{status} {title}"
+    "</h1></center><hr><center>nginx</center></body></html>"
+    for status, title in ((403, "Forbidden"), (504, "Gateway Time-out"))
+}
+
+
+def _failure_response(kind: str, sandbox: Sandbox) -> Response:
     if kind == "rate_limit":
         return JSONResponse(
             {"code": 429, "msg": "Too many requests"},
             status_code=429,
-            headers={"Retry-After": f"{plan.retry_after_s:g}"},
+            headers={"Retry-After": _retry_after(sandbox)},
         )
+    if kind == "forbidden":
+        return Response(_GATEWAY_PAGES[403], status_code=403, media_type="text/html")
+    if kind == "gateway_timeout":
+        return Response(_GATEWAY_PAGES[504], status_code=504, media_type="text/html")
+    if kind == "busy":
+        return JSONResponse({"code": 500, "msg": "system busy"})
     if kind == "rate_limit_bare":
         return JSONResponse({"code": 429, "msg": "Too many requests"}, status_code=429)
     if kind == "server_error":
@@ -211,6 +269,73 @@ def _failure_response(kind: str, sandbox: Sandbox) -> Response:
     raise ValueError(f"not a failure kind: {kind}")
 
 
+def expired_ticket_answer(sandbox: Sandbox) -> Response:
+    """How the service says a ticket is no good, in one of EXPIRY_STYLES (rotated when mixed)."""
+    style = sandbox.config.faults.expiry_style
+    rejected = sandbox.stats["auth.rejected"]
+    if style == "mixed":
+        style = EXPIRY_STYLES[rejected % len(EXPIRY_STYLES)]
+    if style == "chinese":
+        return JSONResponse({"code": 1002, "msg": "登录已过期", "success": False, "data": None})
+    if style == "timeout":
+        return JSONResponse({"code": 500, "msg": "Session timeout", "success": False})
+    if style == "empty_data":
+        return JSONResponse({"code": 401, "data": {}})
+    body = {"code": 401, "msg": "Login expired, please log in again", "success": False}
+    # The real service is not known to use one style; serve both HTTP statuses.
+    return JSONResponse(body, status_code=401 if rejected % 2 else 200)
+
+
+def _bad_request(message: str, sandbox: Sandbox, rule: str) -> Response:
+    sandbox.count(f"strict.{rule}")
+    return JSONResponse({"code": 400, "msg": message, "success": False, "data": None}, status_code=400)
+
+
+def strict_list_refusal(request: Request, sandbox: Sandbox) -> Response | None:
+    """A list call without `status`, `tableIndex` or `language` is a 400 (strict mode)."""
+    if not sandbox.config.strict:
+        return None
+    for name in ("status", "tableIndex", "language"):
+        if name not in request.query_params:
+            return _bad_request(f"Required request parameter '{name}' is not present", sandbox, "list_params")
+    return None
+
+
+def detail_referer(order_id: str) -> str:
+    return f"https://index.buffaloex.com/client/orders/order-detail?id={order_id}"
+
+
+def strict_detail_refusal(request: Request, sandbox: Sandbox, order_id: str) -> Response | None:
+    """A detail call without the web client's `Referer` for that order is a 400 (strict mode)."""
+    if sandbox.config.strict and request.headers.get("Referer") != detail_referer(order_id):
+        return _bad_request("Invalid Referer", sandbox, "referer")
+    return None
+
+
+def strict_login_refusal(request: Request, sandbox: Sandbox) -> Response | None:
+    """A login whose body is not declared JSON is a 400 (strict mode)."""
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if sandbox.config.strict and content_type != "application/json":
+        return _bad_request(f"Content type '{content_type}' not supported", sandbox, "login_content_type")
+    return None
+
+
+def strict_ticket_refusal(request: Request, sandbox: Sandbox) -> Response | None:
+    """A ticketed call without the `Buffalo-Ticket` header is a gateway's 401 (strict mode)."""
+    if sandbox.config.strict and not request.headers.get("Buffalo-Ticket"):
+        sandbox.count("strict.missing_ticket")
+        body = {"code": 401, "msg": "Buffalo-Ticket header required", "success": False}
+        return JSONResponse(body, status_code=401)
+    return None
+
+
+def with_content_type(response: Response, content_type: str | None) -> Response:
+    """The same body under another Content-Type (exactly that one: no charset added)."""
+    if content_type is None:
+        return response
+    return Response(bytes(response.body), response.status_code, headers={"Content-Type": content_type})
+
+
 def create_app(sandbox: Sandbox) -> Starlette:
     """The ASGI application serving `sandbox`."""
 
@@ -219,6 +344,8 @@ def create_app(sandbox: Sandbox) -> Starlette:
         sandbox.enter(endpoint)
         try:
             kind, latency = sandbox.dice.draw()
+            if kind in LIST_ONLY_KINDS and endpoint != "list":
+                kind = None
             if latency > 0:
                 await asyncio.sleep(latency)
             if kind is not None:
@@ -236,14 +363,13 @@ def create_app(sandbox: Sandbox) -> Starlette:
             sandbox.leave()
 
     def authorised(request: Request) -> Response | None:
+        if (missing := strict_ticket_refusal(request, sandbox)) is not None:
+            return missing
         ticket = request.headers.get("Buffalo-Ticket") or request.headers.get("Authorization")
         if sandbox.ticket_valid(ticket) and request.headers.get("Authorization") == ticket:
             return None
         sandbox.count("auth.rejected")
-        body = {"code": 401, "msg": "Login expired, please log in again", "success": False}
-        # The real service is not known to use one style; serve both.
-        status = 401 if sandbox.stats["auth.rejected"] % 2 else 200
-        return JSONResponse(body, status_code=status)
+        return expired_ticket_answer(sandbox)
 
     async def public_key(request: Request) -> Response:
         async def build(_: Request) -> Response:
@@ -253,6 +379,8 @@ def create_app(sandbox: Sandbox) -> Starlette:
 
     async def login(request: Request) -> Response:
         async def build(req: Request) -> Response:
+            if (refused := strict_login_refusal(req, sandbox)) is not None:
+                return refused
             try:
                 body = json.loads(await req.body())
                 username, password = str(body["username"]), str(body["password"])
@@ -273,7 +401,7 @@ def create_app(sandbox: Sandbox) -> Starlette:
 
     async def order_list(request: Request) -> Response:
         async def build(req: Request) -> Response:
-            if (denied := authorised(req)) is not None:
+            if (denied := authorised(req) or strict_list_refusal(req, sandbox)) is not None:
                 return denied
             try:
                 page = int(req.query_params.get("pageNum", "1"))
@@ -282,11 +410,8 @@ def create_app(sandbox: Sandbox) -> Starlette:
             total = sandbox.visible_count()
             newest = total - 1 - (max(page, 1) - 1) * PAGE_SIZE
             indexes = range(newest, max(newest - PAGE_SIZE, -1), -1)
-            items = [
-                {"id": sandbox.book.order_id(i), "expressnumber": sandbox.book.plan(i).tracking_number}
-                for i in indexes
-            ]
-            return JSONResponse(
+            items = [sandbox.book.list_item(i) for i in indexes]
+            page_body = JSONResponse(
                 {
                     "code": 200,
                     "msg": "success",
@@ -294,14 +419,17 @@ def create_app(sandbox: Sandbox) -> Starlette:
                     "data": {"resultMap": {"recordTotal": total, "list": items}},
                 }
             )
+            loose = [sandbox.book.loose_content_type(i) for i in indexes]
+            return with_content_type(page_body, loose[0] if loose else None)
 
         return await api(request, "list", build)
 
     async def order_detail(request: Request) -> Response:
         async def build(req: Request) -> Response:
-            if (denied := authorised(req)) is not None:
+            order_id = req.path_params["order_id"]
+            if (denied := authorised(req) or strict_detail_refusal(req, sandbox, order_id)) is not None:
                 return denied
-            index = sandbox.book.index_of(req.path_params["order_id"])
+            index = sandbox.book.index_of(order_id)
             if index is None or index >= sandbox.visible_count() or sandbox.book.is_missing(index):
                 sandbox.count("details.missing")
                 return JSONResponse(
@@ -317,7 +445,7 @@ def create_app(sandbox: Sandbox) -> Starlette:
                 detail["attachmentBlob"] = "x" * sandbox.bloated[index]
             if sandbox.dice.wrap_detail(detail["id"]):
                 detail = {"code": 200, "msg": "success", "success": True, "data": detail}
-            return JSONResponse(detail)
+            return with_content_type(JSONResponse(detail), sandbox.book.loose_content_type(index))
 
         return await api(request, "detail", build)
 

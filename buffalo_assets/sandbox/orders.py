@@ -37,6 +37,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
+from buffalo_assets.sandbox.faults import SHAPES
+
 SAST = timezone(timedelta(hours=2), "SAST")
 DAY = 86_400.0
 HOUR = 3_600.0
@@ -208,6 +210,7 @@ class OrderBook:
         missing_rate: float = 0.0,
         congestion_scale: float = 5.0,
         duty_wait_weights: tuple[float, float, float] = (70, 20, 10),
+        shapes: tuple[str, ...] | None = None,
     ) -> None:
         # The two delay knobs exist so a model can be tested on a world it was not built
         # on; the defaults reproduce the original world exactly.
@@ -215,6 +218,7 @@ class OrderBook:
         self.congestion_scale = congestion_scale
         self.duty_wait_weights = duty_wait_weights
         self.variation_rate = variation_rate
+        self.shapes = frozenset(SHAPES if shapes is None else shapes)
         self.missing_rate = missing_rate
         self.gone: set[int] = set()
         spacing = history_days * DAY / max(count, 1)
@@ -421,8 +425,8 @@ class OrderBook:
             tax_status = "Unpaid"
         else:
             tax_status = None
-        number = _number_renderer(plan.variant)
-        when = _time_renderer(plan.variant)
+        number = _number_renderer(plan.variant and "numbers_as_text" in self.shapes)
+        when = _time_renderer(plan.variant and "epoch_ms_times" in self.shapes)
         updated = visible[-1].at if visible else plan.created_at
         detail: dict[str, Any] = {
             "id": plan.order_id,
@@ -466,9 +470,23 @@ class OrderBook:
             ],
         }
         if plan.variant:
-            detail["insuranceflag"] = 0
-            detail["extMap"] = {"channel": "air-express", "warehouse": "GZ-03"}
+            detail = vary_detail(detail, plan, self.shapes)
         return detail
+
+    def list_item(self, index: int) -> dict[str, Any]:
+        """An order as a list page shows it; a varied order's id may be text or $numberLong."""
+        plan = self.plan(index)
+        order_id: Any = plan.order_id
+        if plan.variant and "id_forms" in self.shapes:
+            order_id = str(order_id) if order_id % 2 == 0 else {"$numberLong": str(order_id)}
+        return {"id": order_id, "expressnumber": plan.tracking_number}
+
+    def loose_content_type(self, index: int) -> str | None:
+        """The Content-Type a varied order's detail is served with instead of application/json."""
+        plan = self.plan(index)
+        if not (plan.variant and "loose_content_type" in self.shapes):
+            return None
+        return "text/html" if plan.order_id % 2 else "text/plain"
 
     def truth(self, index: int, now: float) -> dict[str, Any]:
         """Ground truth of one order at `now`: what a perfect pipeline would conclude."""
@@ -492,6 +510,72 @@ class OrderBook:
             "province": plan.province,
             "missing": self.is_missing(index),
         }
+
+
+# -- shapes of a varied order (see faults.SHAPES) ---------------------------------------------
+
+# Afrikaans street names with diacritics, Chinese and an emoji: a varied order's street.
+NON_ASCII_STREETS = ["Kêrkstraat", "Voëlvleiweg", "Môresonlaan", "Tweeëntwintigste Laan", "Sonbesiëstraat"]
+NON_ASCII_RECIPIENTS = ["Zoë Nel 张伟", "André du Plessis 🙂", "Anél Mthembu 李娜", "Jürgen Coetzée"]
+GOODS_IN_CHINESE = {
+    "Phone case": "手机壳 📱",
+    "Bluetooth earphones": "蓝牙耳机 🎧",
+    "Summer dress": "夏季连衣裙 👗",
+    "Running shoes": "跑步鞋 👟",
+    "LED strip lights": "LED灯带 💡",
+    "Kitchen scale": "厨房秤",
+    "Smart watch": "智能手表 ⌚",
+    "Laptop stand": "笔记本支架",
+    "Drone": "无人机 🚁",
+    "Phone (refurbished)": "翻新手机",
+    "Makeup brush set": "化妆刷套装 💄",
+    "Car phone mount": "车载手机支架",
+    "Gaming keyboard": "游戏键盘 ⌨️",
+    "Baby clothes": "婴儿服装 👶",
+}
+EVENTS_IN_CHINESE = {
+    "processing": "仓库处理中",
+    "dispatched": "已发货",
+    "in_transit": "运输中 ✈️",
+    "arrived_hub": "已到达约翰内斯堡",
+    "customs": "清关中",
+    "out_for_delivery": "派送中 🚚",
+    "delivered": "已签收 ✅",
+    "returned": "已退回",
+    "cancelled": "已取消",
+    "lost": "已丢失",
+}
+
+
+def vary_detail(detail: dict[str, Any], plan: OrderPlan, shapes: frozenset[str]) -> dict[str, Any]:
+    """A varied order's detail in the enabled shapes (numbers and times are done by the caller)."""
+    if "non_ascii" in shapes:
+        detail = non_ascii_detail(detail, plan)
+    if "unknown_fields" in shapes:
+        detail["insuranceflag"] = 0
+        detail["extMap"] = {"channel": "air-express", "warehouse": "GZ-03"}
+    if "missing_keys" in shapes:
+        detail = {key: value for key, value in detail.items() if value is not None}
+    return detail
+
+
+def non_ascii_detail(detail: dict[str, Any], plan: OrderPlan) -> dict[str, Any]:
+    """Chinese, Afrikaans diacritics and emoji where people write free text; meaning unchanged."""
+    number, rest = str(detail["receiveaddress"]).split(" ", 1)
+    _, after_street = rest.split(", ", 1)
+    street = NON_ASCII_STREETS[plan.order_id % len(NON_ASCII_STREETS)]
+    detail["receiveaddress"] = f"{number} {street} (收件人 🏠), {after_street}"
+    detail["receivername"] = NON_ASCII_RECIPIENTS[plan.order_id % len(NON_ASCII_RECIPIENTS)]
+    for box in detail["boxList"]:
+        for line in box["detaillist"]:
+            line["goodsname"] = f"{GOODS_IN_CHINESE.get(line['goodsname'], '商品')} {line['goodsname']}"
+    stages = {(e.content, e.stage) for e in plan.events}
+    by_content = dict(stages)
+    for record in detail["recordMap"]:
+        chinese = EVENTS_IN_CHINESE.get(by_content.get(record["content"], ""), "")
+        if chinese:
+            record["content"] = f"{record['content']} / {chinese}"
+    return detail
 
 
 def _iso(epoch: float) -> str:
