@@ -346,3 +346,34 @@ def test_an_unreachable_api_fails_the_run_after_its_retries_with_the_reason_at_t
     assert "Buffalo API unavailable" in error.message and url in error.message
     assert "s3cret-password" not in str(error)
     assert stored_versions(empty_store) == Counter()
+
+
+def test_an_ingest_runs_every_step_in_the_command_s_own_process(
+    start_sandbox: SandboxFactory,
+    pg_url: str,
+    dagster_home: Path,
+    instance: DagsterInstance,
+    empty_store: sa.Engine,
+) -> None:
+    """No process per step: each used to start Dagster and the project again (5-6 s each)."""
+    running = start_sandbox(orders=120)
+    env = subprocess_env(running, pg_url, dagster_home)
+    before = {r.run_id for r in instance.get_runs()}
+    process = subprocess.Popen(MATERIALIZE, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    (run_id,) = [r.run_id for r in instance.get_runs() if r.run_id not in before]
+    steps: dict[str, set[int]] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is not None and event.step_key is not None and event.pid is not None:
+            steps.setdefault(event.step_key, set()).add(event.pid)
+    assert set(steps) == {"order_ids", "raw_orders"}
+    assert set().union(*steps.values()) == {process.pid}
+    assert len(stored_versions(empty_store)) == 120
+
+    # The same for the jobs the schedule and the UI launch (asset jobs of any selection).
+    from buffalo_assets.definitions import defs
+
+    for job in ("ingest_orders", "refresh_all", "__ASSET_JOB"):
+        assert defs.resolve_job_def(job).executor_def.name == "in_process", job
