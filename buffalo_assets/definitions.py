@@ -10,6 +10,8 @@ server that a `buffalo` command started (or fail with one line saying which comm
 
 from __future__ import annotations
 
+import gc
+
 from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
@@ -131,3 +133,6 @@ defs = Definitions(
         "postgres_io": PostgresIOManager(url=database_url),
     },
 )
+# Everything imported and built above lives as long as the process: out of the collector's
+# reach (see buffalo_assets/__init__.py).
+gc.freeze()

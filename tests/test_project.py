@@ -34,6 +34,38 @@ def test_definitions_load_with_the_buffalo_resource() -> None:
     assert "buffalo" in resources
 
 
+# Imported by nothing the definitions or an ingest step needs; each costs start-up time of
+# every run, code server start and UI reload.
+HEAVY_MODULES = (
+    "buffalo_assets.sandbox",
+    "starlette",
+    "uvicorn",
+    "matplotlib",
+    "sklearn",
+    "scipy",
+    "alembic",
+)
+
+
+def test_loading_the_definitions_in_a_fresh_interpreter_imports_nothing_heavy_it_does_not_use() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys, buffalo_assets.definitions; print(json.dumps(sorted(sys.modules)))",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout)
+    assert "dagster" in loaded and "buffalo_assets.assets.ingestion" in loaded
+    heavy = [m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY_MODULES)]
+    assert heavy == []
+
+
 def test_dagster_validates_the_workspace(pg_url: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],

@@ -95,8 +95,12 @@ IMPORT_PROBE = """
 import json, os, sys
 before = dict(os.environ)
 import buffalo_assets.definitions as d
-children = [p for p in os.listdir('/proc') if p.isdigit()
-            and open(f'/proc/{p}/stat').read().split(') ')[1].split()[1] == str(os.getpid())]
+def parent(pid):
+    try:
+        return open(f'/proc/{pid}/stat').read().split(') ')[1].split()[1]
+    except FileNotFoundError:  # a process elsewhere on the machine ended meanwhile
+        return None
+children = [p for p in os.listdir('/proc') if p.isdigit() and parent(p) == str(os.getpid())]
 print(json.dumps({
     "environ_changed": sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)),
     "children": children,

@@ -18,18 +18,17 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from buffalo_assets.storage.database import safe_url
 from buffalo_assets.storage.tables import SCHEMAS, metadata
+
+if TYPE_CHECKING:  # Alembic is imported when a migration is looked at, not with the definitions.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,8 @@ class UpgradeResult:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, built in code (no alembic.ini, no dependence on the cwd)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
@@ -107,6 +108,8 @@ def script_directory() -> ScriptDirectory:
     global _script
     with _script_lock:
         if _script is None:
+            from alembic.script import ScriptDirectory
+
             _script = ScriptDirectory.from_config(alembic_config())
         return _script
 
@@ -156,6 +159,8 @@ def context_options(
 
 def current_revision(connection: Connection) -> str | None:
     """The database's revision, or None when it has no version table (or an empty one)."""
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(
         connection, opts={"version_table": VERSION_TABLE, "version_table_schema": VERSION_SCHEMA}
     )
@@ -187,6 +192,8 @@ def upgrade(engine: Engine) -> UpgradeResult:
     Raises SchemaVersionError when the database is at a revision this code does not know
     (a newer release upgraded it) or holds only part of release 0.1's tables.
     """
+    from alembic import command
+
     url = engine.url.render_as_string(hide_password=False)
     head = head_revision()
     if _revision_fast(engine) == head:
@@ -282,6 +289,9 @@ def schema_differences(connection: Connection, tables: Iterable[sa.Table] | None
         if wanted is None or type_ != "table":
             return True
         return (obj.schema, obj.name) in wanted
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
 
     options = context_options(include_object) | {"include_name": include_name}
     context = MigrationContext.configure(connection, opts=options)
