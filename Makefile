@@ -16,7 +16,7 @@ AIRFLOW_ENV := PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH AIRFLOW_HOME=$(AIRFLOW_
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW_CONN_DAGSTER_DEFAULT=$${AIRFLOW_CONN_DAGSTER_DEFAULT:-$${DAGSTER_URL:-http://127.0.0.1:3000}}
 
-.PHONY: demo test install lint ui sandbox bench clean airflow-venv airflow-venv2 airflow airflow-dag-test screenshots
+.PHONY: demo test install lint ui sandbox bench clean airflow-venv airflow-venv2 airflow airflow-dag-test screenshots bench-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,19 @@ airflow-dag-test: $(AIRFLOW_STAMP)
 	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow db migrate
 	$(AIRFLOW_ENV) $(AIRFLOW_VENV)/bin/airflow dags test buffalo_orders $$(date +%Y-%m-%d)
 
+# dlt, the peer `python -m bench.e2e` compares against, in the bench's own virtualenv from
+# pinned requirements: a peer, never a dependency of the project.
+BENCH_VENV := bench/.venv-dlt
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): bench/requirements-dlt.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r bench/requirements-dlt.txt
+	@touch $(BENCH_STAMP)
+
+bench-venv: $(BENCH_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check buffalo_assets tests bench airflow
 	$(BIN)/mypy
@@ -86,4 +99,4 @@ sandbox: $(STAMP)
 
 clean:
 	-$(BIN)/buffalo db stop
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(AIRFLOW2_VENV) .buffalo
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(AIRFLOW2_VENV) $(BENCH_VENV) .buffalo

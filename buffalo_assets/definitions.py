@@ -114,12 +114,11 @@ core_automation = AutomationConditionSensorDefinition(
     "whenever core changed.",
 )
 
-# Every job, and the asset jobs launched from the UI, run their steps one after another in the
-# run's own process. A process per step (Dagster's default) cost 5-6 s of start-up each (Dagster
-# and the project imported again) against seconds of work; it protected nothing the run needs:
-# the steps of these jobs form a chain, the pool slot and the retry policies are honoured the
-# same in process, and a run whose process dies (SIGKILL, OOM) is released by
-# release_dead_runs_sensor as before.
+# Every job, and the asset jobs launched from the UI, Airflow or `dagster asset materialize`, run
+# their steps one after another in the run's own process. A process per step (Dagster's
+# default) cost 5-6 s of start-up each (Dagster and the project imported again) around seconds
+# of work. The pool slot and the retry policies are honoured the same in process, and a run
+# whose process dies (SIGKILL, OOM) is released by release_dead_runs_sensor as before.
 defs = Definitions(
     executor=in_process_executor,
     assets=[order_ids, raw_orders, transform_orders, *ANALYTICS_ASSETS],

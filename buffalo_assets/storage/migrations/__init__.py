@@ -3,7 +3,7 @@
 `upgrade(engine)` brings a database to the newest revision (the migration *head*) and runs
 at the start of every process that writes (`engine_for`, `buffalo db upgrade`). It costs
 one query when the database is already at head, and serialises real upgrades on a
-PostgreSQL advisory lock, because a run's step processes all start at once.
+PostgreSQL advisory lock, because several runs, the daemon and the UI may start at once.
 
 A database made by release 0.1 (tables created by its `ensure_schema`, no version table)
 is recognised and stamped at the baseline revision 0001, whose objects are exactly that

@@ -1,0 +1,236 @@
+"""End-to-end benchmark: the ingest command a user types, timed from the command to its exit.
+
+    python -m bench.e2e                                        # 1,500 orders, 50 ms: all three
+    python -m bench.e2e --orders 100000 --latency-ms 20 --skip-baseline --skip-dlt
+
+Side by side in one run, against one sandbox served by a separate process:
+  (a) baseline: the original sequential pipeline (`bench.ingest.baseline`, in this process);
+  (b) ours: `dagster asset materialize -m buffalo_assets.definitions --select
+      order_ids,raw_orders` as a subprocess, on a Dagster instance made from
+      deploy/dagster.local.yaml (runs and events in PostgreSQL), exactly as the README shows;
+  (c) dlt: its `rest_api` source doing the same fetch-and-load (bench/dlt_peer.py, run by the
+      bench's own virtualenv bench/.venv-dlt: `make bench-venv`), with as many workers as
+      our concurrency.
+Each loads into its own scratch database on the same PostgreSQL server. The instance's and
+the platform's tables are created before the clock starts (a user's first `buffalo dev`
+does that once). Prints a table and the targets, writes JSON to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from dagster import AssetKey, DagsterInstance
+
+from bench.ingest import RESULTS, baseline, start_sandbox
+from buffalo_assets.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
+from buffalo_assets.storage.database import create_engine, database_url, drop_database, recreate_database
+from buffalo_assets.storage.migrations import upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+DLT_PYTHON = ROOT / "bench" / ".venv-dlt" / "bin" / "python"
+# The README's command, run by the same virtualenv as this benchmark.
+COMMAND = [
+    str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
+    "-m", "buffalo_assets.definitions", "--select", "order_ids,raw_orders",
+]  # fmt: skip
+TARGETS = {"baseline_over_ours_min": 12.0, "ours_over_dlt_max": 0.7, "orders_per_s_min_at_100k": 600.0}
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+@contextmanager
+def instance_at(home: Path, pg_url: str) -> Iterator[DagsterInstance]:
+    """The Dagster instance of DAGSTER_HOME `home`, whose storage reads BUFFALO_PG_URL."""
+    saved = os.environ.get("BUFFALO_PG_URL")
+    os.environ["BUFFALO_PG_URL"] = pg_url
+    try:
+        with DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        if saved is None:
+            os.environ.pop("BUFFALO_PG_URL", None)
+        else:
+            os.environ["BUFFALO_PG_URL"] = saved
+
+
+def prepare_instance(home: Path, pg_url: str) -> None:
+    """DAGSTER_HOME as `buffalo dev` makes it, its tables and the platform's schemas created."""
+    shutil.copy(ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+    with instance_at(home, pg_url):
+        pass
+    engine = create_engine(pg_url)
+    upgrade(engine)
+    engine.dispose()
+
+
+def ours(url: str, pg_url: str, home: Path, concurrency: int) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "BUFFALO_PG_URL": pg_url,
+        "BUFFALO_BASE_URL": url,
+        "BUFFALO_USERNAME": SANDBOX_USERNAME,
+        "BUFFALO_PASSWORD": SANDBOX_PASSWORD,
+        "BUFFALO_CONCURRENCY": str(concurrency),
+    }
+    started, wall_started = time.perf_counter(), time.time()
+    done = subprocess.run(COMMAND, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    wall_ended = time.time()
+    if done.returncode != 0:
+        raise RuntimeError(f"the command failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    engine = create_engine(pg_url)
+    with engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT count(*) FROM raw.order_versions")).scalar_one()
+    engine.dispose()
+    # What the assets recorded: the API work inside the command's time.
+    steps: dict[str, Any] = {}
+    with instance_at(home, pg_url) as instance:
+        for name in ("order_ids", "raw_orders"):
+            event = instance.get_latest_materialization_event(AssetKey(name))
+            materialization = event.asset_materialization if event else None
+            if materialization is None:
+                continue
+            for key in ("fetch_s", "orders_per_s", "cpu_ms_per_order", "peak_rss_mb", "write_s", "pages"):
+                if key in materialization.metadata:
+                    steps[f"{name}.{key}"] = materialization.metadata[key].value
+        run = instance.get_runs(limit=1)[0]
+        steps.update(_timeline(instance.all_logs(run.run_id), wall_started, wall_ended))
+    return {"seconds": seconds, "orders": stored, "steps": steps}
+
+
+def _timeline(records: Sequence[Any], started: float, ended: float) -> dict[str, float]:
+    """Where the command's time went: start-up, each step, and the end after the last event."""
+    marks: dict[str, float] = {}
+    for record in records:
+        event = record.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type.name
+        if kind in ("STEP_START", "STEP_SUCCESS") and event.step_key:
+            marks[f"{event.step_key}.{kind}"] = record.timestamp
+        elif kind in ("RUN_START", "RUN_SUCCESS"):
+            marks[kind] = record.timestamp
+    timeline = {"start_up_s": marks["RUN_START"] - started, "after_run_s": ended - marks["RUN_SUCCESS"]}
+    for step in ("order_ids", "raw_orders"):
+        timeline[f"{step}.step_s"] = marks[f"{step}.STEP_SUCCESS"] - marks[f"{step}.STEP_START"]
+    timeline["between_steps_s"] = (
+        marks["RUN_SUCCESS"]
+        - marks["RUN_START"]
+        - timeline["order_ids.step_s"]
+        - timeline["raw_orders.step_s"]
+    )
+    return {f"timeline.{k}": round(v, 3) for k, v in timeline.items()}
+
+
+def dlt(url: str, pg_url: str, workers: int) -> dict[str, Any]:
+    if not DLT_PYTHON.exists():
+        raise SystemExit(f"{DLT_PYTHON} is missing: run `make bench-venv` (or pass --skip-dlt)")
+    env = {**os.environ, "BUFFALO_USERNAME": SANDBOX_USERNAME, "BUFFALO_PASSWORD": SANDBOX_PASSWORD}
+    env.pop("PYTHONPATH", None)
+    dsn = pg_url.replace("postgresql+psycopg2://", "postgresql://")
+    command = [
+        str(DLT_PYTHON), str(ROOT / "bench" / "dlt_peer.py"),
+        "--base-url", url, "--pg-url", dsn, "--workers", str(workers),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"dlt failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return {"seconds": seconds, "orders": json.loads(done.stdout.strip().splitlines()[-1])["rows"]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, default=1_500)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument(
+        "--concurrency", type=int, default=20, help="ours (BUFFALO_CONCURRENCY) and dlt's workers"
+    )
+    parser.add_argument("--history-days", type=float, default=60.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-baseline", action="store_true", help="(a) takes orders x latency seconds")
+    parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="where to write the results")
+    args = parser.parse_args(argv)
+
+    server_url = database_url()
+    databases = {
+        name: recreate_database(server_url, f"buffalo_bench_e2e_{name}") for name in ("ours", "peers")
+    }
+    sandbox, url = start_sandbox(args)
+    home = Path(tempfile.mkdtemp(prefix="buffalo-bench-dagster-"))
+    prepare_instance(home, databases["ours"])
+    print(f"sandbox {url}: {args.orders} orders, {args.latency_ms:g} ms latency; load {load()}")
+    phases: dict[str, dict[str, Any]] = {}
+    try:
+        if not args.skip_baseline:
+            phases["baseline"] = {"load_before": load(), **baseline(url, databases["peers"])}
+            print(f"(a) baseline, sequential   {phases['baseline']['seconds']:8.2f} s")
+        phases["ours"] = {"load_before": load(), **ours(url, databases["ours"], home, args.concurrency)}
+        print(f"(b) ours, the command      {phases['ours']['seconds']:8.2f} s")
+        if not args.skip_dlt:
+            phases["dlt"] = {"load_before": load(), **dlt(url, databases["peers"], args.concurrency)}
+            print(f"(c) dlt rest_api           {phases['dlt']['seconds']:8.2f} s")
+    finally:
+        os.killpg(sandbox.pid, signal.SIGTERM)
+        sandbox.wait(timeout=10)
+        shutil.rmtree(home, ignore_errors=True)
+        for name in databases:
+            drop_database(server_url, f"buffalo_bench_e2e_{name}")
+
+    mine = phases["ours"]["seconds"]
+    ratios: dict[str, float] = {"orders_per_s": round(phases["ours"]["orders"] / mine, 1)}
+    if "baseline" in phases:
+        ratios["baseline_over_ours"] = round(phases["baseline"]["seconds"] / mine, 2)
+    if "dlt" in phases:
+        ratios["ours_over_dlt"] = round(mine / phases["dlt"]["seconds"], 3)
+    report = {
+        "when": datetime.now(UTC).isoformat(),
+        "command": " ".join(COMMAND[1:]),
+        "orders": args.orders,
+        "latency_ms": args.latency_ms,
+        "concurrency": args.concurrency,
+        "phases": phases,
+        "ratios": ratios,
+        "targets": TARGETS,
+        "cpu_count": os.cpu_count(),
+        "load_after": load(),
+    }
+    print()
+    print(f"{'phase':12} {'seconds':>9} {'orders':>8}")
+    for name, phase in phases.items():
+        print(f"{name:12} {phase['seconds']:9.2f} {phase['orders']:8d}")
+    for name, value in ratios.items():
+        print(f"{name:22} {value:9.3f}")
+    for key, value in phases["ours"]["steps"].items():
+        print(f"  {key:30} {value}")
+    target = args.json or RESULTS / f"e2e-{args.orders}-{int(time.time())}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(report, indent=2))
+    print(f"written to {target}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
