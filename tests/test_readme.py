@@ -68,6 +68,9 @@ ELSEWHERE = {
     ".venv/bin/python -m bench.ingest --orders 2000 --latency-ms 50 --concurrency 16": BENCHMARK,
     ".venv/bin/python -m bench.ingest --orders 10000 --history-days 210 --skip-baseline": BENCHMARK,
     ".venv/bin/python -m bench.ingest --orders 100000 --skip-baseline": BENCHMARK,
+    "make bench-venv": "installs dlt, the benchmark's peer, into bench/.venv-dlt (minutes of pip)",
+    ".venv/bin/python -m bench.e2e": BENCHMARK,
+    ".venv/bin/python -m bench.e2e --orders 100000 --latency-ms 20 --skip-baseline --skip-dlt": BENCHMARK,
 }
 
 
