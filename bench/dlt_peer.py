@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "endpoint": {
                         "path": "mobileapi/myorder/detail/{resources.order_list.id}",
                         "params": {"language": "en"},
+                        # What the web client sends (the API refuses a detail call without it).
+                        "headers": {
+                            "Referer": "https://index.buffaloex.com/client/orders/order-detail?id={resources.order_list.id}"
+                        },
                         "paginator": "single_page",
                         # An order the API refuses is skipped, as ours records it in
                         # ops.fetch_errors and goes on (dlt's default fails the whole load).
