@@ -34,7 +34,7 @@ RUN = {
 # targets checked with `make -n`, and their behaviour is run by the test named.
 SANDBOX_WITH_FAULTS = (
     ".venv/bin/buffalo sandbox --port 8765 --orders 5000 --seed 7 --faults 0.1 --latency-ms 20 "
-    "--jitter-ms 10 --ticket-ttl 300 --envelope mixed --variations 0.2 --missing 0.01"
+    "--jitter-ms 10 --ticket-ttl 300 --envelope mixed --variations 0.3 --missing 0.01"
 )
 SERVERS = {
     "make ui": "`buffalo dev`: its environment is `buffalo env`'s (run here); webserver and daemon: "
