@@ -535,7 +535,7 @@ def _report_run(label: str, result: Any) -> None:
         verdict = ", ".join(
             f"{e.check_name} passed"
             if e.passed
-            else f"{e.check_name} WARNING: {e.description}"
+            else f"{e.check_name} FAILED ({e.severity.value}): {e.description}"
             for e in model_checks
         )
         click.echo(f"{'':10} analytics: {trained}; {verdict}")

@@ -19,7 +19,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from dagster import AssetKey, DagsterInstance, Definitions, evaluate_automation_conditions
+from dagster import (
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterInstance,
+    Definitions,
+    evaluate_automation_conditions,
+)
 
 from buffalo_assets.analytics.kpis import DELIVERY_KPI_COLUMNS, KPI_STAGES, LATE_SHARE_COLUMNS
 from buffalo_assets.analytics.model import DELAY_RISK_COLUMNS, DelayModel
@@ -92,9 +98,11 @@ def test_one_refresh_fills_every_analytics_table_and_later_runs_rescore_with_the
     assert judged, verdict.description
     figures = {k: verdict.metadata[k].value for k in ("model_f1", "baseline_f1", "model_auc", "baseline_auc")}
     beats = figures["model_f1"] > figures["baseline_f1"] and figures["model_auc"] > figures["baseline_auc"]
-    assert verdict.passed == beats, (verdict.description, figures)
-    assert figures["model_auc"] > figures["baseline_auc"]  # the model ranks parcels better
-    assert first.success  # a lost comparison is a warning: the scores are still published
+    # The check blocks (severity ERROR): on this world the model must beat the baseline on
+    # both F1 and AUC, or the run fails and nothing is rescored.
+    assert verdict.severity == AssetCheckSeverity.ERROR
+    assert beats and verdict.passed, (verdict.description, figures)
+    assert first.success
     model_meta = metadata_of(first, "delay_model")
     assert model_meta["trained"] is True, model_meta.get("note")
     for who in ("model", "baseline"):

@@ -65,12 +65,30 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "recent_released_36h",
     "recent_released_72h",
     "recent_released_120h",
+    "hours_to_customs",
+    "customs_weeks_ahead",
+    "cohort_plain_arrivals",
+    "cohort_plain_open_share",
+    "cohort_plain_released_24h",
+    "cohort_plain_released_36h",
+    "cohort_plain_released_48h",
+    "cohort_plain_released_72h",
+    "cohort_plain_dwell_hours",
+    "recent_plain_released_36h",
+    "recent_plain_released_72h",
+    "recent_plain_dwell_hours",
 )
 KEY_COLUMNS: tuple[str, ...] = ("order_id", "at", "promised_delivery_at")
 GRID_S = 6 * HOUR_S  # recent-past figures are computed on a 6-hour grid (never after t)
 RECENT_S = 7 * DAY_S
 # A parcel spends at least ~20 hours in customs; these spans separate a quiet week from a congested one.
 RELEASED_WITHIN_HOURS = (36, 72, 120)
+# "Plain" parcels: in customs with no inspection and no duty known (so far); their dwell is
+# customs' own pace, without the waits that belong to one parcel.
+PLAIN_RELEASED_WITHIN_HOURS = (24, 36, 48, 72)
+# Stages an order passes before customs, whose typical lead time to customs is measured.
+PRE_CUSTOMS_STAGES: tuple[str, ...] = ("processing", "dispatched", "in_transit", "arrived_hub")
+LEAD_WINDOW_S = 14 * DAY_S  # lead times to customs: from customs arrivals of the last 14 days
 
 _INSPECTED = re.compile(r"inspect", re.IGNORECASE)
 _DUTY = re.compile(r"\bdut(y|ies)\b|\bvat\b", re.IGNORECASE)
@@ -106,6 +124,9 @@ class History:
     customs_entered_s: np.ndarray  # per order: first customs visit
     customs_in: np.ndarray  # customs visits of all orders, sorted by entry
     customs_out: np.ndarray  # matching release (inf while held)
+    customs_order: np.ndarray  # matching order position
+    # per order: first entry of each of PRE_CUSTOMS_STAGES (processing: creation)
+    stage_first_s: np.ndarray
 
     @property
     def size(self) -> int:
@@ -205,6 +226,20 @@ def build_history(
     order_by_entry = np.argsort(visit_entered[customs], kind="stable")
     customs_in = visit_entered[customs][order_by_entry]
     customs_out = visit_left[customs][order_by_entry]
+    customs_order = visit_order[customs][order_by_entry]
+    created_s = epoch_seconds(created)
+    stage_first_s = (
+        np.column_stack(
+            [
+                created_s
+                if stage == "processing"
+                else _first_time(visit_order, visit_entered, visit_stage == stage_index[stage], n)
+                for stage in PRE_CUSTOMS_STAGES
+            ]
+        )
+        if n
+        else np.empty((0, len(PRE_CUSTOMS_STAGES)))
+    )
 
     flags = _flags(ev["description"])
     desc = ev["description"]
@@ -227,7 +262,7 @@ def build_history(
     return History(
         as_of_s=now_s,
         order_ids=ids,
-        created_s=epoch_seconds(created),
+        created_s=created_s,
         promise_s=epoch_seconds(promised_delivery(created, promise_business_days)),
         delivered_s=delivered_s,
         end_s=end_s,
@@ -247,6 +282,8 @@ def build_history(
         customs_entered_s=customs_entered_s,
         customs_in=customs_in,
         customs_out=customs_out,
+        customs_order=customs_order,
+        stage_first_s=stage_first_s,
     )
 
 
@@ -272,6 +309,57 @@ def _customs_figures(history: History, lower: float, upper: float, now: float) -
         old = entered <= now - hours * HOUR_S
         shares.append(float(((released - entered)[old] <= hours * HOUR_S).mean()) if old.any() else np.nan)
     return (float(count), float(held.mean()), *shares)
+
+
+PLAIN_NAMES: tuple[str, ...] = (
+    "arrivals",
+    "open_share",
+    *(f"released_{hours}h" for hours in PLAIN_RELEASED_WITHIN_HOURS),
+    "dwell_hours",
+)
+
+
+def _plain_figures(history: History, lower: float, upper: float, now: float) -> tuple[float, ...]:
+    """Like `_customs_figures`, over the arrivals with no inspection and no duty known at `now`.
+
+    Adds the median hours in customs so far (time held, for those still held: a lower bound).
+    """
+    h = history
+    i = np.searchsorted(h.customs_in, lower, side="left")
+    j = np.searchsorted(h.customs_in, min(upper, now), side="left")
+    orders = h.customs_order[i:j]
+    plain = ~(h.inspected_s[orders] <= now) & ~(h.duty_assessed_s[orders] <= now)
+    entered = h.customs_in[i:j][plain]
+    released = h.customs_out[i:j][plain]
+    count = len(entered)
+    if not count:
+        return (0.0, *([np.nan] * (len(PLAIN_NAMES) - 1)))
+    shares = []
+    for hours in PLAIN_RELEASED_WITHIN_HOURS:
+        old = entered <= now - hours * HOUR_S
+        shares.append(float(((released - entered)[old] <= hours * HOUR_S).mean()) if old.any() else np.nan)
+    dwell = float(np.median(np.minimum(released, now) - entered)) / HOUR_S
+    return (float(count), float((released > now).mean()), *shares, dwell)
+
+
+def _lead_to_customs(history: History, now: float) -> np.ndarray:
+    """Median seconds from first entering each of PRE_CUSTOMS_STAGES to reaching customs.
+
+    Over the customs arrivals of the last `LEAD_WINDOW_S` before `now` (NaN where none).
+    """
+    h = history
+    i = np.searchsorted(h.customs_in, now - LEAD_WINDOW_S, side="left")
+    j = np.searchsorted(h.customs_in, now, side="left")
+    if j <= i:
+        return np.full(len(PRE_CUSTOMS_STAGES), np.nan)
+    lead = h.customs_in[i:j, None] - h.stage_first_s[h.customs_order[i:j]]
+    lead[~(lead >= 0)] = np.nan
+    out = np.full(len(PRE_CUSTOMS_STAGES), np.nan)
+    for k in range(len(PRE_CUSTOMS_STAGES)):
+        column = lead[:, k][~np.isnan(lead[:, k])]
+        if len(column):
+            out[k] = float(np.median(column))
+    return out
 
 
 def snapshot_features(history: History, order_pos: np.ndarray, at_s: np.ndarray) -> pd.DataFrame:
@@ -337,8 +425,24 @@ def snapshot_features(history: History, order_pos: np.ndarray, at_s: np.ndarray)
     )
     # Recent past on a grid at or before t, so one figure serves every row of a grid slot.
     grid = np.floor(at / GRID_S) * GRID_S
-    cohort_anchor = np.where(in_customs, h.customs_entered_s[order_pos], at)
+    # When a parcel not yet in customs is expected there: its first entry into its current
+    # stage plus that stage's typical lead time to customs (from recent arrivals, as of the
+    # grid slot), never before t. Its arrival week decides its customs congestion.
+    unique_grid, grid_index = np.unique(grid, return_inverse=True)
+    leads = np.array([_lead_to_customs(h, g) for g in unique_grid]).reshape(-1, len(PRE_CUSTOMS_STAGES))
+    expected = np.full(len(order_pos), np.nan)
+    for k, stage in enumerate(PRE_CUSTOMS_STAGES):
+        rows = (stage_code == STAGES.index(stage)) & ~in_customs
+        first = h.stage_first_s[order_pos[rows], k] if len(h.stage_first_s) else np.empty(0)
+        first = np.where(np.isnan(first), entered[rows], first)
+        expected[rows] = first + leads[grid_index[rows], k]
+    expected = np.fmax(expected, at)
+    frame["hours_to_customs"] = np.where(in_customs, 0.0, (expected - at) / HOUR_S)
+    cohort_anchor = np.where(
+        in_customs, h.customs_entered_s[order_pos], np.where(np.isnan(expected), at, expected)
+    )
     cohort_week = _week_start_s(cohort_anchor)
+    frame["customs_weeks_ahead"] = np.round((cohort_week - _week_start_s(at)) / (7 * DAY_S))
     cohort = pd.DataFrame({"week": cohort_week, "grid": grid})
     figures = {
         (week, g): _customs_figures(h, week, week + 7 * DAY_S, g)
@@ -348,6 +452,20 @@ def snapshot_features(history: History, order_pos: np.ndarray, at_s: np.ndarray)
     values = np.array([figures[(w, g)] for w, g in zip(cohort_week, grid, strict=True)]).reshape(-1, 5)
     for k, name in enumerate(names):
         frame[f"cohort_{name}"] = values[:, k]
+    plain = {
+        (week, g): _plain_figures(h, week, week + 7 * DAY_S, g)
+        for week, g in cohort.drop_duplicates().itertuples(index=False)
+    }
+    values = np.array([plain[(w, g)] for w, g in zip(cohort_week, grid, strict=True)]).reshape(
+        -1, len(PLAIN_NAMES)
+    )
+    for k, name in enumerate(PLAIN_NAMES):
+        frame[f"cohort_plain_{name}"] = values[:, k]
+    recent_plain = {g: _plain_figures(h, g - RECENT_S, g, g) for g in unique_grid}
+    values = np.array([recent_plain[g] for g in grid]).reshape(-1, len(PLAIN_NAMES))
+    for k, name in enumerate(PLAIN_NAMES):
+        if f"recent_plain_{name}" in FEATURE_COLUMNS:
+            frame[f"recent_plain_{name}"] = values[:, k]
     recent = {g: _customs_figures(h, g - RECENT_S, g, g) for g in np.unique(grid)}
     values = np.array([recent[g] for g in grid]).reshape(-1, 5)
     for k, name in enumerate(names):

@@ -51,7 +51,8 @@ DELAY_RISK_COLUMNS: tuple[str, ...] = (
     "expected_low_at",
     "expected_high_at",
 )
-DEFAULT_MIN_PRECISION = 0.85  # validation precision the threshold must keep (target 0.8, with margin)
+DEFAULT_MIN_PRECISION = 0.8  # validation precision the at_risk threshold must keep
+MIN_FLAGGED_SHARE = 0.05  # a threshold must flag at least this share of the late validation rows
 DEFAULT_HORIZON_DAYS = 3.0
 _QUANTILES = np.linspace(0, 1, 201)
 
@@ -88,18 +89,22 @@ def choose_threshold(
 ) -> float:
     """The threshold with the best F1 among those keeping precision >= min_precision.
 
-    When no threshold reaches that precision, the one with the best F1 overall.
+    Only thresholds that flag at least `MIN_FLAGGED_SHARE` of the late rows (and 10 rows)
+    count, so a precision measured on a handful of rows does not decide. When no threshold
+    reaches `min_precision`, the one with the best F1 overall: where precision is out of
+    reach, flagging what is most likely late still beats flagging nothing.
     """
     late = np.asarray(late, dtype=bool)
     p = np.asarray(p_late, dtype="float64")
     if not len(p) or not late.any():
         return 0.5
+    min_flagged = max(10, int(np.ceil(MIN_FLAGGED_SHARE * late.sum())))
     candidates = np.unique(np.quantile(p, np.linspace(0.0, 0.995, 400)))
     best: tuple[float, float] | None = None
     fallback: tuple[float, float] = (-1.0, 0.5)
     for threshold in candidates:
         flagged = p > threshold
-        if not flagged.any():
+        if flagged.sum() < min(min_flagged, len(p)):
             continue
         hits = (flagged & late).sum()
         precision = hits / flagged.sum()

@@ -410,14 +410,14 @@ def latest_model_row(
 @asset_check(
     asset=delay_model,
     name="model_beats_the_naive_baseline",
-    # Not blocking (yet): on young, high-late-share worlds the precision-first threshold
-    # loses to the flag-everything baseline on F1 while ranking far better (AUC); blocking
-    # would fail every automated run there. The failure is shown (WARN) and the figures kept.
-    blocking=False,
+    # Blocking: a model that loses to the naive baseline fails the run before its scores
+    # replace the previous ones (order_delay_risk is not materialized).
+    blocking=True,
     description=(
-        "The model should beat the naive baseline (median remaining time per stage) on both F1 "
-        "and AUC on the time-split test orders; a failure is a warning on the model (scores are "
-        "still published, with the figures in the check's metadata). "
+        "The model must beat the naive baseline (median remaining time per stage) on both F1 "
+        "and AUC on the time-split test orders; a failure is an error that blocks the run "
+        "(order_delay_risk is not rescored; the figures are in the check's metadata and "
+        "ops.delay_models). "
         f"Passes, saying why, when there is no model yet or fewer than {MIN_TEST_ROWS} test "
         f"moments ({MIN_TEST_LATE} late) to judge on."
     ),
@@ -470,7 +470,7 @@ def model_beats_the_naive_baseline(
     )
     return AssetCheckResult(
         passed=better_f1 and better_auc,
-        severity=AssetCheckSeverity.WARN,
+        severity=AssetCheckSeverity.ERROR,
         description=("model beats the baseline: " if better_f1 and better_auc else "model is NOT better: ")
         + verdict,
         metadata={"judged": True, **figures},
