@@ -88,7 +88,26 @@ class Settings(BaseSettings):
         "page of known ids",
     )
     max_failure_share: float = _setting(
-        0.2, "`raw_orders` fails when more than this share of orders could not be fetched"
+        0.2,
+        "`raw_orders` fails when more than this share of orders could not be fetched or stored "
+        "(re-checks of quarantined gone orders and payloads already quarantined do not count)",
+    )
+    gone_after_failures: int = _setting(
+        3,
+        "an order whose detail fails for good (Buffalo says it does not exist, or another 4xx) in "
+        "this many runs in a row is quarantined in `ops.gone_orders`: fetched again only by the "
+        "re-check, and no longer counted toward `BUFFALO_MAX_FAILURE_SHARE`",
+    )
+    gone_recheck_days: float = _setting(
+        7.0,
+        "days between re-checks of a quarantined gone order; one that answers again leaves quarantine",
+        shown="`7`",
+    )
+    reverify_share: float = _setting(
+        0.01,
+        "share of final orders (delivered, returned, cancelled, lost) `raw_orders` fetches again "
+        "each run, least recently verified first, so a status Buffalo changes later is caught "
+        "(at least one order when there are final orders; `0`: none)",
     )
     freshness_hours: float = _setting(1.0, "`raw_orders` and `clean_orders` count as stale when older")
     # -- scheduling ----------------------------------------------------------------------

@@ -129,7 +129,8 @@ def empty_store(engine: sa.Engine) -> sa.Engine:
         connection.execute(
             sa.text(
                 "TRUNCATE raw.order_ids, raw.order_versions, ops.fetch_errors, ops.list_walks, "
-                "core.clean_orders, core.order_items, core.order_events, ops.transform_errors"
+                "core.clean_orders, core.order_items, core.order_events, ops.transform_errors, "
+                "raw.order_observations, ops.gone_orders, ops.unstorable_payloads"
             )
         )
     return engine

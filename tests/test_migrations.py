@@ -231,6 +231,16 @@ def test_a_release_0_1_database_upgrades_in_place_keeping_every_row(new_database
         )
         assert contents(engine, like=before) == before
         with engine.connect() as connection:
+            observed = connection.execute(
+                sa.text("SELECT order_id, payload_sha256 FROM raw.order_observations ORDER BY 1, fetched_at")
+            ).all()
+        # Migration 0003: each stored version is an observation, the current one last.
+        assert [tuple(row) for row in observed] == [
+            ("31000001", "hash-1a"),
+            ("31000001", "hash-1b"),
+            ("31000002", "hash-2"),
+        ]
+        with engine.connect() as connection:
             assert current_revision(connection) == head_revision()
             assert not schema_differences(connection)
             dagster_revision = connection.execute(sa.text("SELECT version_num FROM public.alembic_version"))

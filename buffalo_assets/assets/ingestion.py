@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
+    AssetObservation,
     Backoff,
     Config,
     Failure,
@@ -67,6 +68,22 @@ class RawOrdersConfig(Config):
     max_failure_share: float = Field(
         default=DEFAULTS.max_failure_share,
         description="Fail the run when more than this share of the orders could not be fetched",
+    )
+    gone_after_failures: int = Field(
+        default=DEFAULTS.gone_after_failures,
+        ge=1,
+        description="Quarantine an order whose detail failed for good in this many runs in a row",
+    )
+    gone_recheck_days: float = Field(
+        default=DEFAULTS.gone_recheck_days,
+        ge=0,
+        description="Days between re-checks of a quarantined gone order",
+    )
+    reverify_share: float = Field(
+        default=DEFAULTS.reverify_share,
+        ge=0,
+        le=1,
+        description="Share of final orders fetched again, least recently verified first",
     )
 
 
@@ -221,37 +238,65 @@ def raw_orders(
     config: RawOrdersConfig,
     buffalo: BuffaloResource,
     postgres: PostgresResource,
-) -> Iterator[Output]:
+) -> Iterator[Output | AssetObservation]:
     """Each order's detail exactly as Buffalo sent it, kept as append-only versions.
 
-    Table `raw.order_versions` (view `raw.orders`: the latest version of each order).
-    Fetches orders never fetched and orders not yet delivered, returned, cancelled or lost
-    (`full_refresh` fetches all). An unchanged payload only moves `last_fetched_at`; a
-    changed one adds a version. Orders that could not be fetched are listed in
-    `ops.fetch_errors` and fetched again by the next run.
+    Table `raw.order_versions` (view `raw.orders`: the latest version of each order;
+    `raw.order_observations`: the sequence of payloads each order showed). Fetches orders
+    never fetched and orders not yet delivered, returned, cancelled or lost (`full_refresh`
+    fetches all), plus a rolling share of the final ones, least recently verified first
+    (`reverify_share`), so a status Buffalo changes later is caught. An unchanged payload
+    only moves `last_fetched_at`; a changed one adds a version. Orders that could not be
+    fetched are listed in `ops.fetch_errors` and fetched again by the next run, except
+    those gone for good `gone_after_failures` runs in a row: quarantined in
+    `ops.gone_orders`, re-checked every `gone_recheck_days`, and no longer counted in the
+    failure share. A payload that cannot be stored canonically (1e400, NUL) is kept, raw
+    bytes and all, in `ops.unstorable_payloads`, and tried again when it changes.
 
     The details are fetched here (progress in the step's log) and spilled to a temporary
     file chunk by chunk, so memory stays flat; the IO manager then upserts the chunks.
-    Only after that does the asset judge the failures, so a run that fails for too many
-    of them still keeps what it fetched.
+    Only after that does the asset record observations and quarantines and judge the
+    failures, so a run that fails for too many of them still keeps what it fetched.
     """
     engine = postgres.get_engine()
-    wanted = raw_store.order_ids_to_fetch(engine, full_refresh=config.full_refresh)
+    run_started = _now()
+    plan = raw_store.plan_fetch(
+        engine,
+        full_refresh=config.full_refresh,
+        now=run_started,
+        reverify_share=config.reverify_share,
+        recheck_every=timedelta(days=config.gone_recheck_days),
+    )
+    wanted = plan.order_ids
     client = _logged_in(buffalo, context, RAW_ORDERS_RETRIES)
     started, cpu_started = time.perf_counter(), time.process_time()
     progress = _Progress(context, len(wanted))
     failed: list[FetchFailure] = []
+    answered: set[str] = set()  # fetched orders with a row in ops.gone_orders
+    stored_unstorable: set[str] = set()  # stored orders with a payload in quarantine
+    unstorable_seen = unstorable_new = reverified_changed = 0
     refused: BuffaloAuthError | None = None
-    with FrameSpill() as spill:
+    with FrameSpill() as spill, FrameSpill() as seen:
         fetched: list[FetchedOrder] = []
         failures: list[FetchFailure] = []
 
         def flush() -> None:
+            nonlocal unstorable_seen, unstorable_new, reverified_changed
             frame, unstorable = raw_store.version_frame(fetched, context.run_id, _now())
-            failures.extend(unstorable)
             raw_store.record_fetch_errors(engine, failures, context.run_id)
+            unstorable_new += raw_store.record_unstorable(engine, unstorable, context.run_id, _now())
+            unstorable_seen += len(unstorable)
+            answered.update(order.order_id for order in fetched if order.order_id in plan.gone_known)
+            stored_unstorable.update(plan.unstorable_known.intersection(frame["order_id"]))
+            if plan.reverify:
+                reverified_changed += sum(
+                    1
+                    for order_id, sha in zip(frame["order_id"], frame["payload_sha256"], strict=True)
+                    if order_id in plan.reverify and sha != plan.reverify[order_id]
+                )
             failed.extend(failures)
             spill.append(frame)
+            seen.append(frame[["order_id", "payload_sha256", "last_fetched_at"]])
             fetched.clear()
             failures.clear()
 
@@ -273,11 +318,34 @@ def raw_orders(
         fetch_s = time.perf_counter() - started
         progress.log(time.perf_counter())
         stats = client.stats.as_dict()
+        # Re-checks of quarantined gone orders do not count; a payload first quarantined now does.
+        counted = [failure for failure in failed if failure.order_id not in plan.recheck]
+        share = (len(counted) + unstorable_new) / plan.counted if plan.counted else 0.0
+        gone = raw_store.record_gone(
+            engine,
+            failed,
+            answered,
+            run_id=context.run_id,
+            now=run_started,
+            limit=config.gone_after_failures,
+        )
+        raw_store.release_unstorable(engine, stored_unstorable)
         metadata = {
             "orders_wanted": MetadataValue.int(len(wanted)),
             "fetched": MetadataValue.int(spill.rows),
             "failed": MetadataValue.int(len(failed)),
             "failure_kinds": MetadataValue.json(dict(Counter(failure.kind for failure in failed))),
+            "failure_share": MetadataValue.float(round(share, 4)),
+            "reverified": MetadataValue.int(len(plan.reverify)),
+            "reverified_changed": MetadataValue.int(reverified_changed),
+            "gone_quarantined": MetadataValue.int(gone.quarantined),
+            "gone_newly_quarantined": MetadataValue.int(gone.newly_quarantined),
+            "gone_held_back": MetadataValue.int(plan.gone_held_back),
+            "gone_rechecked": MetadataValue.int(len(plan.recheck)),
+            "gone_recovered": MetadataValue.int(gone.recovered),
+            "unstorable": MetadataValue.int(unstorable_seen),
+            "unstorable_new": MetadataValue.int(unstorable_new),
+            "unstorable_quarantined": MetadataValue.int(raw_store.count_unstorable(engine)),
             "requests": MetadataValue.int(stats["requests"]),
             "retries": MetadataValue.int(stats["retries"]),
             "relogins": MetadataValue.int(stats["relogins"]),
@@ -294,18 +362,32 @@ def raw_orders(
         }
         # Dagster hands a yielded output to the IO manager before this generator resumes.
         yield Output(spill.read_back(), metadata=metadata)
+        # The versions are stored: now the sequence of what each order showed.
+        observed = raw_store.record_observations(engine, seen.read_back(), context.run_id)
+    yield AssetObservation(
+        asset_key=context.asset_key, metadata={"observations": MetadataValue.int(len(observed))}
+    )
     if refused is not None:
         raise Failure(description=f"Buffalo login failed: {refused}", allow_retries=False)
-    share = len(failed) / len(wanted) if wanted else 0.0
     if share > config.max_failure_share:
         # The run's top-level error in the UI is this step's failure: it must say why (see
-        # _retry_allowed). A failure no retry can fix is not retried at all.
-        permanent = all(failure.kind in PERMANENT_FAILURE_KINDS for failure in failed)
+        # _retry_allowed). A failure no retry can fix is not retried at all, nor is one that
+        # only payloads now in quarantine pushed over the limit.
+        permanent = all(failure.kind in PERMANENT_FAILURE_KINDS for failure in counted) or (
+            len(counted) / plan.counted <= config.max_failure_share
+        )
+        unstorable_note = (
+            f" ({unstorable_new} of them fetched but not storable, see ops.unstorable_payloads)"
+            if unstorable_new
+            else ""
+        )
+        reason = _main_reason(counted) if counted else "payloads that cannot be stored"
         raise Failure(
             description=(
-                f"{len(failed)} of {len(wanted)} orders ({share:.0%}) could not be fetched: "
-                f"{_main_reason(failed)}; more than the allowed {config.max_failure_share:.0%}, so "
-                f"the run failed. The {spill.rows} fetched were stored; see ops.fetch_errors for the rest"
+                f"{len(counted) + unstorable_new} of {plan.counted} orders ({share:.0%}) could not be "
+                f"fetched: {reason}{unstorable_note}; more than the allowed "
+                f"{config.max_failure_share:.0%}, so the run failed. The {spill.rows} fetched were "
+                "stored; see ops.fetch_errors for the rest"
             ),
             metadata=metadata,
             allow_retries=not permanent and _retry_allowed(context, RAW_ORDERS_RETRIES),

@@ -422,7 +422,7 @@ class BuffaloClient:
         except Exception as exc:  # noqa: BLE001 - one order's surprise must not sink the others
             message = self.transport.scrub(f"{type(exc).__name__}: {exc}")[:EXCERPT_CHARS]
             return FetchFailure(order_id, "unexpected", message, None, self.transport.attempts)
-        return FetchedOrder(order_id, payload, self.transport.attempts)
+        return FetchedOrder(order_id, payload, self.transport.attempts, self.transport.last_body)
 
     # -- authenticated calls ---------------------------------------------------------------
 

@@ -263,6 +263,11 @@ class RetryingTransport:
         """HTTP attempts this thread made since `reset_attempts`."""
         return getattr(self._local, "attempts", 0)
 
+    @property
+    def last_body(self) -> bytes | None:
+        """The raw body of this thread's latest response (for quarantining what cannot be stored)."""
+        return getattr(self._local, "body", None)
+
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed try `attempt`: exponential, capped, half of it jitter."""
         ceiling = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
@@ -356,6 +361,7 @@ class RetryingTransport:
                 raw = self._read_capped(response, path)
             finally:
                 response.close()
+            self._local.body = raw
         except requests.exceptions.SSLError as exc:
             raise BuffaloApiError("tls_error", path, self.scrub(str(exc))[:300]) from None
         except (requests.ConnectionError, requests.Timeout) as exc:

@@ -12,11 +12,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FetchedOrder:
-    """An order detail, unwrapped from any envelope, exactly as Buffalo sent it."""
+    """An order detail, unwrapped from any envelope, exactly as Buffalo sent it.
+
+    `body` is the HTTP response body as received (envelope included), kept so that a
+    payload that cannot be stored canonically can be quarantined byte for byte.
+    """
 
     order_id: str
     payload: dict[str, Any]
     attempts: int
+    body: bytes | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from buffalo_assets.sandbox.edits import OrderEdits, edit_routes
 from buffalo_assets.sandbox.faults import (
     EXPIRY_STYLES,
     FAILURE_KINDS,
@@ -105,6 +106,7 @@ class Sandbox:
         # none of them leaks from the client.
         self.secrets_seen: set[str] = set()
         self.bloated: dict[int, int] = {}  # order index -> bytes of junk added to its detail
+        self.edits = OrderEdits()  # per-order field changes and unstorable values (edits.py)
 
     # -- clock and orders -----------------------------------------------------------------
 
@@ -443,9 +445,12 @@ def create_app(sandbox: Sandbox) -> Starlette:
             detail = sandbox.book.detail(index, sandbox.now)
             if index in sandbox.bloated:
                 detail["attachmentBlob"] = "x" * sandbox.bloated[index]
+            detail = sandbox.edits.apply(index, detail)
             if sandbox.dice.wrap_detail(detail["id"]):
                 detail = {"code": 200, "msg": "success", "success": True, "data": detail}
-            return with_content_type(JSONResponse(detail), sandbox.book.loose_content_type(index))
+            return with_content_type(
+                sandbox.edits.response(index, detail), sandbox.book.loose_content_type(index)
+            )
 
         return await api(request, "detail", build)
 
@@ -541,6 +546,7 @@ def create_app(sandbox: Sandbox) -> Starlette:
         Route("/_sandbox/stats", stats, methods=["GET"]),
         Route("/_sandbox/stats/reset", reset_stats, methods=["POST"]),
         Route("/_sandbox/truth", truth, methods=["GET"]),
+        *edit_routes(sandbox),
     ]
     return Starlette(routes=routes)
 

@@ -40,6 +40,24 @@ class SandboxControl:
     def mark_gone(self, order_id: str) -> None:
         self._call("POST", f"orders/{order_id}/gone")
 
+    def restore(self, order_id: str) -> None:
+        """An order marked gone answers again."""
+        self._call("DELETE", f"orders/{order_id}/gone")
+
+    def set_fields(self, order_id: str, **fields: Any) -> None:
+        """Replace top-level fields of that order's detail, e.g. `statusname="Returned"`."""
+        self._call("PUT", f"orders/{order_id}/fields", fields)
+
+    def clear_fields(self, order_id: str) -> None:
+        self._call("DELETE", f"orders/{order_id}/fields")
+
+    def make_unstorable(self, order_id: str, kind: str = "huge_number", field: str | None = None) -> None:
+        """Serve that order's detail with `1e400` (kind `huge_number`) or a NUL (`nul`) in `field`."""
+        self._call("PUT", f"orders/{order_id}/unstorable", {"kind": kind, "field": field})
+
+    def clear_unstorable(self, order_id: str) -> None:
+        self._call("DELETE", f"orders/{order_id}/unstorable")
+
     def bloat(self, order_id: str, size: int = 6_000_000) -> None:
         """Make that order's detail `size` bytes larger (an oversized response)."""
         self._call("POST", f"orders/{order_id}/bloat", {"bytes": size})

@@ -59,6 +59,86 @@ fetch_errors = sa.Table(
     comment="Order details that could not be fetched, with the reason.",
 )
 
+order_observations = sa.Table(
+    "order_observations",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column(
+        "fetched_at",
+        sa.DateTime(timezone=True),
+        primary_key=True,
+        comment="When the fetch that saw this payload ran",
+    ),
+    sa.Column(
+        "payload_sha256",
+        sa.Text,
+        nullable=False,
+        comment="The version seen (raw.order_versions), different from the one seen before it",
+    ),
+    sa.Column("run_id", sa.Text, nullable=True, comment="Dagster run of the fetch"),
+    schema="raw",
+    comment=(
+        "The sequence of payloads each order showed: a row whenever a fetch saw a payload other "
+        "than the previous one (A, B, A again is three rows)."
+    ),
+)
+
+gone_orders = sa.Table(
+    "gone_orders",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column(
+        "failures",
+        sa.Integer,
+        nullable=False,
+        comment="Runs in a row whose fetch of the detail failed for good",
+    ),
+    sa.Column("kind", sa.Text, nullable=False, comment="Kind of the latest failure"),
+    sa.Column("http_status", sa.Integer, nullable=True),
+    sa.Column("message", sa.Text, nullable=False, comment="What Buffalo said, latest failure"),
+    sa.Column("first_failed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column(
+        "last_failed_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        comment="Latest failure; a quarantined order is re-checked a re-check period after it",
+    ),
+    sa.Column(
+        "quarantined_at",
+        sa.DateTime(timezone=True),
+        nullable=True,
+        comment="When the failures reached the limit; null: still fetched by every run",
+    ),
+    sa.Column("run_id", sa.Text, nullable=True, comment="Dagster run of the latest failure"),
+    schema="ops",
+    comment=(
+        "Orders whose detail fails for good (gone): counted across runs; quarantined ones are "
+        "only fetched by the periodic re-check. A successful fetch removes the row."
+    ),
+)
+
+unstorable_payloads = sa.Table(
+    "unstorable_payloads",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column(
+        "payload_sha256",
+        sa.Text,
+        primary_key=True,
+        comment="SHA-256 of the payload's JSON (out-of-range numbers as Infinity)",
+    ),
+    sa.Column("reason", sa.Text, nullable=False, comment="Why it cannot be stored canonically, and where"),
+    sa.Column("body", sa.LargeBinary, nullable=False, comment="The HTTP response body exactly as received"),
+    sa.Column("first_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.Text, nullable=True, comment="Dagster run that first saw it"),
+    schema="ops",
+    comment=(
+        "Order details that cannot be stored as canonical JSON (numbers out of the float range, "
+        "NUL characters), with their raw bytes; removed once a later payload of the order is stored."
+    ),
+)
+
 list_walks = sa.Table(
     "list_walks",
     metadata,
