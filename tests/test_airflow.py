@@ -198,6 +198,29 @@ def test_ended_runs_pool_slots_are_freed_while_running_runs_keep_theirs(instance
         storage.free_concurrency_slots_for_run(canceled.run_id)
 
 
+def test_terminating_an_ingest_from_the_ui_cancels_it_instead_of_retrying_its_step(
+    dagster: DagsterStack,
+) -> None:
+    """Terminate (the UI's button, the hook's call) ends the run: the steps run in the run's
+    process, and Dagster would otherwise turn the interrupt into a retry of `order_ids`."""
+    SandboxControl(dagster.running.url).set_faults(latency_ms=1500)
+    run_id = dagster.launch("order_ids", "raw_orders")
+    eventually(lambda: run_id in slot_holding_run_ids(dagster.instance), 120, "the run holding the pool")
+    terminated = dagster.graphql(
+        "mutation($r: String!) { terminateRun(runId: $r) { __typename } }", r=run_id
+    )["terminateRun"]
+    assert terminated["__typename"] == "TerminateRunSuccess", terminated
+
+    eventually(lambda: dagster.status(run_id) == DagsterRunStatus.CANCELED, 120, "the run canceled")
+    kinds = [
+        record.dagster_event.event_type_value
+        for record in dagster.instance.all_logs(run_id)
+        if record.dagster_event
+    ]
+    assert "STEP_UP_FOR_RETRY" not in kinds and "STEP_RESTARTED" not in kinds
+    assert not slot_holding_run_ids(dagster.instance)
+
+
 @needs_airflow
 def test_a_run_worker_killed_mid_fetch_frees_the_pool_and_the_next_run_starts_within_a_minute(
     dagster: DagsterStack,

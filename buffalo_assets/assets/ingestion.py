@@ -5,11 +5,15 @@ never hit the API at once. They do the API work in their own body and return wha
 store; the Postgres IO manager writes it.
 """
 
+import functools
+import inspect
 import resource
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import pandas as pd
 from dagster import (
@@ -17,6 +21,7 @@ from dagster import (
     AssetObservation,
     Backoff,
     Config,
+    DagsterExecutionInterruptedError,
     Failure,
     FreshnessPolicy,
     MetadataValue,
@@ -97,6 +102,45 @@ def _retry_allowed(context: AssetExecutionContext, max_retries: int) -> bool:
     return context.retry_number < max_retries
 
 
+F = TypeVar("F", bound=Callable[..., object])
+TERMINATED = "The run was terminated while this step ran (from the UI, Airflow or Ctrl-C); it is not retried"
+
+
+@contextmanager
+def _interrupt_ends_the_step() -> Iterator[None]:
+    """A run's termination ends these steps instead of retrying them.
+
+    Dagster turns an interrupt inside a step that has a retry policy into a retry request.
+    With a process per step the run's orchestrator stopped anyway; since the steps run in
+    the run's own process (in_process_executor), the retry would run and the run would go on
+    and succeed although it was terminated. A not-retryable Failure ends the step, the
+    steps after it are skipped, and Dagster marks the run canceled.
+    """
+    try:
+        yield
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt):
+        raise Failure(description=TERMINATED, allow_retries=False) from None
+
+
+def _ends_on_interrupt(compute: F) -> F:
+    """`compute` (a function or a generator function) under `_interrupt_ends_the_step`."""
+    if inspect.isgeneratorfunction(compute):
+
+        @functools.wraps(compute)
+        def generator(*args: object, **kwargs: object) -> Iterator[object]:
+            with _interrupt_ends_the_step():
+                yield from compute(*args, **kwargs)
+
+        return generator  # type: ignore[return-value]
+
+    @functools.wraps(compute)
+    def function(*args: object, **kwargs: object) -> object:
+        with _interrupt_ends_the_step():
+            return compute(*args, **kwargs)
+
+    return function  # type: ignore[return-value]
+
+
 def _logged_in(buffalo: BuffaloResource, context: AssetExecutionContext, max_retries: int) -> BuffaloClient:
     client = buffalo.get_client()
     try:
@@ -131,6 +175,7 @@ def _now() -> datetime:
         "update_columns": ["last_seen_at"],
     },
 )
+@_ends_on_interrupt
 def order_ids(
     context: AssetExecutionContext,
     config: OrderIdsConfig,
@@ -233,6 +278,7 @@ class _Progress:
         "write_counts_as": {"inserted": "new_versions", "updated": "unchanged"},
     },
 )
+@_ends_on_interrupt
 def raw_orders(
     context: AssetExecutionContext,
     config: RawOrdersConfig,
