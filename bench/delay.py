@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import write_results
 from buffalo_assets.analytics.features import FEATURE_COLUMNS, build_history, in_flight_features
 from buffalo_assets.analytics.model import (
     DelayModel,
@@ -51,7 +52,6 @@ from buffalo_assets.analytics.model import (
 from buffalo_assets.orders.parse import parse_order
 from buffalo_assets.sandbox.orders import DAY, OrderBook
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SCORING_TIME = datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()
 HORIZON_DAYS = 3.0
 # Four scoring times 42 hours apart (different weekdays and times of day), each with a
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.scale_only:
         report = {"when": datetime.now(UTC).isoformat(), "scale": scale(args.orders, args.changed)}
         _print_scale(report["scale"])
-        _write(report, args.json or RESULTS / f"delay-scale-{args.orders}-{int(time.time())}.json")
+        write_results(report, args.json, f"delay-scale-{args.orders}")
         return report
 
     worlds = []
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_scale:
         report["scale"] = scale(args.scale_orders, args.changed)
         _print_scale(report["scale"])
-    _write(report, args.json or RESULTS / f"delay-{int(time.time())}.json")
+    write_results(report, args.json, "delay")
     return report
 
 
@@ -401,12 +401,6 @@ def _print_scale(s: dict[str, Any]) -> None:
         f"rescoring {s['rescored']} changed orders {s['incremental_seconds']:.1f}s "
         f"(load average {s['load_average_1min']:.1f} on {s['cpu_count']} CPUs)"
     )
-
-
-def _write(report: dict[str, Any], target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2, default=str))
-    print(f"written to {target}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from typing import Any
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 
-from bench.ingest import RESULTS, baseline, start_sandbox
+from bench import write_results
+from bench.ingest import baseline, start_sandbox
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
 from buffalo_assets.storage.database import create_engine, database_url, drop_database, recreate_database
@@ -257,10 +258,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name:22} {value:9.3f}")
     for key, value in phases["ours"]["steps"].items():
         print(f"  {key:30} {value}")
-    target = args.json or RESULTS / f"e2e-{args.orders}-{int(time.time())}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2))
-    print(f"written to {target}")
+    write_results(report, args.json, f"e2e-{args.orders}")
     return report
 
 

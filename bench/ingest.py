@@ -31,14 +31,13 @@ from typing import Any
 import psycopg2
 import requests
 
+from bench import write_results
 from buffalo_assets.buffalo.client import PAGE_SIZE, encrypt_password
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.sandbox.orders import TERMINAL_STAGES
 from buffalo_assets.sandbox.server import free_port
 from buffalo_assets.settings import SANDBOX_PASSWORD, SANDBOX_USERNAME
 from buffalo_assets.storage.database import database_url, recreate_database, safe_url
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def start_sandbox(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
@@ -238,10 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"terminal share at start: {report['terminal_share_at_start']}; "
         f"peak RSS {report['peak_rss_mb']:.0f} MB"
     )
-    target = args.json or RESULTS / f"ingest-{args.orders}-{int(time.time())}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2))
-    print(f"written to {target}")
+    write_results(report, args.json, f"ingest-{args.orders}")
     return report
 
 

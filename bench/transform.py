@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import resource
 import time
@@ -20,12 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import write_results
 from buffalo_assets.sandbox.orders import DAY, OrderBook
 from buffalo_assets.storage.database import database_url, recreate_database, safe_url
 from buffalo_assets.storage.raw_store import canonical_json, payload_sha256
 from buffalo_assets.storage.resource import engine_for
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def load_raw(
@@ -132,10 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
     }
     print(f"peak RSS {report['peak_rss_mb']:.0f} MB (before the transforms: {rss_before:.0f} MB)")
-    target = args.json or RESULTS / f"transform-{args.orders}-{int(time.time())}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(report, indent=2))
-    print(f"written to {target}")
+    write_results(report, args.json, f"transform-{args.orders}")
     return report
 
 
