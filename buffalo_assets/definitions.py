@@ -31,6 +31,11 @@ from dagster._core.launcher import DefaultRunLauncher
 from buffalo_assets import settings
 from buffalo_assets.alerts import alert_on_run_failure
 from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
+from buffalo_assets.assets.customer_alerts import (
+    customer_alerts,
+    send_customer_alerts_job,
+    send_customer_alerts_sensor,
+)
 from buffalo_assets.assets.ingestion import order_ids, raw_orders
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
@@ -121,11 +126,16 @@ core_automation = AutomationConditionSensorDefinition(
 # whose process dies (SIGKILL, OOM) is released by release_dead_runs_sensor as before.
 defs = Definitions(
     executor=in_process_executor,
-    assets=[order_ids, raw_orders, transform_orders, *ANALYTICS_ASSETS],
+    assets=[order_ids, raw_orders, transform_orders, *ANALYTICS_ASSETS, customer_alerts],
     asset_checks=[*core_checks(), *ANALYTICS_CHECKS],
-    jobs=[ingest_orders, refresh_all],
+    jobs=[ingest_orders, refresh_all, send_customer_alerts_job],
     schedules=[ingest_schedule],
-    sensors=[release_dead_runs_sensor, alert_on_run_failure, core_automation],
+    sensors=[
+        release_dead_runs_sensor,
+        alert_on_run_failure,
+        core_automation,
+        send_customer_alerts_sensor,
+    ],
     resources={
         "buffalo": buffalo,
         "postgres": PostgresResource(url=database_url),

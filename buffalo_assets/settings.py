@@ -140,6 +140,30 @@ class Settings(BaseSettings):
         "runs after an ingest only rescore the orders in flight",
         shown="`24`",
     )
+    # -- customer alerts -----------------------------------------------------------------
+    alert_cooldown_hours: float = _setting(
+        72.0,
+        "an order gets no new delay alert (at_risk, late, stuck) within this many hours of its "
+        "previous one; duty_unpaid and delivered_after_delay are exempt",
+        shown="`72`",
+    )
+    customer_alert_webhook: SecretStr | None = _setting(
+        None,
+        "customer alerts are POSTed here as JSON (Solo's notification service; the URL may embed a "
+        "token and is never logged); unset: the sender sensor skips",
+    )
+    alert_max_attempts: int = _setting(
+        8, "POSTs of one customer alert before the sender gives up on it (5xx, timeouts)"
+    )
+    alert_retry_s: float = _setting(
+        60.0,
+        "wait before retrying a customer alert after its first failed POST, seconds; doubled after "
+        "each further failure, at most 6 hours",
+        shown="`60`",
+    )
+    alert_timeout_s: float = _setting(
+        10.0, "seconds a customer alert POST may take before it counts as failed (and is retried)", shown="`10`"
+    )
     # -- alerting ------------------------------------------------------------------------
     alert_webhook: str | None = _setting(None, "failed runs are POSTed here as JSON", shown="unset (logged)")
     dagster_ui_url: str | None = _setting(None, "base URL of the Dagster UI, for links in alerts")

@@ -400,3 +400,43 @@ delivery_reports = sa.Table(
     schema="ops",
     comment="Rendered delivery reports; `buffalo report` serves the latest.",
 )
+
+# -- customer alerts (issue 16) ---------------------------------------------------------
+ALERT_REASONS = ("at_risk", "late", "duty_unpaid", "stuck", "delivered_after_delay")
+ALERT_REASON_CHECK = "reason IN (" + ", ".join(f"'{reason}'" for reason in ALERT_REASONS) + ")"
+
+customer_alerts = sa.Table(
+    "customer_alerts",
+    metadata,
+    _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
+    _column("reason", sa.Text, "Why: " + ", ".join(ALERT_REASONS), primary_key=True),
+    _column(
+        "alert_id",
+        sa.Text,
+        "<order_id>:<reason>, stable: the webhook's Idempotency-Key",
+        nullable=False,
+        unique=True,
+    ),
+    _column("expressnumber", sa.Text, "Buffalo tracking number the customer knows"),
+    _column("detail", JSONB, "The facts behind it: stage, days late, promised/expected date", nullable=False),
+    _column("message", sa.Text, "Short customer-facing text (English)", nullable=False),
+    _column("created_at", _TS, "When the alert was created", nullable=False),
+    _column("run_id", sa.Text, "Dagster run that created it"),
+    _column("sent_at", _TS, "When the webhook acknowledged it (2xx); null until then"),
+    _column("attempts", sa.Integer, "POSTs tried so far", nullable=False, server_default="0"),
+    _column("last_attempt_at", _TS, "When the latest POST was tried"),
+    _column("last_error", sa.Text, "Why the latest POST failed (HTTP status or timeout)"),
+    _column("next_attempt_at", _TS, "Not retried before this (backoff after a failure)"),
+    _column("gave_up_at", _TS, "When the sender gave up (attempts exhausted, or a 4xx refusal)"),
+    sa.CheckConstraint(ALERT_REASON_CHECK, name="customer_alerts_reason"),
+    schema="analytics",
+    comment=(
+        "Outbox of customer alerts: one row per order and reason, never two; append-only "
+        "(the sender only fills in delivery columns)."
+    ),
+)
+sa.Index(
+    "customer_alerts_unsent",
+    customer_alerts.c.created_at,
+    postgresql_where=sa.text("sent_at IS NULL AND gave_up_at IS NULL"),
+)

@@ -1,0 +1,196 @@
+"""Delivering the customer alerts outbox to Solo's notification service, exactly once.
+
+Plain Python (SQLAlchemy and requests, no Dagster): job `send_customer_alerts` calls it.
+One alert at a time, each in its own transaction: the row is claimed with
+`SELECT ... FOR UPDATE SKIP LOCKED`, POSTed with `Idempotency-Key: <alert_id>`, and its
+outcome written and committed in that same transaction. So a sender run that overlaps
+another skips the row the other holds, and a run killed before its commit releases the
+lock and leaves the row unsent: it is POSTed again later with the same key, which the
+receiver deduplicates. A row is marked sent only after a 2xx and never POSTed after that.
+
+Failures: 5xx, 408, 429, timeouts and connection errors are retried by later runs with
+exponential backoff (`next_attempt_at`) until `max_attempts`; any other answer (a 4xx: the
+service refuses this alert) gives up at once. Given-up rows keep `gave_up_at` and the
+reason in `last_error`. The webhook URL may carry a token: it is never logged or stored,
+and no error text of the HTTP library (which quotes the URL) is kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+
+MAX_RETRY_S = 6 * 3_600.0
+RETRIED_STATUSES = frozenset({408, 429})
+PAYLOAD_FIELDS = ("alert_id", "order_id", "expressnumber", "reason", "message", "detail", "created_at")
+USER_AGENT = "buffalo-orders-platform customer-alerts"
+
+_DUE = "sent_at IS NULL AND gave_up_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())"
+CLAIM = sa.text(
+    "SELECT alert_id, order_id, expressnumber, reason, message, detail, created_at, attempts "
+    f"FROM analytics.customer_alerts WHERE {_DUE} AND alert_id <> ALL(CAST(:tried AS text[])) "
+    "ORDER BY created_at, alert_id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+COUNT_DUE = sa.text(f"SELECT count(*) FROM analytics.customer_alerts WHERE {_DUE}")
+MARK_SENT = sa.text(
+    "UPDATE analytics.customer_alerts SET sent_at = clock_timestamp(), attempts = attempts + 1, "
+    "last_attempt_at = :tried_at, last_error = NULL, next_attempt_at = NULL WHERE alert_id = :alert_id"
+)
+MARK_FAILED = sa.text(
+    "UPDATE analytics.customer_alerts SET attempts = attempts + 1, last_attempt_at = :tried_at, "
+    "last_error = :error, "
+    "next_attempt_at = CASE WHEN :give_up THEN NULL "
+    "ELSE clock_timestamp() + make_interval(secs => :wait_s) END, "
+    "gave_up_at = CASE WHEN :give_up THEN clock_timestamp() END "
+    "WHERE alert_id = :alert_id"
+)
+
+
+@dataclass(frozen=True)
+class SenderPolicy:
+    timeout_s: float = 10.0
+    max_attempts: int = 8
+    retry_s: float = 60.0
+
+    def wait_s(self, attempts: int, retry_after_s: float | None = None) -> float:
+        """Backoff before the next try, after `attempts` failed ones (Retry-After wins if longer)."""
+        wait = min(self.retry_s * 2 ** max(0, attempts - 1), MAX_RETRY_S)
+        return max(wait, min(retry_after_s or 0.0, MAX_RETRY_S))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    sent: bool
+    retry: bool
+    error: str | None = None
+    retry_after_s: float | None = None
+
+
+@dataclass
+class SendTotals:
+    """What one sender run did; counts only, no alert text or contact data."""
+
+    sent: int = 0
+    failed: int = 0
+    gave_up: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    sent_by_reason: Counter[str] = field(default_factory=Counter)
+
+
+def payload(row: Any) -> dict[str, Any]:
+    """The JSON body of an alert (documented in the README): no address, no name."""
+    detail = row.detail if isinstance(row.detail, dict) else json.loads(row.detail)
+    created: datetime = row.created_at
+    return {
+        "alert_id": row.alert_id,
+        "order_id": row.order_id,
+        "expressnumber": row.expressnumber,
+        "reason": row.reason,
+        "message": row.message,
+        "detail": detail,
+        "created_at": created.isoformat(),
+    }
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.strip().isdigit() else None
+
+
+def post_alert(session: requests.Session, webhook: str, body: dict[str, Any], timeout_s: float) -> Outcome:
+    """POST one alert; the outcome says whether it was acknowledged and whether to retry."""
+    try:
+        response = session.post(
+            webhook,
+            data=json.dumps(body),
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": body["alert_id"],
+                "User-Agent": USER_AGENT,
+            },
+            timeout=timeout_s,
+            allow_redirects=False,
+        )
+    except requests.Timeout:
+        return Outcome(sent=False, retry=True, error=f"timeout after {timeout_s:g} s")
+    except requests.RequestException as exc:
+        # The library's message quotes the URL (and so any token in it): the class name only.
+        return Outcome(sent=False, retry=True, error=f"connection failed ({type(exc).__name__})")
+    status = response.status_code
+    if 200 <= status < 300:
+        return Outcome(sent=True, retry=False)
+    said = " ".join(response.text[:200].split())
+    error = f"HTTP {status} {response.reason or ''}".rstrip() + (f": {said}" if said else "")
+    if status >= 500 or status in RETRIED_STATUSES:
+        return Outcome(sent=False, retry=True, error=error, retry_after_s=_retry_after(response))
+    return Outcome(sent=False, retry=False, error=error)
+
+
+def count_due(engine: sa.Engine) -> int:
+    """Alerts a sender run would POST now (unsent, not given up, not waiting for a retry)."""
+    with engine.connect() as connection:
+        return int(connection.execute(COUNT_DUE).scalar_one())
+
+
+def send_due_alerts(
+    engine: sa.Engine,
+    webhook: str,
+    policy: SenderPolicy,
+    *,
+    limit: int | None = None,
+    report: Callable[[str], None] | None = None,
+) -> SendTotals:
+    """POST every due alert once (at most `limit`), one row and transaction at a time."""
+    totals = SendTotals()
+    tried: list[str] = []
+    with requests.Session() as session:
+        while limit is None or len(tried) < limit:
+            with engine.connect() as connection, connection.begin():
+                row = connection.execute(CLAIM, {"tried": tried}).first()
+                if row is None:
+                    break
+                tried.append(row.alert_id)
+                tried_at = connection.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+                outcome = post_alert(session, webhook, payload(row), policy.timeout_s)
+                if outcome.sent:
+                    connection.execute(MARK_SENT, {"alert_id": row.alert_id, "tried_at": tried_at})
+                else:
+                    attempts = int(row.attempts) + 1
+                    give_up = not outcome.retry or attempts >= policy.max_attempts
+                    wait_s = policy.wait_s(attempts, outcome.retry_after_s)
+                    connection.execute(
+                        MARK_FAILED,
+                        {
+                            "alert_id": row.alert_id,
+                            "tried_at": tried_at,
+                            "error": outcome.error,
+                            "give_up": give_up,
+                            "wait_s": wait_s,
+                        },
+                    )
+            # Committed: only now does the run count it.
+            if outcome.sent:
+                totals.sent += 1
+                totals.sent_by_reason[row.reason] += 1
+                continue
+            totals.errors[str(outcome.error).split(":")[0]] += 1
+            if give_up:
+                totals.gave_up += 1
+                what = "refused" if not outcome.retry else f"failed {attempts} times"
+                message = f"alert {row.alert_id} {what}: {outcome.error}; given up"
+            else:
+                totals.failed += 1
+                message = (
+                    f"alert {row.alert_id}: {outcome.error} (attempt {attempts} of "
+                    f"{policy.max_attempts}); retried in {wait_s:g} s or later"
+                )
+            if report is not None:
+                report(message)
+    return totals
