@@ -32,7 +32,10 @@ RETRIED_STATUSES = frozenset({408, 429})
 PAYLOAD_FIELDS = ("alert_id", "order_id", "expressnumber", "reason", "message", "detail", "created_at")
 USER_AGENT = "buffalo-orders-platform customer-alerts"
 
-_DUE = "sent_at IS NULL AND gave_up_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())"
+_DUE = (
+    "sent_at IS NULL AND gave_up_at IS NULL "
+    "AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())"
+)
 CLAIM = sa.text(
     "SELECT alert_id, order_id, expressnumber, reason, message, detail, created_at, attempts "
     f"FROM analytics.customer_alerts WHERE {_DUE} AND alert_id <> ALL(CAST(:tried AS text[])) "

@@ -578,6 +578,12 @@ def _print_analytics_summary(url: str) -> None:
         in_flight, at_risk = connection.execute(
             sa.text("SELECT count(*), count(*) FILTER (WHERE at_risk) FROM analytics.order_delay_risk")
         ).one()
+        unsent = connection.execute(
+            sa.text(
+                "SELECT reason, count(*) FROM analytics.customer_alerts "
+                "WHERE sent_at IS NULL AND gave_up_at IS NULL GROUP BY reason ORDER BY count(*) DESC, reason"
+            )
+        ).all()
         model = connection.execute(
             sa.text(
                 "SELECT model_version, metrics, note, training_rows FROM ops.delay_models "
@@ -597,6 +603,12 @@ def _print_analytics_summary(url: str) -> None:
             f"({model.metrics.get('test_rows', 0)} test moments)"
         )
     click.echo(f"at risk    {at_risk} of {in_flight} orders in flight")
+    by_reason = ", ".join(f"{reason} {count}" for reason, count in unsent) or "none"
+    webhook = "BUFFALO_CUSTOMER_ALERT_WEBHOOK" if settings.load().customer_alert_webhook else "a webhook"
+    click.echo(
+        f"alerts     {sum(count for _, count in unsent)} customer alerts would be sent to {webhook} "
+        f"({by_reason}); job send_customer_alerts sends them"
+    )
     written = write_latest_report(url, settings.state_dir() / "reports" / "delivery-report.html")
     if written is not None:
         click.echo(f"report     {written} (or `.venv/bin/buffalo report --demo --serve`)")

@@ -162,7 +162,9 @@ class Settings(BaseSettings):
         shown="`60`",
     )
     alert_timeout_s: float = _setting(
-        10.0, "seconds a customer alert POST may take before it counts as failed (and is retried)", shown="`10`"
+        10.0,
+        "seconds a customer alert POST may take before it counts as failed (and is retried)",
+        shown="`10`",
     )
     # -- alerting ------------------------------------------------------------------------
     alert_webhook: str | None = _setting(None, "failed runs are POSTed here as JSON", shown="unset (logged)")

@@ -149,7 +149,9 @@ def test_a_delay_condition_held_back_by_the_cooldown_is_alerted_once_the_cooldow
     monkeypatch.setenv("BUFFALO_ALERT_COOLDOWN_HOURS", "0")
     config = SandboxConfig(orders=1_500, history_days=90, start=time.time() - 60)
     with running_sandbox(config) as running:
-        result = run(running, outbox.pg_url, instance, ALL, selection=AssetSelection.assets("customer_alerts"))
+        result = run(
+            running, outbox.pg_url, instance, ALL, selection=AssetSelection.assets("customer_alerts")
+        )
     assert result.success
     added = metadata_of(result, "customer_alerts")["alerts_created"]
     after = _outbox(outbox.engine)
@@ -387,7 +389,9 @@ def _assert_nothing_personal_or_secret(instance: DagsterInstance, addresses: lis
     runs = instance.get_runs(RunsFilter(job_name=JOB_NAME))
     assert runs
     for dagster_run in runs:
-        text = json.dumps([str(r.dagster_event or r.user_message) for r in instance.all_logs(dagster_run.run_id)])
+        text = json.dumps(
+            [str(r.dagster_event or r.user_message) for r in instance.all_logs(dagster_run.run_id)]
+        )
         text += json.dumps(dagster_run.run_config) + json.dumps(dagster_run.tags)
         assert TOKEN not in text
         assert not any(address in text for address in addresses[:200])
@@ -409,9 +413,7 @@ def test_the_sender_backs_off_retries_and_gives_up_visibly(
     assert first["gave_up"] == 1 and first["failed"] >= 1 and first["sent"] > 0
     assert first["errors"]["HTTP 422 Unprocessable Entity"] == 1
     with outbox.engine.connect() as connection:
-        row = connection.execute(
-            sa.text(f"SELECT * FROM {OUTBOX} WHERE alert_id = :k"), {"k": broken}
-        ).one()
+        row = connection.execute(sa.text(f"SELECT * FROM {OUTBOX} WHERE alert_id = :k"), {"k": broken}).one()
         refused_row = connection.execute(
             sa.text(f"SELECT * FROM {OUTBOX} WHERE alert_id = :k"), {"k": refused}
         ).one()

@@ -121,6 +121,16 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
             ).one()
         assert f"raw.order_ids {orders}, raw.order_versions {versions}, ops.fetch_errors 0" in result.stdout
         assert orders >= 300 and versions > orders
+        # The demo says how many customer alerts the outbox would send, by reason.
+        with engine.connect() as connection:
+            reasons = dict(
+                connection.execute(
+                    sa.text("SELECT reason, count(*) FROM analytics.customer_alerts GROUP BY reason")
+                ).all()
+            )
+        assert f"alerts     {sum(reasons.values())} customer alerts would be sent" in result.stdout
+        alerts_line = next(line for line in lines if line.startswith("alerts "))
+        assert all(f"{reason} {count}" in alerts_line for reason, count in reasons.items())
         # Both runs went through Dagster, whose run storage is that same database.
         with engine.connect() as connection:
             statuses = connection.execute(sa.text("SELECT status FROM runs")).scalars().all()

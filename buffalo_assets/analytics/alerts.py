@@ -116,16 +116,21 @@ def due_alerts(
         "late": in_flight & is_late,
         "stuck": in_flight & (quiet_days >= stuck_days),
         "at_risk": in_flight & ~is_late & at_risk,
-        "duty_unpaid": (stage == "customs").to_numpy() & (duty_paid == False).fillna(False).to_numpy(dtype=bool),  # noqa: E712 - pandas' elementwise comparison
+        "duty_unpaid": (stage == "customs").to_numpy()
+        & duty_paid.eq(False).fillna(False).to_numpy(dtype=bool),
         "delivered_after_delay": (stage == "delivered").to_numpy()
         & (late_by > 0)
         & ((now_s - delivered_s) / DAY_S <= RECENT_DELIVERY_DAYS),
     }
     done = set(zip(previous["order_id"].astype(str), previous["reason"].astype(str), strict=True))
     delay_before = previous[previous["reason"].isin(DELAY_REASONS)]
-    last_delay_s = pd.Series(
-        epoch_seconds(delay_before["created_at"]), index=delay_before["order_id"].astype(str).to_numpy()
-    ).groupby(level=0).max()
+    last_delay_s = (
+        pd.Series(
+            epoch_seconds(delay_before["created_at"]), index=delay_before["order_id"].astype(str).to_numpy()
+        )
+        .groupby(level=0)
+        .max()
+    )
     cooling = set(last_delay_s[(now_s - last_delay_s) < cooldown_hours * HOUR_S].index)
 
     result = DueAlerts(alerts=pd.DataFrame(columns=list(ALERT_COLUMNS)))
@@ -134,8 +139,8 @@ def due_alerts(
     for reason in REASONS:
         positions = np.flatnonzero(holds[reason])
         result.conditions[reason] = len(positions)
-        for position in positions:
-            order_id = index[position]
+        for position in positions.tolist():
+            order_id = str(index[position])
             if (order_id, reason) in done:
                 result.already_alerted += 1
                 continue
@@ -146,14 +151,14 @@ def due_alerts(
                 if order_id in delay_taken:
                     continue
                 delay_taken.add(order_id)
-            chosen.append((int(position), reason))
+            chosen.append((position, reason))
     if not chosen:
         return result
 
     tracking_numbers = column(tracking, "tracking_number")
     rows: list[dict[str, Any]] = []
     for position, reason in chosen:
-        order_id = index[position]
+        order_id = str(index[position])
         detail = {
             "stage": stage.iloc[position],
             "promised_date": _local_date(promised_s[position]),

@@ -57,7 +57,9 @@ STATUS_COLUMNS = [
     name="customer_alerts",
     ins={
         "order_status_now": _in("order_status_now", STATUS_COLUMNS),
-        "order_delay_risk": _in("order_delay_risk", ["order_id", "at_risk", "p_late", "expected_delivery_at"]),
+        "order_delay_risk": _in(
+            "order_delay_risk", ["order_id", "at_risk", "p_late", "expected_delivery_at"]
+        ),
         "clean_orders": _in("clean_orders", ["order_id", "tracking_number"]),
     },
     # The last event per order is read as one aggregate (a row per order, not per event).
@@ -94,7 +96,9 @@ def customer_alerts(
     current = settings.load()
     with postgres.get_engine().connect() as connection:
         last_events = pd.read_sql_query(
-            sa.text("SELECT order_id, max(event_at) AS last_event_at FROM core.order_events GROUP BY order_id"),
+            sa.text(
+                "SELECT order_id, max(event_at) AS last_event_at FROM core.order_events GROUP BY order_id"
+            ),
             connection,
         )
         previous = pd.read_sql_query(
@@ -137,7 +141,7 @@ class SendAlertsConfig(DagsterConfig):
 
 
 @op(
-    name="send_customer_alerts",
+    name="send_due_customer_alerts",
     description="POSTs every due customer alert to BUFFALO_CUSTOMER_ALERT_WEBHOOK, exactly once "
     "per alert (Idempotency-Key, row locks); metadata: counts sent, failed, given up.",
 )
@@ -160,7 +164,9 @@ def send_customer_alerts_op(
         limit=config.limit,
         report=context.log.warning,
     )
-    context.log.info(f"customer alerts: {totals.sent} sent, {totals.failed} failed, {totals.gave_up} given up")
+    context.log.info(
+        f"customer alerts: {totals.sent} sent, {totals.failed} failed, {totals.gave_up} given up"
+    )
     counts = {"sent": totals.sent, "failed": totals.failed, "gave_up": totals.gave_up}
     return Output(
         counts,

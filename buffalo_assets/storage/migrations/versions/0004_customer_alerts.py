@@ -89,7 +89,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("order_id", "reason"),
         sa.UniqueConstraint("alert_id"),
         schema="analytics",
-        comment="Outbox of customer alerts: one row per order and reason, never two; append-only (the sender only fills in delivery columns).",
+        comment=(
+            "Outbox of customer alerts: one row per order and reason, never two; append-only "
+            "(the sender only fills in delivery columns)."
+        ),
     )
     op.create_index(
         "customer_alerts_unsent",
