@@ -81,8 +81,8 @@ def test_no_password_encrypted_password_or_ticket_leaks_anywhere(
 
 
 BI_VIEWS = (
-    "bi_delay_models", "bi_delivery_kpis", "bi_late_shares", "bi_order_delay_risk", "bi_order_status",
-    "bi_stage_durations",
+    "bi_customer_alerts", "bi_delay_models", "bi_delivery_kpis", "bi_late_shares", "bi_order_delay_risk",
+    "bi_order_status", "bi_stage_durations",
 )  # fmt: skip
 
 
@@ -131,6 +131,7 @@ def test_the_bi_role_reads_the_bi_views_and_nothing_else(
             "SELECT * FROM analytics.delivery_kpis",
             "SELECT * FROM analytics.order_status_now",
             "SELECT * FROM analytics.order_delay_risk",
+            "SELECT message FROM analytics.customer_alerts",
             "INSERT INTO analytics.bi_late_shares VALUES ('day', '2026-11-23', 'province', 'x', 1, 0, 0)",
             "DELETE FROM analytics.bi_order_status",
             "CREATE TABLE analytics.sneaky (x int)",
