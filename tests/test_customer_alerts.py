@@ -30,13 +30,16 @@ import psutil
 import pytest
 import sqlalchemy as sa
 from dagster import (
+    AssetKey,
     AssetSelection,
     DagsterEventType,
     DagsterInstance,
+    Definitions,
     RunRequest,
     RunsFilter,
     SkipReason,
     build_sensor_context,
+    evaluate_automation_conditions,
 )
 
 from buffalo_assets.analytics.alerts import due_alerts
@@ -48,10 +51,12 @@ from buffalo_assets.assets.customer_alerts import (
     send_customer_alerts_job,
     send_customer_alerts_sensor,
 )
+from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.server import running_sandbox
 from buffalo_assets.storage.resource import PostgresResource
-from tests.pipeline import EVERYTHING, ROOT, metadata_of, run
+from tests.conftest import SandboxFactory
+from tests.pipeline import EVERYTHING, INGESTION, ROOT, metadata_of, resources, run
 
 DAY = 86_400.0
 ALL = [*EVERYTHING, *ANALYTICS_ASSETS, *ANALYTICS_CHECKS, customer_alerts]
@@ -463,3 +468,18 @@ def test_the_sender_sensor_skips_saying_why_and_requests_a_run_when_alerts_are_d
     with build_sensor_context(instance=instance, resources=resources) as context:
         idle = send_customer_alerts_sensor(context)
     assert isinstance(idle, SkipReason) and "no customer alert is due" in str(idle.skip_message)
+
+
+def test_a_change_in_core_makes_automation_request_the_outbox_with_the_analytics(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    # Last in this module: empty_store empties the tables the outbox fixture filled.
+    running = start_sandbox(orders=20, start=time.time() - 10 * DAY)
+    defs = Definitions(
+        assets=[*INGESTION, transform_orders, *ANALYTICS_ASSETS, customer_alerts],
+        resources=resources(running, pg_url),
+    )
+    first = evaluate_automation_conditions(defs=defs, instance=instance)
+    assert run(running, pg_url, instance, EVERYTHING).success  # ingest + core, nothing downstream
+    after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert after.get_num_requested(AssetKey("customer_alerts")) == 1
