@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import sqlalchemy as sa
@@ -31,6 +32,9 @@ MAX_RETRY_S = 6 * 3_600.0
 RETRIED_STATUSES = frozenset({408, 429})
 PAYLOAD_FIELDS = ("alert_id", "order_id", "expressnumber", "reason", "message", "detail", "created_at")
 USER_AGENT = "buffalo-orders-platform customer-alerts"
+# The service unreachable this many times in a row: the run stops instead of trying (and
+# spending an attempt of) every other alert; the next run starts over.
+STOP_AFTER_UNREACHABLE = 3
 
 _DUE = (
     "sent_at IS NULL AND gave_up_at IS NULL "
@@ -74,6 +78,7 @@ class Outcome:
     retry: bool
     error: str | None = None
     retry_after_s: float | None = None
+    unreachable: bool = False
 
 
 @dataclass
@@ -85,6 +90,7 @@ class SendTotals:
     gave_up: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     sent_by_reason: Counter[str] = field(default_factory=Counter)
+    stopped: str | None = None
 
 
 def payload(row: Any) -> dict[str, Any]:
@@ -125,7 +131,9 @@ def post_alert(session: requests.Session, webhook: str, body: dict[str, Any], ti
         return Outcome(sent=False, retry=True, error=f"timeout after {timeout_s:g} s")
     except requests.RequestException as exc:
         # The library's message quotes the URL (and so any token in it): the class name only.
-        return Outcome(sent=False, retry=True, error=f"connection failed ({type(exc).__name__})")
+        return Outcome(
+            sent=False, retry=True, error=f"connection failed ({type(exc).__name__})", unreachable=True
+        )
     status = response.status_code
     if 200 <= status < 300:
         return Outcome(sent=True, retry=False)
@@ -134,6 +142,16 @@ def post_alert(session: requests.Session, webhook: str, body: dict[str, Any], ti
     if status >= 500 or status in RETRIED_STATUSES:
         return Outcome(sent=False, retry=True, error=error, retry_after_s=_retry_after(response))
     return Outcome(sent=False, retry=False, error=error)
+
+
+def check_webhook(webhook: str) -> None:
+    """Refuse a webhook that is not an http(s) URL with a host, without quoting it (it may hold a token)."""
+    parsed = urlsplit(webhook)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(
+            "BUFFALO_CUSTOMER_ALERT_WEBHOOK must be an http:// or https:// URL with a host "
+            f"(it has scheme {parsed.scheme or 'none'!r}); nothing was sent"
+        )
 
 
 def count_due(engine: sa.Engine) -> int:
@@ -151,8 +169,10 @@ def send_due_alerts(
     report: Callable[[str], None] | None = None,
 ) -> SendTotals:
     """POST every due alert once (at most `limit`), one row and transaction at a time."""
+    check_webhook(webhook)
     totals = SendTotals()
     tried: list[str] = []
+    unreachable = 0
     with requests.Session() as session:
         while limit is None or len(tried) < limit:
             with engine.connect() as connection, connection.begin():
@@ -180,6 +200,7 @@ def send_due_alerts(
                     )
             # Committed: only now does the run count it.
             if outcome.sent:
+                unreachable = 0
                 totals.sent += 1
                 totals.sent_by_reason[row.reason] += 1
                 continue
@@ -196,4 +217,12 @@ def send_due_alerts(
                 )
             if report is not None:
                 report(message)
+            unreachable = unreachable + 1 if outcome.unreachable else 0
+            if unreachable >= STOP_AFTER_UNREACHABLE:
+                totals.stopped = (
+                    f"the webhook was unreachable {unreachable} times in a row; the next run tries again"
+                )
+                if report is not None:
+                    report(totals.stopped)
+                break
     return totals

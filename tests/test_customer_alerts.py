@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -468,6 +469,35 @@ def test_the_sender_sensor_skips_saying_why_and_requests_a_run_when_alerts_are_d
     with build_sensor_context(instance=instance, resources=resources) as context:
         idle = send_customer_alerts_sensor(context)
     assert isinstance(idle, SkipReason) and "no customer alert is due" in str(idle.skip_message)
+
+
+def test_an_unreachable_webhook_stops_the_run_early_and_a_malformed_one_is_refused(
+    outbox: Outbox, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _reset_delivery(outbox.engine)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", f"http://127.0.0.1:{port}/notify?token={TOKEN}")
+    metadata = _send_in_process(instance, outbox.pg_url)
+    # Three alerts tried, then the run stopped instead of spending an attempt of every alert.
+    assert (metadata["sent"], metadata["failed"], metadata["gave_up"]) == (0, 3, 0)
+    assert "unreachable 3 times in a row" in metadata["stopped"]
+    rows = _outbox(outbox.engine)
+    tried = rows[rows["attempts"] > 0]
+    assert len(tried) == 3 and tried["last_error"].str.startswith("connection failed").all()
+    assert TOKEN not in json.dumps(metadata) + "".join(tried["last_error"])
+
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", f"hooks.example/notify?token={TOKEN}")
+    result = send_customer_alerts_job.execute_in_process(
+        instance=instance, resources={"postgres": PostgresResource(url=outbox.pg_url)}, raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    said = failure.step_failure_data.user_failure_data.description
+    assert "BUFFALO_CUSTOMER_ALERT_WEBHOOK must be an http:// or https:// URL" in said
+    assert TOKEN not in said + failure.step_failure_data.error.to_string()
+    assert (_outbox(outbox.engine)["attempts"] > 0).sum() == 3  # nothing more was tried
 
 
 def test_a_change_in_core_makes_automation_request_the_outbox_with_the_analytics(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from dagster import (
     AssetExecutionContext,
     DefaultSensorStatus,
+    Failure,
     MetadataValue,
     OpExecutionContext,
     Output,
@@ -31,7 +32,7 @@ from dagster import Config as DagsterConfig
 from pydantic import Field
 
 from buffalo_assets import settings
-from buffalo_assets.alert_sender import SenderPolicy, count_due, send_due_alerts
+from buffalo_assets.alert_sender import SenderPolicy, check_webhook, count_due, send_due_alerts
 from buffalo_assets.analytics.alerts import DELAY_REASONS, REASONS, due_alerts
 from buffalo_assets.assets.analytics import KINDS, _common, _in, _now, _table_metadata
 from buffalo_assets.storage import tables
@@ -152,6 +153,11 @@ def send_customer_alerts_op(
     if current.customer_alert_webhook is None:
         context.log.warning(WEBHOOK_UNSET)
         return Output({"sent": 0}, metadata={"note": WEBHOOK_UNSET, "sent": MetadataValue.int(0)})
+    webhook = current.customer_alert_webhook.get_secret_value()
+    try:
+        check_webhook(webhook)
+    except ValueError as exc:
+        raise Failure(description=str(exc)) from None
     policy = SenderPolicy(
         timeout_s=current.alert_timeout_s,
         max_attempts=current.alert_max_attempts,
@@ -159,7 +165,7 @@ def send_customer_alerts_op(
     )
     totals = send_due_alerts(
         postgres.get_engine(),
-        current.customer_alert_webhook.get_secret_value(),
+        webhook,
         policy,
         limit=config.limit,
         report=context.log.warning,
@@ -175,6 +181,7 @@ def send_customer_alerts_op(
             "sent_by_reason": MetadataValue.json(dict(totals.sent_by_reason)),
             "errors": MetadataValue.json(dict(totals.errors)),
             "max_attempts": MetadataValue.int(policy.max_attempts),
+            **({"stopped": totals.stopped} if totals.stopped else {}),
         },
     )
 
