@@ -32,6 +32,7 @@ from buffalo_assets import settings
 from buffalo_assets.alerts import alert_on_run_failure
 from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
 from buffalo_assets.assets.ingestion import order_ids, raw_orders
+from buffalo_assets.assets.stock import STOCK_ASSETS
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.checks.core import core_checks
@@ -121,7 +122,7 @@ core_automation = AutomationConditionSensorDefinition(
 # whose process dies (SIGKILL, OOM) is released by release_dead_runs_sensor as before.
 defs = Definitions(
     executor=in_process_executor,
-    assets=[order_ids, raw_orders, transform_orders, *ANALYTICS_ASSETS],
+    assets=[order_ids, raw_orders, transform_orders, *ANALYTICS_ASSETS, *STOCK_ASSETS],
     asset_checks=[*core_checks(), *ANALYTICS_CHECKS],
     jobs=[ingest_orders, refresh_all],
     schedules=[ingest_schedule],
