@@ -427,7 +427,10 @@ def stock_import(file: Path) -> None:
             f"(ops.stock_levels keeps its {before} earlier rows):\n" + "\n".join(shown)
         ) from None
     imported_at = datetime.now(UTC)
-    rows = [{**row, "imported_at": imported_at} for row in levels.to_dict("records")]
+    rows = [
+        {str(k): v for k, v in row.items()} | {"imported_at": imported_at}
+        for row in levels.to_dict("records")
+    ]
     with engine.begin() as connection:
         # One import at a time; readers keep seeing the old list until this commits.
         connection.execute(sa.text("LOCK TABLE ops.stock_levels IN SHARE ROW EXCLUSIVE MODE"))

@@ -110,6 +110,7 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
     assert sum("model_beats_the_naive_baseline passed" in line for line in lines) == 2
     assert any(line.startswith("analytics  late share") for line in lines)
     assert any(line.startswith("at risk ") for line in lines)
+    inbound = next(line for line in lines if line.startswith("inbound "))
     demo_url = make_url(pg_url).set(database=demo_db).render_as_string(hide_password=False)
     engine = sa.create_engine(demo_url)
     try:
@@ -121,6 +122,15 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
             ).one()
         assert f"raw.order_ids {orders}, raw.order_versions {versions}, ops.fetch_errors 0" in result.stdout
         assert orders >= 300 and versions > orders
+        # The top inbound goods: the most units in flight first.
+        with engine.connect() as connection:
+            top = connection.execute(
+                sa.text(
+                    "SELECT min(goods_name), sum(quantity) FROM analytics.inbound_stock "
+                    "WHERE state = 'in_flight' GROUP BY goods ORDER BY 2 DESC, goods LIMIT 1"
+                )
+            ).one()
+        assert inbound.startswith(f"inbound    top goods in flight: {top[0]} {top[1]:,.0f} units"), inbound
         # Both runs went through Dagster, whose run storage is that same database.
         with engine.connect() as connection:
             statuses = connection.execute(sa.text("SELECT status FROM runs")).scalars().all()

@@ -209,10 +209,9 @@ def _cover(on_hand: float, daily_sales: float, arrivals: list[_Arrival]) -> tupl
 
 def _arrivals(inbound: pd.DataFrame, column: str, now: pd.Timestamp) -> list[_Arrival]:
     """Inbound rows arriving at `column` (one already due counts as arriving now), earliest first."""
-    at = pd.to_datetime(inbound[column], utc=True).clip(lower=now)
-    days = ((at - now) / DAY).to_numpy(dtype="float64")
+    stamps = [max(pd.Timestamp(at), now) for at in pd.to_datetime(inbound[column], utc=True)]
     quantities = inbound["quantity"].to_numpy(dtype="float64")
-    found = [_Arrival(d, q, a) for d, q, a in zip(days, quantities, at, strict=True)]
+    found = [_Arrival((at - now) / DAY, float(q), at) for at, q in zip(stamps, quantities, strict=True)]
     return sorted(found, key=lambda arrival: arrival.day)
 
 
@@ -237,18 +236,18 @@ def stock_cover(stock_levels: pd.DataFrame, inbound: pd.DataFrame, as_of: dateti
     now = as_utc(as_of).floor("s")
     flying = inbound[inbound["state"] == IN_FLIGHT]
     rows: list[dict[str, Any]] = []
-    for item in stock_levels.itertuples(index=False):
-        mine = flying[flying["goods"] == item.goods]
-        on_hand, sales = float(item.on_hand), float(item.daily_sales)
-        counted = pd.Timestamp(item.as_of, tz=SAST) + DAY  # end of the count's day
+    for item in stock_levels.to_dict("records"):
+        mine = flying[flying["goods"] == item["goods"]]
+        on_hand, sales = float(item["on_hand"]), float(item["daily_sales"])
+        counted = pd.Timestamp(item["as_of"], tz=SAST) + DAY  # end of the count's day
         elapsed = max(0.0, (now - counted) / DAY)
         left = max(0.0, on_hand - sales * elapsed)
         row: dict[str, Any] = {
-            "goods": item.goods,
-            "goods_name": item.goods_name,
+            "goods": item["goods"],
+            "goods_name": item["goods_name"],
             "on_hand": on_hand,
             "daily_sales": sales,
-            "stock_as_of": item.as_of,
+            "stock_as_of": item["as_of"],
             "on_hand_now": left,
             "inbound_quantity": float(mine["quantity"].sum()),
             "stockout_risk": False,

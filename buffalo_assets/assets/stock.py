@@ -7,6 +7,7 @@ it the asset materializes an empty table and says so in its metadata.
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -75,7 +76,7 @@ def inbound_stock_asset(
     flying = frame[frame["state"] == IN_FLIGHT]
     arrived = frame[frame["state"] == ARRIVED]
     unscored = int(flying["unscored_orders"].sum())
-    metadata = {
+    metadata: dict[str, Any] = {
         "goods_in_flight": MetadataValue.int(int(flying["goods"].nunique())),
         "units_in_flight": MetadataValue.float(float(flying["quantity"].sum())),
         "declared_value_in_flight_zar": MetadataValue.float(
