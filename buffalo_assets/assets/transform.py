@@ -51,7 +51,6 @@ BATCH_ORDERS = 2_000
 RAW = raw_orders.key
 PERSONAL_COLUMNS = ("address", "street", "suburb")
 
-
 def _lineage(sources: dict[str, list[str]]) -> TableColumnLineage:
     return TableColumnLineage(
         deps_by_column={
