@@ -667,7 +667,7 @@ def _print_analytics_summary(url: str) -> None:
 
 
 def _top_inbound(url: str, top: int = 5) -> str:
-    """The goods with the most units in flight (analytics.inbound_stock), on one line."""
+    """Units and goods in flight (analytics.inbound_stock), and the goods with the most units."""
     import sqlalchemy as sa
 
     from buffalo_assets.storage.resource import engine_for
@@ -675,17 +675,16 @@ def _top_inbound(url: str, top: int = 5) -> str:
     with engine_for(url).connect() as connection:
         goods = connection.execute(
             sa.text(
-                "SELECT min(goods_name) AS name, sum(quantity) AS units, sum(declared_value_zar) AS value, "
-                "min(week_start) AS first_week FROM analytics.inbound_stock WHERE state = 'in_flight' "
-                "GROUP BY goods ORDER BY units DESC, goods LIMIT :top"
-            ),
-            {"top": top},
+                "SELECT min(goods_name) AS name, sum(quantity) AS units, sum(declared_value_zar) AS value "
+                "FROM analytics.inbound_stock WHERE state = 'in_flight' "
+                "GROUP BY goods ORDER BY units DESC, goods"
+            )
         ).all()
     if not goods:
         return "no goods in flight"
-    return "top goods in flight: " + "; ".join(
-        f"{row.name} {row.units:,.0f} units (R {row.value or 0:,.0f}, from week of {row.first_week})"
-        for row in goods
+    units = sum(row.units for row in goods)
+    return f"{units:,.0f} units of {len(goods)} goods in flight; most: " + ", ".join(
+        f"{row.name} {row.units:,.0f} (R {row.value or 0:,.0f})" for row in goods[:top]
     )
 
 
