@@ -17,10 +17,18 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from dagster import AssetSelection, DagsterInstance
 
-from buffalo_assets.analytics.stock import goods_key, inbound_stock, stock_cover, today_sast
+from buffalo_assets.analytics.stock import (
+    INBOUND_COLUMNS,
+    STOCK_COVER_COLUMNS,
+    goods_key,
+    inbound_stock,
+    stock_cover,
+    today_sast,
+)
 from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
 from buffalo_assets.assets.stock import STOCK_ASSETS
 from buffalo_assets.cli import main
+from buffalo_assets.storage import tables
 from tests.conftest import SandboxFactory
 from tests.pipeline import EVERYTHING, metadata_of, run
 
@@ -174,6 +182,33 @@ def test_inbound_stock_and_stock_cover_through_dagster_on_the_sandbox(
     assert cover.loc[top, "days_of_cover"] == pytest.approx(100_000 + totals[top])
     assert cover.loc[top, "days_of_cover_p90"] == pytest.approx(100_000 + totals[top])
     assert cover.loc[top, "status"] == "inbound_in_time" and not cover.loc[top, "stockout_risk"]
+
+
+def test_a_young_world_without_a_model_dates_goods_by_their_promise_and_never_fails(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, stock_store: sa.Engine
+) -> None:
+    running = start_sandbox(orders=200, history_days=2)
+    result = run(running, pg_url, instance, ALL)
+    assert result.success
+    assert metadata_of(result, "delay_model")["trained"] is False
+    inbound_meta = metadata_of(result, "inbound_stock")
+    assert "dated by their promise" in inbound_meta["note"]
+    assert "buffalo stock import" in metadata_of(result, "stock_cover")["note"]
+    with stock_store.connect() as connection:
+        inbound = pd.read_sql_query("SELECT * FROM analytics.inbound_stock", connection)
+        expected = pd.read_sql_query(IN_FLIGHT_SQL, connection)
+    flying = inbound[inbound["state"] == "in_flight"]
+    assert flying["quantity"].sum() == pytest.approx(expected["quantity"].sum()) and len(flying) > 0
+    # Every order is unscored: each row counts all its orders so, and a promise has no range
+    # around it: the row's latest promise is also its high end.
+    assert (flying["unscored_orders"] == flying["orders"]).all()
+    assert (flying["expected_high_at"] == flying["expected_at"]).all()
+    assert (flying["expected_low_at"] <= flying["expected_at"]).all()
+
+
+def test_the_declared_stock_tables_have_the_columns_the_stock_core_produces() -> None:
+    assert tuple(c.name for c in tables.inbound_stock.columns) == INBOUND_COLUMNS
+    assert tuple(c.name for c in tables.stock_cover.columns) == STOCK_COVER_COLUMNS
 
 
 def test_stock_cover_counts_what_arrives_before_the_shelf_is_empty_by_hand() -> None:
