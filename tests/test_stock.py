@@ -11,12 +11,16 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 from dagster import AssetSelection, DagsterInstance
 
+from buffalo_assets.analytics.features import Snapshots
+from buffalo_assets.analytics.model import DelayModel
+from buffalo_assets.analytics.stages import STAGES
 from buffalo_assets.analytics.stock import (
     INBOUND_COLUMNS,
     STOCK_COVER_COLUMNS,
@@ -209,6 +213,27 @@ def test_a_young_world_without_a_model_dates_goods_by_their_promise_and_never_fa
 def test_the_declared_stock_tables_have_the_columns_the_stock_core_produces() -> None:
     assert tuple(c.name for c in tables.inbound_stock.columns) == INBOUND_COLUMNS
     assert tuple(c.name for c in tables.stock_cover.columns) == STOCK_COVER_COLUMNS
+
+
+def test_the_late_end_of_the_range_counts_validation_orders_still_travelling() -> None:
+    from sklearn.dummy import DummyRegressor  # type: ignore[import-untyped]
+
+    # Validation moments in customs: 80 orders delivered 1 day later, 20 still travelling
+    # 10 days on. The range must not forget the slow ones just because they have not arrived.
+    stage = float(STAGES.index("customs"))
+    remaining = np.array([1.0] * 80 + [10.0] * 20)
+    rows = Snapshots(
+        features=pd.DataFrame({"stage_code": [stage] * 100}),
+        late=remaining > 5,
+        remaining_days=remaining,
+        delivered=np.array([True] * 80 + [False] * 20),
+        promise_s=np.zeros(100),
+    )
+    model = DelayModel(feature_columns=("stage_code",))
+    model.regressor = DummyRegressor(strategy="constant", constant=np.log1p(1.0)).fit([[0.0]], [0.0])
+    low, high = model.calibrate_ranges(rows)[int(stage)]
+    assert low == pytest.approx(0.0)
+    assert high == pytest.approx(np.log1p(10.0) - np.log1p(1.0))  # 10 days, not 1
 
 
 def test_stock_cover_counts_what_arrives_before_the_shelf_is_empty_by_hand() -> None:

@@ -82,10 +82,8 @@ def _display_names(keys: pd.Series, names: pd.Series) -> dict[str, str]:
     )
     spelled.loc[spelled["name"] == "", "name"] = UNNAMED
     counts = spelled.groupby(["goods", "name"]).size().reset_index(name="n")
-    counts = counts.sort_values(["goods", "n", "name"], ascending=[True, False, True])
-    return dict(
-        zip(counts.drop_duplicates("goods")["goods"], counts.drop_duplicates("goods")["name"], strict=True)
-    )
+    first = counts.sort_values(["goods", "n", "name"], ascending=[True, False, True]).drop_duplicates("goods")
+    return dict(zip(first["goods"], first["name"], strict=True))
 
 
 def week_start(moments: pd.Series) -> pd.Series:
@@ -132,8 +130,11 @@ def inbound_stock(
     # Unscored: the promise is all there is to go by; never a date before now.
     expected = in_flight["expected_delivery_at"].fillna(in_flight["promised_delivery_at"])
     in_flight["expected"] = expected.where(expected.isna() | (expected >= now), now)
-    in_flight["low"] = in_flight["expected_low_at"].fillna(in_flight["expected"])
-    in_flight["high"] = in_flight["expected_high_at"].fillna(in_flight["expected"])
+    # A score older than now may lie before it: the range still brackets the date used.
+    low = in_flight["expected_low_at"].fillna(in_flight["expected"])
+    high = in_flight["expected_high_at"].fillna(in_flight["expected"])
+    in_flight["low"] = low.where(low <= in_flight["expected"], in_flight["expected"])
+    in_flight["high"] = high.where(high >= in_flight["expected"], in_flight["expected"])
     in_flight = in_flight[in_flight["expected"].notna()]
     in_flight["week_start"] = week_start(in_flight["expected"])
 
