@@ -382,6 +382,67 @@ def db_stop() -> None:
         click.echo(f"left in place (made when set up as root): {change}")
 
 
+# -- stock ---------------------------------------------------------------------------------
+
+MAX_PROBLEMS_SHOWN = 50
+
+
+@main.group()
+def stock() -> None:
+    """Solo's own stock levels, for the `stock_cover` asset."""
+
+
+@stock.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def stock_import(file: Path) -> None:
+    """Load a stock CSV (goods,on_hand,daily_sales,as_of) into ops.stock_levels, replacing it all.
+
+    Every row is checked first; with any bad value nothing is loaded, every problem is
+    listed by line and column, and the stock list loaded before stays as it was. A good
+    file replaces the whole list in one transaction (an item missing from the file is
+    removed). `stock_cover` uses it from its next materialization.
+    """
+    import sqlalchemy as sa
+
+    from buffalo_assets.analytics.stock import StockFileError, parse_stock_levels, today_sast
+    from buffalo_assets.storage.database import database_url
+    from buffalo_assets.storage.resource import engine_for
+    from buffalo_assets.storage.tables import stock_levels
+
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise click.ClickException(f"{file}: not UTF-8 text (byte {error.start}); nothing imported") from None
+    engine = engine_for(database_url())
+    with engine.connect() as connection:
+        before = int(connection.execute(sa.text("SELECT count(*) FROM ops.stock_levels")).scalar_one())
+    try:
+        levels = parse_stock_levels(text, today_sast(), source=file.name)
+    except StockFileError as error:
+        shown = [f"  {problem}" for problem in error.problems[:MAX_PROBLEMS_SHOWN]]
+        if len(error.problems) > MAX_PROBLEMS_SHOWN:
+            shown.append(f"  ... and {len(error.problems) - MAX_PROBLEMS_SHOWN} more")
+        raise click.ClickException(
+            f"{file}: {len(error.problems)} problem(s), nothing imported "
+            f"(ops.stock_levels keeps its {before} earlier rows):\n" + "\n".join(shown)
+        ) from None
+    imported_at = datetime.now(UTC)
+    rows = [
+        {str(k): v for k, v in row.items()} | {"imported_at": imported_at}
+        for row in levels.to_dict("records")
+    ]
+    with engine.begin() as connection:
+        # One import at a time; readers keep seeing the old list until this commits.
+        connection.execute(sa.text("LOCK TABLE ops.stock_levels IN SHARE ROW EXCLUSIVE MODE"))
+        replaced = connection.execute(sa.delete(stock_levels)).rowcount
+        if rows:
+            connection.execute(sa.insert(stock_levels), rows)
+    click.echo(
+        f"imported {len(rows)} stock levels from {file.name} into ops.stock_levels "
+        f"(replacing {replaced} earlier rows); asset stock_cover uses them from its next run"
+    )
+
+
 # -- demo --------------------------------------------------------------------------------
 
 
@@ -609,11 +670,34 @@ def _print_analytics_summary(url: str) -> None:
         f"alerts     {sum(count for _, count in unsent)} customer alerts would be sent to {webhook} "
         f"({by_reason}); job send_customer_alerts sends them"
     )
+    click.echo("inbound    " + _top_inbound(url))
     written = write_latest_report(url, settings.state_dir() / "reports" / "delivery-report.html")
     if written is not None:
         click.echo(f"report     {written} (or `.venv/bin/buffalo report --demo --serve`)")
     else:
         click.echo("report     none rendered yet (it follows the risk scores)")
+
+
+def _top_inbound(url: str, top: int = 5) -> str:
+    """Units and goods in flight (analytics.inbound_stock), and the goods with the most units."""
+    import sqlalchemy as sa
+
+    from buffalo_assets.storage.resource import engine_for
+
+    with engine_for(url).connect() as connection:
+        goods = connection.execute(
+            sa.text(
+                "SELECT min(goods_name) AS name, sum(quantity) AS units, sum(declared_value_zar) AS value "
+                "FROM analytics.inbound_stock WHERE state = 'in_flight' "
+                "GROUP BY goods ORDER BY units DESC, goods"
+            )
+        ).all()
+    if not goods:
+        return "no goods in flight"
+    units = sum(row.units for row in goods)
+    return f"{units:,.0f} units of {len(goods)} goods in flight; most: " + ", ".join(
+        f"{row.name} {row.units:,.0f} (R {row.value or 0:,.0f})" for row in goods[:top]
+    )
 
 
 def _figure(value: Any) -> str:

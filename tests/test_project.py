@@ -110,6 +110,7 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
     assert sum("model_beats_the_naive_baseline passed" in line for line in lines) == 2
     assert any(line.startswith("analytics  late share") for line in lines)
     assert any(line.startswith("at risk ") for line in lines)
+    inbound = next(line for line in lines if line.startswith("inbound "))
     demo_url = make_url(pg_url).set(database=demo_db).render_as_string(hide_password=False)
     engine = sa.create_engine(demo_url)
     try:
@@ -131,6 +132,15 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
         assert f"alerts     {sum(reasons.values())} customer alerts would be sent" in result.stdout
         alerts_line = next(line for line in lines if line.startswith("alerts "))
         assert all(f"{reason} {count}" in alerts_line for reason, count in reasons.items())
+        # The inbound goods: the one with the most units in flight first.
+        with engine.connect() as connection:
+            top = connection.execute(
+                sa.text(
+                    "SELECT min(goods_name), sum(quantity) FROM analytics.inbound_stock "
+                    "WHERE state = 'in_flight' GROUP BY goods ORDER BY 2 DESC, goods LIMIT 1"
+                )
+            ).one()
+        assert f"goods in flight; most: {top[0]} {top[1]:,.0f} (R " in inbound, inbound
         # Both runs went through Dagster, whose run storage is that same database.
         with engine.connect() as connection:
             statuses = connection.execute(sa.text("SELECT status FROM runs")).scalars().all()

@@ -60,6 +60,8 @@ ELSEWHERE = {
     "tests/test_project.py::test_the_main_job_ingests_through_dagster_twice_and_summarises",
     "make test": "the suite itself (CI's .ci/run)",
     "make install": "installs into .venv; the suite's .venv is that install (CI's .ci/run makes it)",
+    ".venv/bin/buffalo stock import stock.csv": "runs through click's runner: "
+    "tests/test_stock.py::test_stock_import_loads_a_good_file_and_a_new_file_replaces_the_list",
     "make airflow-dag-test": "`airflow dags test`: "
     "tests/test_airflow.py::test_the_dag_materializes_both_assets_in_dagster_and_fails_with_dagsters_error",
     "AIRFLOW_CONN_DAGSTER_DEFAULT='http://webserver:3000'": "a value of Airflow's connection, not a command",

@@ -81,8 +81,8 @@ def test_no_password_encrypted_password_or_ticket_leaks_anywhere(
 
 
 BI_VIEWS = (
-    "bi_customer_alerts", "bi_delay_models", "bi_delivery_kpis", "bi_late_shares", "bi_order_delay_risk",
-    "bi_order_status", "bi_stage_durations",
+    "bi_customer_alerts", "bi_delay_models", "bi_delivery_kpis", "bi_inbound_stock", "bi_late_shares",
+    "bi_order_delay_risk", "bi_order_status", "bi_stage_durations", "bi_stock_cover",
 )  # fmt: skip
 
 
@@ -132,6 +132,8 @@ def test_the_bi_role_reads_the_bi_views_and_nothing_else(
             "SELECT * FROM analytics.order_status_now",
             "SELECT * FROM analytics.order_delay_risk",
             "SELECT message FROM analytics.customer_alerts",
+            "SELECT * FROM analytics.stock_cover",
+            "SELECT * FROM ops.stock_levels",
             "INSERT INTO analytics.bi_late_shares VALUES ('day', '2026-11-23', 'province', 'x', 1, 0, 0)",
             "DELETE FROM analytics.bi_order_status",
             "CREATE TABLE analytics.sneaky (x int)",

@@ -265,8 +265,12 @@ class DelayModel:
         )
 
     def calibrate_ranges(self, rows: Snapshots) -> dict[int, tuple[float, float]]:
-        """Per-stage 10th/90th percentile residuals (log days) on rows the model did not train on."""
-        known = rows.delivered & ~np.isnan(rows.remaining_days)
+        """Per-stage 10th/90th percentile residuals (log days) on rows the model did not train on.
+
+        Orders still travelling count with their lower bound (time so far): left out, the
+        slowest validation orders would be missing and the late end of the range too early.
+        """
+        known = ~np.isnan(rows.remaining_days)
         if not known.any():
             return {}
         from threadpoolctl import threadpool_limits

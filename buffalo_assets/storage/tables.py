@@ -440,3 +440,86 @@ sa.Index(
     customer_alerts.c.created_at,
     postgresql_where=sa.text("sent_at IS NULL AND gave_up_at IS NULL"),
 )
+
+# -- inbound stock and stock cover (issue 16) ----------------------------------------------
+
+stock_levels = sa.Table(
+    "stock_levels",
+    metadata,
+    _column(
+        "goods",
+        sa.Text,
+        "Goods name normalized (case, spacing): matches inbound_stock.goods",
+        primary_key=True,
+    ),
+    _column("goods_name", sa.Text, "Goods name as written in the imported file", nullable=False),
+    _column("on_hand", _FLOAT, "Units on hand when counted", nullable=False),
+    _column("daily_sales", _FLOAT, "Units sold per day", nullable=False),
+    _column("as_of", sa.Date, "Day of the count (SAST; taken at the end of that day)", nullable=False),
+    _column("source", sa.Text, "File name it was imported from", nullable=False),
+    _column("line", sa.Integer, "Line of the file (the header is line 1)", nullable=False),
+    _column("imported_at", _TS, "When `buffalo stock import` loaded it", nullable=False),
+    sa.CheckConstraint("on_hand >= 0 AND daily_sales >= 0", name="stock_levels_not_negative"),
+    schema="ops",
+    comment="Solo's on-hand stock and daily sales from `buffalo stock import` (an import replaces all).",
+)
+
+inbound_stock = sa.Table(
+    "inbound_stock",
+    metadata,
+    _column("goods", sa.Text, "Goods name normalized (Unicode NFKC, case, spacing)", primary_key=True),
+    _column("goods_name", sa.Text, "Its most common spelling on the orders", nullable=False),
+    _column(
+        "state",
+        sa.Text,
+        "in_flight (not yet delivered), or arrived (delivered this ISO week)",
+        primary_key=True,
+    ),
+    _column(
+        "week_start",
+        sa.Date,
+        "Monday (SAST) of the ISO week it is expected in; arrived: the current week",
+        primary_key=True,
+    ),
+    _column("orders", sa.Integer, "Orders carrying these goods", nullable=False),
+    _column("quantity", _FLOAT, "Declared units", nullable=False),
+    _column("declared_value_zar", _FLOAT, "Declared value of those units (unit value x quantity), ZAR"),
+    _column("expected_low_at", _TS, "Earliest 10th-percentile delivery of the row's orders (in_flight)"),
+    _column("expected_at", _TS, "Latest expected (median) delivery: all units expected by then (in_flight)"),
+    _column("expected_high_at", _TS, "Latest 90th-percentile delivery of the row's orders (in_flight)"),
+    _column(
+        "unscored_orders",
+        sa.Integer,
+        "Orders the delay model did not score, dated by their promise instead",
+        nullable=False,
+    ),
+    _column("as_of", _TS, "When this row was computed", nullable=False),
+    sa.CheckConstraint("state IN ('in_flight', 'arrived')", name="inbound_stock_state"),
+    schema="analytics",
+    comment="Declared goods in flight by expected arrival week, and goods delivered this week.",
+)
+
+stock_cover = sa.Table(
+    "stock_cover",
+    metadata,
+    _column("goods", sa.Text, "Goods name normalized, as in ops.stock_levels", primary_key=True),
+    _column("goods_name", sa.Text, "Goods name as imported", nullable=False),
+    _column("on_hand", _FLOAT, "Units on hand when counted", nullable=False),
+    _column("daily_sales", _FLOAT, "Units sold per day", nullable=False),
+    _column("stock_as_of", sa.Date, "Day of the count", nullable=False),
+    _column("on_hand_now", _FLOAT, "on_hand less the sales since the end of the count's day", nullable=False),
+    _column("inbound_quantity", _FLOAT, "Units of these goods in flight", nullable=False),
+    _column("days_of_cover", _FLOAT, "Days until it runs out, counting arrivals (expected) before then"),
+    _column("runs_out_at", _TS, "When it runs out (expected arrivals); null when nothing sells"),
+    _column("days_of_cover_p90", _FLOAT, "The same with arrivals at their 90th percentile (pessimistic)"),
+    _column("runs_out_at_p90", _TS, "When it runs out, pessimistic"),
+    _column("next_arrival_at_p90", _TS, "Pessimistic arrival of the first goods that come after it ran out"),
+    _column("gap_days_p90", _FLOAT, "Days with nothing on hand before that arrival"),
+    _column(
+        "stockout_risk", sa.Boolean, "Runs out (pessimistic) before goods in flight arrive", nullable=False
+    ),
+    _column("status", sa.Text, "stockout_gap, inbound_in_time, no_inbound or no_sales", nullable=False),
+    _column("as_of", _TS, "When this row was computed", nullable=False),
+    schema="analytics",
+    comment="Days of stock cover per item counting goods in flight, and the stock-out risk.",
+)
