@@ -287,3 +287,41 @@ def test_empty_core_tables_give_empty_outputs_and_a_clear_refusal_to_train(
     assert html.count("data:image/png;base64,") == len(figures) == 4
     with pytest.raises(ValueError, match="cannot train the delay model: 0 labelled moments"):
         train_delay_model(history)
+
+
+def test_the_knowable_ceiling_sees_this_week_s_congestion_but_never_a_later_week_or_a_future_draw(
+    book: OrderBook, world: dict[str, pd.DataFrame]
+) -> None:
+    # bench.delay's "ceiling" scorer: the hidden facts knowable at each moment, nothing later.
+    from bench.delay import CEILING_COLUMNS, ceiling_features, oracle_features
+
+    hidden = oracle_features(book, NOW.timestamp())
+    knowable = ceiling_features(book, hidden)
+    history = build_history(world["clean"], world["events"], NOW)
+    # Saturday evening SAST, then the Monday after: a new week with its own congestion.
+    saturday = datetime(2026, 10, 24, 17, 0, tzinfo=UTC)
+    monday = datetime(2026, 10, 26, 6, 0, tzinfo=UTC)
+    assert book.congestion(saturday.timestamp()) != book.congestion(monday.timestamp())
+    for moment in (saturday, monday):
+        t = moment.timestamp()
+        pos = np.flatnonzero((history.created_s <= t) & ~(history.end_s <= t))
+        rows = snapshot_features(history, pos, np.full(len(pos), t))
+        facts = knowable(rows)
+        assert list(facts.columns) == list(CEILING_COLUMNS)
+        # Everyone gets the true congestion of the moment's own week ...
+        assert (facts["ceiling_week_congestion"] == book.congestion(t)).all()
+        # ... and of its arrival week only once the hub arrival has happened.
+        arrival = hidden["arrival_s"].reindex(rows["order_id"]).to_numpy()
+        arrived = arrival <= t
+        assert arrived.sum() > 20 and (~arrived).sum() > 20
+        assert facts.loc[~arrived, "ceiling_arrival_congestion"].isna().all()
+        expected = [book.congestion(a) for a in arrival[arrived]]
+        assert facts.loc[arrived, "ceiling_arrival_congestion"].tolist() == expected
+        # An inspection still to come is not seen, only one that has shown.
+        inspection = hidden["inspection_s"].reindex(rows["order_id"]).to_numpy()
+        assert (inspection > t).sum() > 0
+        assert (facts["ceiling_inspected"].to_numpy() == (inspection <= t)).all()
+        assert facts["ceiling_inspection_p"].between(0.05, 0.45).all()
+    # The duty wait, the future inspection draw and the arrival week's congestion for
+    # parcels still travelling are the oracle's alone.
+    assert not {"oracle_duty_wait_days", "oracle_inspected", "oracle_congestion"} & set(CEILING_COLUMNS)

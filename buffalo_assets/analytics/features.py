@@ -319,10 +319,34 @@ PLAIN_NAMES: tuple[str, ...] = (
 )
 
 
+def _kaplan_meier(held_s: np.ndarray, released: np.ndarray, spans_s: tuple[float, ...]) -> tuple[float, ...]:
+    """Kaplan-Meier: share released within each span, and the median hours held.
+
+    `held_s` is each parcel's time in customs so far (to its release, or to now while still
+    held: censored), `released` whether it was released. A share is NaN where no parcel has
+    been watched that long; the median is NaN until the estimate falls to one half.
+    """
+    order = np.argsort(held_s, kind="stable")
+    held = held_s[order]
+    at_risk = len(held) - np.arange(len(held))
+    survival = np.cumprod(np.where(released[order], 1.0 - 1.0 / at_risk, 1.0))
+    shares = []
+    for span in spans_s:
+        if not len(held) or held[-1] < span:
+            shares.append(np.nan)
+            continue
+        k = np.searchsorted(held, span, side="right")
+        shares.append(float(1.0 - survival[k - 1]) if k else 0.0)
+    below = np.flatnonzero(survival <= 0.5)
+    median = float(held[below[0]]) / HOUR_S if len(below) else np.nan
+    return (*shares, median)
+
+
 def _plain_figures(history: History, lower: float, upper: float, now: float) -> tuple[float, ...]:
     """Like `_customs_figures`, over the arrivals with no inspection and no duty known at `now`.
 
-    Adds the median hours in customs so far (time held, for those still held: a lower bound).
+    The released-within shares and the median hours in customs are Kaplan-Meier estimates
+    over every such arrival, those still held counted as censored at their time so far.
     """
     h = history
     i = np.searchsorted(h.customs_in, lower, side="left")
@@ -334,12 +358,10 @@ def _plain_figures(history: History, lower: float, upper: float, now: float) -> 
     count = len(entered)
     if not count:
         return (0.0, *([np.nan] * (len(PLAIN_NAMES) - 1)))
-    shares = []
-    for hours in PLAIN_RELEASED_WITHIN_HOURS:
-        old = entered <= now - hours * HOUR_S
-        shares.append(float(((released - entered)[old] <= hours * HOUR_S).mean()) if old.any() else np.nan)
-    dwell = float(np.median(np.minimum(released, now) - entered)) / HOUR_S
-    return (float(count), float((released > now).mean()), *shares, dwell)
+    out = released <= now
+    spans = tuple(hours * HOUR_S for hours in PLAIN_RELEASED_WITHIN_HOURS)
+    estimates = _kaplan_meier(np.minimum(released, now) - entered, out, spans)
+    return (float(count), float((~out).mean()), *estimates)
 
 
 def _lead_to_customs(history: History, now: float) -> np.ndarray:

@@ -23,6 +23,7 @@ import hashlib
 import io
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -332,13 +333,15 @@ def train_delay_model(
     min_precision: float = DEFAULT_MIN_PRECISION,
     max_per_order: int = 14,
     model: DelayModel | None = None,
-    extra_features: pd.DataFrame | None = None,
+    extra_features: pd.DataFrame | Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     refit: bool = True,
 ) -> TrainingResult:
     """Train, choose thresholds on validation, evaluate on the later test orders, refit on all.
 
     `extra_features` (indexed by order_id) adds per-order columns to every snapshot; the
-    benchmark's oracle uses it for the sandbox's hidden plan. The returned model carries the
+    benchmark's oracle uses it for the sandbox's hidden plan. It may also be a function of
+    the snapshot rows (order_id, at, ...) returning columns for each row, for facts that
+    depend on the moment (the benchmark's knowable ceiling). The returned model carries the
     evaluation (test metrics of model and baseline) in `model.evaluation`.
     """
     started = time.perf_counter()
@@ -352,7 +355,11 @@ def train_delay_model(
         snap = snapshots(
             history, max_per_order=max_per_order, max_rows=template.max_rows, seed=seed, **kwargs
         )
-        if extra_features is not None:
+        if callable(extra_features):
+            added = extra_features(snap.features)
+            for column in added.columns:
+                snap.features[column] = added[column].to_numpy(dtype="float64")
+        elif extra_features is not None:
             joined = extra_features.reindex(snap.features["order_id"].to_numpy())
             for column in extra_features.columns:
                 snap.features[column] = joined[column].to_numpy(dtype="float64")
