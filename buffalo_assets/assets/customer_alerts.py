@@ -196,7 +196,9 @@ def send_customer_alerts_job() -> None:
 
 @sensor(
     name="send_customer_alerts_sensor",
-    job=send_customer_alerts_job,
+    # By name, not the job object: Definitions would copy a sensor holding the job to attach
+    # resources, and that copy makes Dagster print a BetaWarning about `owners` to every user.
+    job_name=JOB_NAME,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="Every minute: starts job send_customer_alerts when customer alerts are due and "
