@@ -97,5 +97,6 @@ def test_the_deployment_instance_config_is_valid_for_dagster(
     assert config["run_launcher"]["class"] == "DockerRunLauncher"
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert config["storage"]["custom"]["class"] == "PooledPostgresStorage"
     workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
     assert workspace["load_from"][0]["grpc_server"]["location_name"] == "buffalo_assets"

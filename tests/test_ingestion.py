@@ -157,7 +157,7 @@ def test_with_10_percent_faults_every_order_is_stored_after_at_most_two_runs(
     running = start_sandbox(
         variation_rate=VARIATIONS,
         orders=300,
-        faults=FaultPlan.mixed(0.10, retry_after_s=0.05, slow_ms=1500, detail_envelope="mixed")
+        faults=FaultPlan.mixed(0.10, retry_after_s=0.05, slow_ms=1500, detail_envelope="mixed"),
     )
     first = ingest(running, pg_url, instance, max_attempts=2)
     assert first.success
@@ -381,3 +381,22 @@ def test_an_ingest_runs_every_step_in_the_command_s_own_process(
 
     for job in ("ingest_orders", "refresh_all", "__ASSET_JOB"):
         assert defs.resolve_job_def(job).executor_def.name == "in_process", job
+
+
+def test_an_ingest_logs_in_once_and_a_ticket_the_api_dropped_is_replaced_by_a_fresh_login(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    """raw_orders uses order_ids' ticket: a login is a key fetch, a login call and an RSA encryption."""
+    running = start_sandbox(orders=40)
+    assert ingest(running, pg_url, instance).success
+    assert running.sandbox.stats["logins.ok"] == 1
+
+    # Tickets the API no longer accepts (expired, the service restarted): the next run's first
+    # call is refused, it logs in again, and its second step uses that new ticket.
+    running.sandbox.expire_tickets()
+    SandboxControl(running.url).advance(days=1)
+    again = ingest(running, pg_url, instance)
+    assert again.success
+    assert running.sandbox.stats["logins.ok"] == 2
+    assert metadata_of(again, "raw_orders")["relogins"] == 0
+    assert set(stored_versions(empty_store)) == truth_ids(running)

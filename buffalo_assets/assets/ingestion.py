@@ -141,8 +141,27 @@ def _ends_on_interrupt(compute: F) -> F:
     return function  # type: ignore[return-value]
 
 
+# Tickets this process got, by account (base URL, username, password digest), and when: the
+# run's second step uses the ticket of the first one's login instead of logging in again
+# (a key fetch, a login and an RSA encryption: ~0.12 s at 50 ms of latency). A ticket the
+# service no longer accepts is replaced by a fresh login, as an expired one always was; one
+# older than TICKET_REUSE_S is not used.
+_tickets: dict[tuple[str, str, str], tuple[float, str]] = {}
+TICKET_REUSE_S = 600.0
+
+
+def _remember_ticket(client: BuffaloClient) -> None:
+    """Keep the client's ticket for the next step, timed from the login that got it."""
+    if client.ticket is not None and _tickets.get(client.account, (0.0, None))[1] != client.ticket:
+        _tickets[client.account] = (time.monotonic(), client.ticket)
+
+
 def _logged_in(buffalo: BuffaloResource, context: AssetExecutionContext, max_retries: int) -> BuffaloClient:
     client = buffalo.get_client()
+    obtained, ticket = _tickets.get(client.account, (0.0, None))
+    if ticket is not None and time.monotonic() - obtained < TICKET_REUSE_S:
+        client.use_ticket(ticket)
+        return client
     try:
         client.login()
     except BuffaloAuthError as exc:
@@ -154,6 +173,7 @@ def _logged_in(buffalo: BuffaloResource, context: AssetExecutionContext, max_ret
         raise Failure(
             description=f"Buffalo API unavailable: {exc}", allow_retries=_retry_allowed(context, max_retries)
         ) from None
+    _remember_ticket(client)
     return client
 
 
@@ -211,6 +231,7 @@ def order_ids(
                 allow_retries=_retry_allowed(context, ORDER_IDS_RETRIES),
             ) from None
         stats = client.stats.as_dict()
+        _remember_ticket(client)  # a fresh login during the walk replaced the ticket
     new = [order_id for order_id in seen if order_id not in known]
     raw_store.record_list_walk(
         engine,
@@ -364,6 +385,7 @@ def raw_orders(
         fetch_s = time.perf_counter() - started
         progress.log(time.perf_counter())
         stats = client.stats.as_dict()
+        _remember_ticket(client)
         # Re-checks of quarantined gone orders do not count; a payload first quarantined now does.
         counted = [failure for failure in failed if failure.order_id not in plan.recheck]
         share = (len(counted) + unstorable_new) / plan.counted if plan.counted else 0.0

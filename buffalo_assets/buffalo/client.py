@@ -14,6 +14,7 @@ secrets and kept out of reprs, logs and exception texts.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import math
@@ -256,6 +257,25 @@ class BuffaloClient:
         self._current = (self._current[0] + 1, ticket)
         self.stats.count_login(relogin=relogin)
         log.info("logged in to %s as %r", self.base_url, self.username)
+
+    @property
+    def ticket(self) -> str | None:
+        """The ticket of the latest login (None before the first)."""
+        return self._current[1]
+
+    @property
+    def account(self) -> tuple[str, str, str]:
+        """Base URL, username and a digest of the password: whose tickets this client can use."""
+        return self.base_url, self.username, hashlib.sha256(self._password.encode("utf-8")).hexdigest()
+
+    def use_ticket(self, ticket: str) -> None:
+        """Use a ticket an earlier login of the same `account` got, instead of logging in.
+
+        If the service no longer accepts it, the first call logs in again as it does for an
+        expired ticket.
+        """
+        self.transport.add_secret(ticket)
+        self._current = (self._current[0] + 1, ticket)
 
     def _public_key(self) -> str:
         """A freshly fetched key that imports; a truncated or HTML body is fetched again."""
