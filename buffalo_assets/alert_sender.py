@@ -9,10 +9,12 @@ lock and leaves the row unsent: it is POSTed again later with the same key, whic
 receiver deduplicates. A row is marked sent only after a 2xx and never POSTed after that.
 
 Failures: 5xx, 408, 429, timeouts and connection errors are retried by later runs with
-exponential backoff (`next_attempt_at`) until `max_attempts`; any other answer (a 4xx: the
-service refuses this alert) gives up at once. Given-up rows keep `gave_up_at` and the
-reason in `last_error`. The webhook URL may carry a token: it is never logged or stored,
-and no error text of the HTTP library (which quotes the URL) is kept.
+exponential backoff (`next_attempt_at`) until `max_attempts`; a redirect, 401, 403, 404 or
+405 (the webhook setting is wrong, not the alert) counts like an unreachable service; any
+other 4xx (the service refuses this alert) gives up at once. Given-up rows keep
+`gave_up_at` and the status (never the answer's body) in `last_error`. The webhook URL may
+carry a token: it is never logged or stored, and no error text of the HTTP library (which
+quotes the URL) is kept.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import sqlalchemy as sa
 
 MAX_RETRY_S = 6 * 3_600.0
 RETRIED_STATUSES = frozenset({408, 429})
+# Answers about the webhook setting rather than the alert (see post_alert).
+MISCONFIGURED_STATUSES = frozenset({401, 403, 404, 405})
 PAYLOAD_FIELDS = ("alert_id", "order_id", "expressnumber", "reason", "message", "detail", "created_at")
 USER_AGENT = "buffalo-orders-platform customer-alerts"
 # The service unreachable this many times in a row: the run stops instead of trying (and
@@ -127,6 +131,11 @@ def post_alert(session: requests.Session, webhook: str, body: dict[str, Any], ti
             timeout=timeout_s,
             allow_redirects=False,
         )
+    except requests.ConnectTimeout:
+        # No connection at all (a host that drops packets): as unreachable as a refused one.
+        return Outcome(
+            sent=False, retry=True, error=f"connect timeout after {timeout_s:g} s", unreachable=True
+        )
     except requests.Timeout:
         return Outcome(sent=False, retry=True, error=f"timeout after {timeout_s:g} s")
     except requests.RequestException as exc:
@@ -137,10 +146,15 @@ def post_alert(session: requests.Session, webhook: str, body: dict[str, Any], ti
     status = response.status_code
     if 200 <= status < 300:
         return Outcome(sent=True, retry=False)
-    said = " ".join(response.text[:200].split())
-    error = f"HTTP {status} {response.reason or ''}".rstrip() + (f": {said}" if said else "")
+    # Status and reason only: the body may echo the URL (and a token in it) or name the
+    # customer, and this text reaches the row, the run's log and the Power BI view.
+    error = f"HTTP {status} {response.reason or ''}".rstrip()
     if status >= 500 or status in RETRIED_STATUSES:
         return Outcome(sent=False, retry=True, error=error, retry_after_s=_retry_after(response))
+    if status < 400 or status in MISCONFIGURED_STATUSES:
+        # A redirect, a refused credential or a wrong path says the webhook setting is wrong,
+        # not this alert: nothing is given up, and the run stops like for an unreachable one.
+        return Outcome(sent=False, retry=True, error=error, unreachable=True)
     return Outcome(sent=False, retry=False, error=error)
 
 
@@ -220,7 +234,8 @@ def send_due_alerts(
             unreachable = unreachable + 1 if outcome.unreachable else 0
             if unreachable >= STOP_AFTER_UNREACHABLE:
                 totals.stopped = (
-                    f"the webhook was unreachable {unreachable} times in a row; the next run tries again"
+                    f"the webhook was unreachable or misconfigured {unreachable} times in a row "
+                    f"(last: {outcome.error}); the next run tries again"
                 )
                 if report is not None:
                     report(totals.stopped)

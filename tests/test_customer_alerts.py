@@ -35,6 +35,7 @@ from dagster import (
     AssetSelection,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     Definitions,
     RunRequest,
     RunsFilter,
@@ -127,6 +128,7 @@ def test_the_outbox_holds_every_reason_once_per_order_and_a_rerun_adds_nothing(o
     assert created == len(alerts) > 0
     assert set(alerts["reason"]) == {"at_risk", "late", "duty_unpaid", "stuck", "delivered_after_delay"}
     assert (alerts["alert_id"] == alerts["order_id"] + ":" + alerts["reason"]).all()
+    assert alerts["run_id"].notna().all()  # the run that created each row
     assert not alerts.duplicated(["order_id", "reason"]).any()
     assert alerts["sent_at"].isna().all() and (alerts["attempts"] == 0).all()
     # Re-materializing the same world adds no row.
@@ -279,8 +281,16 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:  # noqa: N802 - the http.server API
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             assert self.headers["Content-Type"] == "application/json"
-            status = state.handle(self.headers["Idempotency-Key"], body, self.client_address[1])
-            answer = b'{"ok": true}' if status == 200 else b'{"error": "try later"}'
+            if "/wrong" in self.path:  # a webhook set to a path the service does not have
+                status = 404
+            else:
+                status = state.handle(self.headers["Idempotency-Key"], body, self.client_address[1])
+            # Error pages that echo the request (its path holds the token), as many servers' do.
+            answer = (
+                b'{"ok": true}'
+                if status == 200
+                else json.dumps({"error": "try later", "path": self.path}).encode()
+            )
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -368,8 +378,9 @@ def test_every_alert_arrives_exactly_once_with_two_overlapping_sender_runs_and_o
     rows = _outbox(outbox.engine)
     assert rows["sent_at"].notna().all() and rows["gave_up_at"].isna().all()
     # Every alert arrived, and the service acted on each exactly once (by key and by count).
+    # (`notifications` holds each key once by construction; the count per key is checked on
+    # the POSTs below.)
     assert set(receiver.notifications) == alerts
-    assert len(receiver.notifications) == len(alerts)
     posts = Counter(p["key"] for p in receiver.posts)
     held = receiver.held_key
     assert held is not None
@@ -425,9 +436,10 @@ def test_the_sender_backs_off_retries_and_gives_up_visibly(
         ).one()
     # A 4xx refusal: given up at once, the status in the row.
     assert refused_row.gave_up_at is not None and refused_row.attempts == 1
-    assert refused_row.last_error.startswith("HTTP 422")
+    # Status and reason only: never the answer's body, which echoed the token here.
+    assert refused_row.last_error == "HTTP 422 Unprocessable Entity"
     # A 503: retried, not before the backoff (an hour after the first failure).
-    assert row.attempts == 1 and row.last_error.startswith("HTTP 503") and row.gave_up_at is None
+    assert row.attempts == 1 and row.last_error == "HTTP 503 Service Unavailable" and row.gave_up_at is None
     assert row.next_attempt_at > datetime.now(UTC) + timedelta(minutes=59)
     # The next run (a minute later) leaves every failed alert alone until its backoff is over.
     second = _send_in_process(instance, outbox.pg_url)
@@ -456,6 +468,12 @@ def test_the_sender_sensor_skips_saying_why_and_requests_a_run_when_alerts_are_d
     resources = {"postgres": PostgresResource(url=outbox.pg_url)}
     monkeypatch.delenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", raising=False)
     _reset_delivery(outbox.engine)
+    # The run SIGKILLed by an earlier test never ended: mark it failed, as the deployment's
+    # release_dead_runs_sensor does for a dead run worker.
+    for record in instance.get_run_records(
+        RunsFilter(job_name=JOB_NAME, statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])
+    ):
+        instance.report_run_failed(record.dagster_run)
     with build_sensor_context(instance=instance, resources=resources) as context:
         skipped = send_customer_alerts_sensor(context)
     assert isinstance(skipped, SkipReason) and skipped.skip_message == WEBHOOK_UNSET
@@ -464,6 +482,17 @@ def test_the_sender_sensor_skips_saying_why_and_requests_a_run_when_alerts_are_d
         requested = send_customer_alerts_sensor(context)
     assert isinstance(requested, RunRequest)
     assert TOKEN not in json.dumps(requested.tags)
+    # While a sender run is still going, the sensor waits instead of piling up runs ...
+    going = instance.create_run_for_job(
+        send_customer_alerts_job, run_config={}, status=DagsterRunStatus.STARTED
+    )
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        waiting = send_customer_alerts_sensor(context)
+    assert isinstance(waiting, SkipReason) and f"run {going.run_id[:8]}" in str(waiting.skip_message)
+    # ... and a run that never ended (killed) holds it back only for RUN_WAIT_MINUTES.
+    instance.report_run_failed(going)
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        assert isinstance(send_customer_alerts_sensor(context), RunRequest)
     with outbox.engine.begin() as connection:
         connection.execute(sa.text(f"UPDATE {OUTBOX} SET sent_at = now()"))
     with build_sensor_context(instance=instance, resources=resources) as context:
@@ -472,7 +501,7 @@ def test_the_sender_sensor_skips_saying_why_and_requests_a_run_when_alerts_are_d
 
 
 def test_an_unreachable_webhook_stops_the_run_early_and_a_malformed_one_is_refused(
-    outbox: Outbox, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    outbox: Outbox, instance: DagsterInstance, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _reset_delivery(outbox.engine)
     with socket.socket() as closed:  # a port nothing listens on
@@ -482,10 +511,21 @@ def test_an_unreachable_webhook_stops_the_run_early_and_a_malformed_one_is_refus
     metadata = _send_in_process(instance, outbox.pg_url)
     # Three alerts tried, then the run stopped instead of spending an attempt of every alert.
     assert (metadata["sent"], metadata["failed"], metadata["gave_up"]) == (0, 3, 0)
-    assert "unreachable 3 times in a row" in metadata["stopped"]
+    assert "unreachable or misconfigured 3 times in a row" in metadata["stopped"]
     rows = _outbox(outbox.engine)
     tried = rows[rows["attempts"] > 0]
     assert len(tried) == 3 and tried["last_error"].str.startswith("connection failed").all()
+    assert TOKEN not in json.dumps(metadata) + "".join(tried["last_error"])
+
+    # A webhook path the service does not have (404, its page echoing the URL): the setting
+    # is wrong, not the alerts, so none is given up and the run stops the same way.
+    _reset_delivery(outbox.engine)
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", receiver.url.replace("/notify", "/wrong"))
+    metadata = _send_in_process(instance, outbox.pg_url)
+    assert (metadata["sent"], metadata["failed"], metadata["gave_up"]) == (0, 3, 0)
+    assert "3 times in a row" in metadata["stopped"]
+    tried = _outbox(outbox.engine).query("attempts > 0")
+    assert len(tried) == 3 and (tried["last_error"] == "HTTP 404 Not Found").all()
     assert TOKEN not in json.dumps(metadata) + "".join(tried["last_error"])
 
     monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", f"hooks.example/notify?token={TOKEN}")

@@ -24,8 +24,10 @@ from buffalo_assets.analytics.stages import STAGES
 from buffalo_assets.analytics.stock import (
     INBOUND_COLUMNS,
     STOCK_COVER_COLUMNS,
+    StockFileError,
     goods_key,
     inbound_stock,
+    parse_stock_levels,
     stock_cover,
     today_sast,
 )
@@ -166,10 +168,11 @@ def test_inbound_stock_and_stock_cover_through_dagster_on_the_sandbox(
     assert empty["stockout_risk"] and empty["status"] == "stockout_gap"
     assert empty["next_arrival_at_p90"] == first_p90[top]
     assert empty["inbound_quantity"] == pytest.approx(totals[top])
-    # Not in flight: 30 units at 4 a day last 7.5 days; nothing comes, no gap before an arrival.
+    # Not in flight: 30 units at 4 a day last 7.5 days; nothing comes, and goods ordered now
+    # (10 business days, the promise) would arrive after it runs out: a stock-out risk.
     gnome = cover.loc["garden gnome"]
     assert gnome["days_of_cover"] == pytest.approx(7.5) and gnome["days_of_cover_p90"] == pytest.approx(7.5)
-    assert not gnome["stockout_risk"] and gnome["status"] == "no_inbound"
+    assert gnome["stockout_risk"] and gnome["status"] == "no_inbound"
     assert gnome["runs_out_at"] - gnome["as_of"] == pd.Timedelta(days=7.5)
     buttons = cover.loc["spare buttons"]
     assert (
@@ -283,6 +286,36 @@ def test_stock_cover_counts_what_arrives_before_the_shelf_is_empty_by_hand() -> 
     later = stock_cover(levels, inbound, now).set_index("goods").loc["phone case"]
     assert later["days_of_cover"] == pytest.approx(18.5) and later["days_of_cover_p90"] == pytest.approx(18.5)
     assert not later["stockout_risk"] and later["status"] == "inbound_in_time"
+
+    # Nothing more in the air and a reorder takes 14 days: whatever runs out before then is at
+    # risk (3.5 days of phone case 2), what lasts longer is not (18.5 days of phone cases).
+    reordered = stock_cover(levels, inbound, now, reorder_days=14).set_index("goods")
+    assert reordered.loc["phone case 2", "stockout_risk"]
+    assert not reordered.loc["phone case", "stockout_risk"]
+    # A century or more of cover is "never": no date (a date that far out would be nonsense).
+    levels.loc[1, "daily_sales"] = 1e-9
+    far = stock_cover(levels, inbound, now).set_index("goods").loc["phone case 2"]
+    assert far["days_of_cover"] > 36_500 and pd.isna(far["runs_out_at"]) and not far["stockout_risk"]
+
+
+def test_a_stock_file_is_read_as_the_readme_describes_it() -> None:
+    today = date(2026, 11, 30)
+    # Case and spaces in the header are ignored, also runs of them.
+    parsed = parse_stock_levels(" Goods , On  Hand ,DAILY SALES,as_of\nDrone,2,0.5,2026-11-29\n", today)
+    assert parsed[["goods", "on_hand", "daily_sales"]].to_dict("records") == [
+        {"goods": "drone", "on_hand": 2.0, "daily_sales": 0.5}
+    ]
+    # Only YYYY-MM-DD dates; no number too large to mean anything; never an empty list.
+    with pytest.raises(StockFileError) as bad:
+        parse_stock_levels(
+            f"goods,on_hand,daily_sales,as_of\nDrone,1,1,20261129\nPhone case,{'9' * 400},1,2026-11-29\n",
+            today,
+        )
+    said = str(bad.value)
+    assert "line 2, column as_of: '20261129' is not a date (YYYY-MM-DD)" in said
+    assert "line 3, column on_hand: '99999999999999999...' is too large" in said
+    with pytest.raises(StockFileError, match="no stock rows after the header"):
+        parse_stock_levels("goods,on_hand,daily_sales,as_of\n\n", today)
 
 
 def test_goods_are_grouped_by_name_ignoring_case_and_spacing_and_dated_by_the_model() -> None:

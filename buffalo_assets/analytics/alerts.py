@@ -92,17 +92,20 @@ def due_alerts(
     `previous`: the outbox's order_id, reason, created_at.
     """
     now_s = as_utc(as_of).timestamp()
-    orders = status.drop_duplicates("order_id").set_index(status["order_id"].astype(str).to_numpy())
+    orders = status.drop_duplicates("order_id")
+    orders = orders.set_index(orders["order_id"].astype(str).to_numpy())
     index = orders.index
 
     def column(frame: pd.DataFrame, name: str) -> pd.Series:
-        keyed = frame.drop_duplicates("order_id").set_index(frame["order_id"].astype(str).to_numpy())
+        keyed = frame.drop_duplicates("order_id")
+        keyed = keyed.set_index(keyed["order_id"].astype(str).to_numpy())
         return keyed[name].reindex(index) if name in keyed else pd.Series(np.nan, index=index)
 
     stage = orders["stage"].astype(str)
     promised_s = epoch_seconds(orders["promised_delivery_at"])
     delivered_s = epoch_seconds(orders["delivered_at"])
     late_by = pd.to_numeric(orders["late_by_days"], errors="coerce").to_numpy(dtype="float64")
+    duty = pd.to_numeric(orders["duty_zar"], errors="coerce").to_numpy(dtype="float64")
     is_late = orders["is_late"].astype("boolean").fillna(False).to_numpy(dtype=bool)
     duty_paid = orders["duty_paid"].astype("boolean")
     at_risk = column(risk, "at_risk").astype("boolean").fillna(False).to_numpy(dtype=bool)
@@ -167,7 +170,7 @@ def due_alerts(
             "p_late": _rounded(p_late[position], 3),
             "days_without_event": _rounded(quiet_days[position]),
             "delivered_date": _local_date(delivered_s[position]),
-            "duty_zar": _rounded(float(orders["duty_zar"].iloc[position]), 2)
+            "duty_zar": _rounded(duty[position], 2)
             if reason == "duty_unpaid"
             else None,
         }

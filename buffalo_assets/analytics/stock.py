@@ -208,6 +208,13 @@ def _cover(on_hand: float, daily_sales: float, arrivals: list[_Arrival]) -> tupl
     return out, None
 
 
+MAX_COVER_DAYS = 36_500.0
+
+
+def _runs_out_at(now: pd.Timestamp, days: float) -> pd.Timestamp | None:
+    return (now + days * DAY).round("s") if days <= MAX_COVER_DAYS else None
+
+
 def _arrivals(inbound: pd.DataFrame, column: str, now: pd.Timestamp) -> list[_Arrival]:
     """Inbound rows arriving at `column` (one already due counts as arriving now), earliest first."""
     stamps = [max(pd.Timestamp(at), now) for at in pd.to_datetime(inbound[column], utc=True)]
@@ -216,7 +223,9 @@ def _arrivals(inbound: pd.DataFrame, column: str, now: pd.Timestamp) -> list[_Ar
     return sorted(found, key=lambda arrival: arrival.day)
 
 
-def stock_cover(stock_levels: pd.DataFrame, inbound: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+def stock_cover(
+    stock_levels: pd.DataFrame, inbound: pd.DataFrame, as_of: datetime, *, reorder_days: float = 0.0
+) -> pd.DataFrame:
     """`STOCK_COVER_COLUMNS` rows, one per item of `stock_levels`.
 
     `stock_levels`: `goods` (normalized key), `goods_name`, `on_hand`, `daily_sales`, `as_of`
@@ -230,7 +239,11 @@ def stock_cover(stock_levels: pd.DataFrame, inbound: pd.DataFrame, as_of: dateti
     * `days_of_cover_p90` / `runs_out_at_p90`: the same with rows arriving at
       `expected_high_at` (the late end of the range): the pessimistic view.
     * `stockout_risk`: in the pessimistic view it runs out before goods still in the air
-      arrive (`next_arrival_at_p90`), leaving `gap_days_p90` days with nothing to sell.
+      arrive (`next_arrival_at_p90`), leaving `gap_days_p90` days with nothing to sell; or,
+      with nothing more in the air, it runs out within `reorder_days` (how long goods ordered
+      now take to arrive: the delivery promise), so a new order could not arrive in time.
+    * `runs_out_at*` stay empty beyond `MAX_COVER_DAYS` (a century: "never", for practical
+      purposes), where a date would be meaningless.
     * `status`: `no_sales` (daily_sales 0: never runs out), `stockout_gap` (the risk),
       `inbound_in_time` (everything in the air arrives before it runs out), `no_inbound`.
     """
@@ -262,9 +275,9 @@ def stock_cover(stock_levels: pd.DataFrame, inbound: pd.DataFrame, as_of: dateti
         p90_out, next_p90 = _cover(left, sales, _arrivals(mine, "expected_high_at", now))
         row |= {
             "days_of_cover": expected_out,
-            "runs_out_at": (now + expected_out * DAY).round("s"),
+            "runs_out_at": _runs_out_at(now, expected_out),
             "days_of_cover_p90": p90_out,
-            "runs_out_at_p90": (now + p90_out * DAY).round("s"),
+            "runs_out_at_p90": _runs_out_at(now, p90_out),
         }
         if next_p90 is not None:
             row |= {
@@ -275,6 +288,7 @@ def stock_cover(stock_levels: pd.DataFrame, inbound: pd.DataFrame, as_of: dateti
             }
         else:
             row["status"] = "inbound_in_time" if len(mine) else "no_inbound"
+            row["stockout_risk"] = p90_out < reorder_days
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(STOCK_COVER_COLUMNS))
     for column in ("runs_out_at", "runs_out_at_p90", "next_arrival_at_p90", "as_of"):
@@ -307,6 +321,8 @@ class StockFileError(ValueError):
         super().__init__("; ".join(str(p) for p in problems))
 
 
+MAX_UNITS = 1e12  # more units than any shop holds or sells a day: a broken export
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NUMBER = re.compile(r"^[+]?(\d+(\.\d*)?|\.\d+)$")
 
 
@@ -320,7 +336,12 @@ def _quantity(text: str, line: int, column: str, problems: list[BadValue]) -> fl
             BadValue(line, column, f"{value!r} is not a number of 0 or more (use . for decimals)")
         )
         return None
-    return float(value)
+    number = float(value)
+    if not math.isfinite(number) or number > MAX_UNITS:
+        shown = value if len(value) <= 20 else value[:17] + "..."
+        problems.append(BadValue(line, column, f"{shown!r} is too large (at most {MAX_UNITS:,.0f})"))
+        return None
+    return number
 
 
 def parse_stock_levels(text: str, today: date, *, source: str = "") -> pd.DataFrame:
@@ -336,7 +357,7 @@ def parse_stock_levels(text: str, today: date, *, source: str = "") -> pd.DataFr
     header: list[str] | None = None
     for header_row in reader:
         if any(cell.strip() for cell in header_row):
-            header = [cell.strip().lower().replace(" ", "_") for cell in header_row]
+            header = ["_".join(cell.lower().split()) for cell in header_row]
             break
     if header is None:
         raise StockFileError(
@@ -389,6 +410,8 @@ def parse_stock_levels(text: str, today: date, *, source: str = "") -> pd.DataFr
         counted_text = cells[position["as_of"]].strip()
         counted: date | None = None
         try:
+            if not _DATE.match(counted_text):
+                raise ValueError(counted_text)
             counted = date.fromisoformat(counted_text)
         except ValueError:
             problems.append(BadValue(line, "as_of", f"{counted_text!r} is not a date (YYYY-MM-DD)"))
@@ -406,6 +429,11 @@ def parse_stock_levels(text: str, today: date, *, source: str = "") -> pd.DataFr
                 "line": line,
                 "source": source,
             }  # fmt: skip
+        )
+    if not rows and not problems:
+        # An export that lost its rows must not silently empty the stock list.
+        problems.append(
+            BadValue(header_line, "", "no stock rows after the header: nothing to import (the list stays)")
         )
     if problems:
         raise StockFileError(problems)

@@ -9,18 +9,21 @@ The sender (`alert_sender.py`) POSTs unsent alerts to BUFFALO_CUSTOMER_ALERT_WEB
 sensor starts a run every minute while alerts are due and the webhook is set.
 """
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 from dagster import (
     AssetExecutionContext,
+    DagsterRunStatus,
     DefaultSensorStatus,
     Failure,
     MetadataValue,
     OpExecutionContext,
     Output,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SkipReason,
     asset,
@@ -39,6 +42,8 @@ from buffalo_assets.storage import tables
 from buffalo_assets.storage.resource import PostgresResource
 
 JOB_NAME = "send_customer_alerts"
+# A sender run queued or running for less than this holds the sensor's next run back.
+RUN_WAIT_MINUTES = 15
 WEBHOOK_UNSET = (
     "BUFFALO_CUSTOMER_ALERT_WEBHOOK is not set: customer alerts stay in analytics.customer_alerts, unsent"
 )
@@ -122,7 +127,7 @@ def customer_alerts(
         + f"); {due.cooling_down} delay alerts held back by the cool-down"
     )
     return Output(
-        due.alerts,
+        due.alerts.assign(run_id=context.run_id),  # the run that created each row
         metadata={
             "new_by_reason": MetadataValue.json(new_by_reason),
             "conditions_holding": MetadataValue.json(due.conditions),
@@ -213,4 +218,20 @@ def send_customer_alerts_sensor(
     due = count_due(postgres.get_engine())
     if not due:
         return SkipReason("no customer alert is due")
+    # Overlapping runs are safe (row locks), but a slow or silent service must not make the
+    # sensor pile up a run a minute. A run older than RUN_WAIT_MINUTES (killed, stuck) no
+    # longer holds the next one back.
+    busy = context.instance.get_run_records(
+        RunsFilter(
+            job_name=JOB_NAME,
+            statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED],
+            created_after=datetime.now(UTC) - timedelta(minutes=RUN_WAIT_MINUTES),
+        ),
+        limit=1,
+    )
+    if busy:
+        return SkipReason(
+            f"{due} customer alerts are due; run {busy[0].dagster_run.run_id[:8]} of {JOB_NAME} "
+            "is still sending"
+        )
     return RunRequest(tags={"buffalo/alerts_due": str(due)})

@@ -13,6 +13,8 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
+from buffalo_assets import settings
+from buffalo_assets.analytics.status import promised_delivery
 from buffalo_assets.analytics.stock import (
     ARRIVED,
     IN_FLIGHT,
@@ -109,7 +111,8 @@ def stock_cover_asset(
     `buffalo stock import FILE`): on hand now, less daily sales, plus what arrives before it
     runs out (`inbound_stock` by expected date), and the same with arrivals at their 90th
     percentile (pessimistic). `stockout_risk`: in the pessimistic view the shelf is empty
-    before goods still in the air arrive (`gap_days_p90`). Empty, with a note, until a stock
+    before goods still in the air arrive (`gap_days_p90`), or, with nothing more in the air, it
+    runs out before goods ordered now could arrive (the delivery promise). Empty, with a note, until a stock
     list is imported."""
     as_of = datetime.now(UTC)
     with postgres.get_engine().connect() as connection:
@@ -127,7 +130,10 @@ def stock_cover_asset(
         context.log.info(note)
         empty = pd.DataFrame(columns=list(STOCK_COVER_COLUMNS))
         return Output(empty, metadata={"note": MetadataValue.text(note), "items": MetadataValue.int(0)})
-    cover = stock_cover(levels, inbound_stock, as_of)[list(STOCK_COVER_COLUMNS)]
+    # How long goods ordered now take to arrive: the delivery promise from this moment.
+    promised = promised_delivery(pd.Series([pd.Timestamp(as_of)]), settings.load().promise_business_days)
+    reorder_days = (promised.iloc[0] - pd.Timestamp(as_of)) / pd.Timedelta(days=1)
+    cover = stock_cover(levels, inbound_stock, as_of, reorder_days=reorder_days)[list(STOCK_COVER_COLUMNS)]
     flying_goods = set(inbound_stock.loc[inbound_stock["state"] == IN_FLIGHT, "goods"])
     return Output(
         cover,

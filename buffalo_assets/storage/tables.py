@@ -516,7 +516,10 @@ stock_cover = sa.Table(
     _column("next_arrival_at_p90", _TS, "Pessimistic arrival of the first goods that come after it ran out"),
     _column("gap_days_p90", _FLOAT, "Days with nothing on hand before that arrival"),
     _column(
-        "stockout_risk", sa.Boolean, "Runs out (pessimistic) before goods in flight arrive", nullable=False
+        "stockout_risk",
+        sa.Boolean,
+        "Runs out (pessimistic) before goods in flight or a reorder now could arrive",
+        nullable=False,
     ),
     _column("status", sa.Text, "stockout_gap, inbound_in_time, no_inbound or no_sales", nullable=False),
     _column("as_of", _TS, "When this row was computed", nullable=False),

@@ -151,7 +151,7 @@ def upgrade() -> None:
             "stockout_risk",
             sa.Boolean(),
             nullable=False,
-            comment="Runs out (pessimistic) before goods in flight arrive",
+            comment="Runs out (pessimistic) before goods in flight or a reorder now could arrive",
         ),
         sa.Column(
             "status",
