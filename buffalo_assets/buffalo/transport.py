@@ -1,6 +1,7 @@
 """A retrying HTTP transport for one base URL: what any call to the Buffalo API goes through.
 
-One pooled `requests.Session`; a shared request pacer; retries with exponential backoff and
+One pooled `requests.Session` (ticketed calls go straight to its urllib3 connection pool,
+without requests' per-call work); a shared request pacer; retries with exponential backoff and
 jitter on what the API is known to do wrong (429 with or without Retry-After, 5xx, resets,
 timeouts, truncated or HTML bodies); a cap on response size; counters; and typed errors
 whose texts are scrubbed of every secret registered with `add_secret`. It knows nothing
@@ -17,12 +18,27 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import select_proxy
+from urllib3.exceptions import (
+    ClosedPoolError,
+    DecodeError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.exceptions import (
+    ConnectTimeoutError as Urllib3ConnectTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,15 +231,22 @@ class RetryingTransport:
         self._session.proxies = resolved["proxies"]
         self._session.verify = resolved["verify"]
         self._session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency + 2, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency + 2, max_retries=0)
+        self._session.mount("http://", self._adapter)
+        self._session.mount("https://", self._adapter)
         self._session.headers.update(
             {
                 "Accept": "application/json, text/plain, */*",
                 "User-Agent": "buffalo-orders-platform/0.1",
             }
         )
+        # The direct path (see `_send_direct`): the base URL's urllib3 pool, set up by the
+        # adapter itself on first use (so TLS checks are requests' own); not through a proxy.
+        self._direct = select_proxy(self.base_url, self._session.proxies) is None
+        self._pool: Any = None
+        self._pool_lock = threading.Lock()
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._path_prefix = urlsplit(self.base_url).path  # sent as origin-form, like requests
 
     def __repr__(self) -> str:
         return f"RetryingTransport(base_url={self.base_url!r})"
@@ -234,6 +257,7 @@ class RetryingTransport:
         return self._session.verify if self._session.verify is not None else True
 
     def close(self) -> None:
+        self._pool = None
         self._session.close()
 
     # -- secrets ----------------------------------------------------------------------
@@ -347,31 +371,17 @@ class RetryingTransport:
         if credentials is not None:
             request_headers.update(credentials())
         self.stats.count_request()
-        try:
-            response = self._session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                data=data,
-                headers=request_headers,
-                timeout=self.timeout,
-                stream=True,
-            )
-            try:
-                raw = self._read_capped(response, path)
-            finally:
-                response.close()
-            self._local.body = raw
-        except requests.exceptions.SSLError as exc:
-            raise BuffaloApiError("tls_error", path, self.scrub(str(exc))[:300]) from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            reason = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
-            raise _Transient(reason, type(exc).__name__) from None
-        except requests.exceptions.ChunkedEncodingError as exc:
-            raise _Transient("truncated_body", type(exc).__name__) from None
-        except requests.exceptions.ContentDecodingError as exc:
-            raise _Transient("bad_encoding", type(exc).__name__) from None
-        status = response.status_code
+        # Ticketed calls (the details and list pages: nearly all of them) skip requests'
+        # per-call work (merging settings, hooks, cookies, preparing, redirects), which was
+        # about half of the client's CPU per order; logins, a proxy, cookies the service set
+        # and redirects keep the session's full handling.
+        sent = None
+        if credentials is not None and data is None and self._direct and not self._session.cookies:
+            sent = self._send_direct(method, path, params, request_headers)
+        if sent is None:
+            sent = self._send_session(method, path, params, data, request_headers)
+        status, response_headers, raw = sent
+        self._local.body = raw
         # JSON is UTF-8 (RFC 8259) whatever the Content-Type says: servers label it text/html
         # or text/plain without a charset, which HTTP would read as ISO-8859-1.
         try:
@@ -400,7 +410,7 @@ class RetryingTransport:
                 self.excerpt(text),
                 status,
             )
-            transient.retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+            transient.retry_after = _parse_retry_after(response_headers.get("Retry-After"))
             raise transient
         if status >= 400:
             raise BuffaloApiError("http_error", path, self.excerpt(text), status=status)
@@ -412,25 +422,147 @@ class RetryingTransport:
             raise _Transient("invalid_json", f"body is not JSON: {self.excerpt(text)}", status)
         return body
 
-    def _read_capped(self, response: requests.Response, path: str) -> bytes:
-        declared = response.headers.get("Content-Length")
+    def _send_session(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        data: str | None,
+        headers: dict[str, str],
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Status, headers and body through the requests session (redirects, cookies, proxies)."""
+        try:
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+                stream=True,
+            )
+            try:
+                raw = self._read_capped(
+                    response.headers, response.iter_content(64 * 1024), response.status_code, path
+                )
+            finally:
+                response.close()
+        except requests.exceptions.SSLError as exc:
+            raise BuffaloApiError("tls_error", path, self.scrub(str(exc))[:300]) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            reason = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+            raise _Transient(reason, type(exc).__name__) from None
+        except requests.exceptions.ChunkedEncodingError as exc:
+            raise _Transient("truncated_body", type(exc).__name__) from None
+        except requests.exceptions.ContentDecodingError as exc:
+            raise _Transient("bad_encoding", type(exc).__name__) from None
+        return response.status_code, response.headers, raw
+
+    def _connection_pool(self) -> Any:
+        """The base URL's urllib3 pool, as the session's adapter sets it up (TLS included)."""
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    probe = requests.Request("GET", self.base_url + "/").prepare()
+                    verify = self._session.verify if self._session.verify is not None else True
+                    pool = self._adapter.get_connection_with_tls_context(probe, verify)
+                    self._adapter.cert_verify(pool, self.base_url, verify, None)
+                    self._pool = pool
+                pool = self._pool
+        return pool
+
+    def _send_direct(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+    ) -> tuple[int, Mapping[str, str], bytes] | None:
+        """Status, headers and body from the session's own urllib3 pool, with what requests
+        would send (its default headers, ours, the call's) and its failure classes; None when
+        the answer needs the session (a redirect, or cookies to keep): it is sent again there.
+        """
+        url = self._path_prefix + path
+        if params:
+            url += "?" + urlencode(params, doseq=True)
+        all_headers = dict(self._session.headers)
+        all_headers.update(headers)
+        try:
+            pool = self._connection_pool()
+            response = pool.urlopen(
+                method,
+                url,
+                headers=all_headers,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,
+                retries=self._adapter.max_retries,
+                timeout=self._timeout,
+            )
+        except ClosedPoolError:
+            self._pool = None
+            raise _Transient("connection_error", "ConnectionError") from None
+        except MaxRetryError as exc:
+            if isinstance(exc.reason, SSLError):
+                raise BuffaloApiError("tls_error", path, self.scrub(str(exc))[:300]) from None
+            if isinstance(exc.reason, Urllib3ConnectTimeout) and not isinstance(
+                exc.reason, NewConnectionError
+            ):
+                raise _Transient("timeout", "ConnectTimeout") from None
+            raise _Transient("connection_error", "ConnectionError") from None
+        except SSLError as exc:
+            raise BuffaloApiError("tls_error", path, self.scrub(str(exc))[:300]) from None
+        except ReadTimeoutError:
+            raise _Transient("timeout", "ReadTimeout") from None
+        except (ProtocolError, OSError):
+            raise _Transient("connection_error", "ConnectionError") from None
+        complete = False
+        try:
+            if response.get_redirect_location() or "Set-Cookie" in response.headers:
+                return None
+            try:
+                raw = self._read_capped(
+                    response.headers, response.stream(64 * 1024, decode_content=True),
+                    response.status, path,
+                )  # fmt: skip
+            except ProtocolError:
+                raise _Transient("truncated_body", "ChunkedEncodingError") from None
+            except DecodeError:
+                raise _Transient("bad_encoding", "ContentDecodingError") from None
+            except ReadTimeoutError:
+                raise _Transient("connection_error", "ConnectionError") from None
+            except SSLError as exc:
+                raise BuffaloApiError("tls_error", path, self.scrub(str(exc))[:300]) from None
+            complete = True
+        finally:
+            if not complete:  # a connection with unread bytes is never reused (as requests does)
+                response.close()
+            response.release_conn()
+        return response.status, response.headers, raw
+
+    def _read_capped(
+        self, headers: Mapping[str, str], chunks_in: Iterable[bytes], status: int, path: str
+    ) -> bytes:
+        declared = headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_response_bytes:
             raise BuffaloApiError(
                 "too_large",
                 path,
                 f"response of {int(declared)} bytes exceeds the {self.max_response_bytes}-byte cap",
-                status=response.status_code,
+                status=status,
             )
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(64 * 1024):
+        for chunk in chunks_in:
             size += len(chunk)
             if size > self.max_response_bytes:
                 raise BuffaloApiError(
                     "too_large",
                     path,
                     f"response exceeds the {self.max_response_bytes}-byte cap",
-                    status=response.status_code,
+                    status=status,
                 )
             chunks.append(chunk)
         return b"".join(chunks)
