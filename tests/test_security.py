@@ -96,7 +96,7 @@ def test_the_bi_role_reads_the_bi_views_and_nothing_else(
             sa.text(
                 "INSERT INTO analytics.delivery_kpis (grain, period_start, orders_created, orders_delivered, "
                 "orders_late, on_time_share, orders_stuck, as_of) "
-                "VALUES ('week', '2026-11-23', 10, 8, 1, 0.875, 0, now()) ON CONFLICT DO NOTHING"
+                "VALUES ('week', '2000-01-03', 10, 8, 1, 0.875, 0, now()) ON CONFLICT DO NOTHING"
             )
         )
 
@@ -117,7 +117,8 @@ def test_the_bi_role_reads_the_bi_views_and_nothing_else(
                 connection.execute(sa.text(f"SELECT * FROM analytics.{view}")).all()
             assert connection.execute(
                 sa.text(
-                    "SELECT on_time_share FROM analytics.bi_delivery_kpis WHERE period_start = '2026-11-23'"
+                    "SELECT on_time_share FROM analytics.bi_delivery_kpis "
+                    "WHERE grain = 'week' AND period_start = '2000-01-03'"
                 )
             ).scalar_one() == pytest.approx(0.875)
         denied = (
@@ -164,7 +165,7 @@ def test_the_bi_role_reads_the_bi_views_and_nothing_else(
             connection.execute(
                 sa.text(
                     "DELETE FROM analytics.delivery_kpis "
-                    "WHERE period_start = '2026-11-23' AND orders_created = 10"
+                    "WHERE period_start = '2000-01-03' AND orders_created = 10"
                 )
             )
             connection.execute(sa.text(f'DROP OWNED BY "{role}"'))
