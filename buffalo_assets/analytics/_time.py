@@ -25,6 +25,14 @@ def from_epoch(seconds: np.ndarray | pd.Series) -> pd.Series:
     return pd.Series(pd.to_datetime(np.asarray(seconds, dtype="float64") * 1e6, unit="us", utc=True))
 
 
+def period_start(moments: pd.Series, grain: str = "day") -> pd.Series:
+    """The SAST date each moment's period starts on: its day, or the Monday of its ISO week."""
+    local = pd.to_datetime(moments, utc=True).dt.tz_convert(SAST).dt.tz_localize(None).dt.normalize()
+    if grain == "week":
+        local = local - pd.to_timedelta(local.dt.weekday, unit="D")
+    return local.dt.date
+
+
 def as_utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
     """A tz-aware UTC timestamp; naive input is refused, since its zone would be a guess."""
     stamp = pd.Timestamp(moment)

@@ -12,7 +12,7 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 
-from buffalo_assets.analytics._time import DAY_S, SAST, as_utc, epoch_seconds
+from buffalo_assets.analytics._time import DAY_S, SAST, as_utc, epoch_seconds, period_start
 from buffalo_assets.analytics.stages import JOURNEY_STAGES, TERMINAL_STAGES
 
 # Customs first: it is where parcels wait longest and what people ask about first.
@@ -43,22 +43,14 @@ LATE_SHARE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def _period(moments: pd.Series, grain: str) -> pd.Series:
-    """The SAST date a period starts on (a day, or the Monday of the ISO week)."""
-    local = pd.to_datetime(moments, utc=True).dt.tz_convert(SAST).dt.tz_localize(None).dt.normalize()
-    if grain == "week":
-        local = local - pd.to_timedelta(local.dt.weekday, unit="D")
-    return local.dt.date
-
-
 def _period_starts(first: pd.Timestamp, last: pd.Timestamp, grain: str) -> list[date]:
-    span = _period(pd.Series([first, last]), grain)
+    span = period_start(pd.Series([first, last]), grain)
     step = "7D" if grain == "week" else "1D"
     return list(pd.date_range(span.iloc[0], span.iloc[1], freq=step).date)
 
 
-def _period_end_s(period_start: date, grain: str) -> float:
-    start = pd.Timestamp(period_start).tz_localize(SAST)
+def _period_end_s(first_day: date, grain: str) -> float:
+    start = pd.Timestamp(first_day).tz_localize(SAST)
     return (start + pd.Timedelta(days=7 if grain == "week" else 1)).timestamp()
 
 
@@ -129,11 +121,11 @@ def delivery_kpis(
     for grain in GRAINS:
         starts = _period_starts(created.min(), now, grain)
         frame = pd.DataFrame({"period_start": starts})
-        made = _period(created.dropna(), grain).value_counts()
+        made = period_start(created.dropna(), grain).value_counts()
         delivered_mask = delivered.notna()
         got = pd.DataFrame(
             {
-                "period_start": _period(delivered[delivered_mask], grain).to_numpy(),
+                "period_start": period_start(delivered[delivered_mask], grain).to_numpy(),
                 "door": door_days[delivered_mask.to_numpy()],
                 "late": status_now.loc[delivered_mask, "is_late"].fillna(False).astype(bool).to_numpy(),
             }
@@ -149,7 +141,7 @@ def delivery_kpis(
         frame["p90_door_to_door_days"] = frame["period_start"].map(by["door"].quantile(0.9))
         visits = pd.DataFrame(
             {
-                "period_start": _period(closed["left_at"], grain).to_numpy(),
+                "period_start": period_start(closed["left_at"], grain).to_numpy(),
                 "stage": closed["stage"].to_numpy(),
                 "hours": closed["hours"].to_numpy(dtype="float64"),
             }
@@ -213,7 +205,7 @@ def late_share_by(status_now: pd.DataFrame, durations: pd.DataFrame) -> pd.DataF
     delivered["cause"] = delivered["order_id"].map(causes)
     rows = []
     for grain in GRAINS:
-        delivered["period_start"] = _period(delivered["delivered_at"], grain).to_numpy()
+        delivered["period_start"] = period_start(delivered["delivered_at"], grain).to_numpy()
         province = (
             delivered.assign(value=delivered["province"].fillna("unknown").astype(str))
             .groupby(["period_start", "value"])

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from buffalo_assets.analytics._time import SAST, as_utc
+from buffalo_assets.analytics._time import SAST, as_utc, period_start
 from buffalo_assets.analytics.stages import TERMINAL_STAGES
 
 INBOUND_COLUMNS: tuple[str, ...] = (
@@ -88,9 +88,7 @@ def _display_names(keys: pd.Series, names: pd.Series) -> dict[str, str]:
 
 def week_start(moments: pd.Series) -> pd.Series:
     """The Monday (SAST date) of each moment's ISO week."""
-    local = pd.to_datetime(moments, utc=True).dt.tz_convert(SAST)
-    days = local.dt.normalize().dt.tz_localize(None)
-    return (days - pd.to_timedelta(days.dt.weekday, unit="D")).dt.date
+    return period_start(moments, "week")
 
 
 def inbound_stock(
