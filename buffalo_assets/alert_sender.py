@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 import requests
 import sqlalchemy as sa
 
+from buffalo_assets.buffalo.transport import parse_retry_after
+
 MAX_RETRY_S = 6 * 3_600.0
 RETRIED_STATUSES = frozenset({408, 429})
 # Answers about the webhook setting rather than the alert (see post_alert).
@@ -112,11 +114,6 @@ def payload(row: Any) -> dict[str, Any]:
     }
 
 
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.strip().isdigit() else None
-
-
 def post_alert(session: requests.Session, webhook: str, body: dict[str, Any], timeout_s: float) -> Outcome:
     """POST one alert; the outcome says whether it was acknowledged and whether to retry."""
     try:
@@ -150,7 +147,8 @@ def post_alert(session: requests.Session, webhook: str, body: dict[str, Any], ti
     # customer, and this text reaches the row, the run's log and the Power BI view.
     error = f"HTTP {status} {response.reason or ''}".rstrip()
     if status >= 500 or status in RETRIED_STATUSES:
-        return Outcome(sent=False, retry=True, error=error, retry_after_s=_retry_after(response))
+        wait = parse_retry_after(response.headers.get("Retry-After"))
+        return Outcome(sent=False, retry=True, error=error, retry_after_s=wait)
     if status < 400 or status in MISCONFIGURED_STATUSES:
         # A redirect, a refused credential or a wrong path says the webhook setting is wrong,
         # not this alert: nothing is given up, and the run stops like for an unreachable one.

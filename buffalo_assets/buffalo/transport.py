@@ -150,7 +150,8 @@ class RequestPacer:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header, delta-seconds or an HTTP date (None: unreadable)."""
     if not value:
         return None
     try:
@@ -410,7 +411,7 @@ class RetryingTransport:
                 self.excerpt(text),
                 status,
             )
-            transient.retry_after = _parse_retry_after(response_headers.get("Retry-After"))
+            transient.retry_after = parse_retry_after(response_headers.get("Retry-After"))
             raise transient
         if status >= 400:
             raise BuffaloApiError("http_error", path, self.excerpt(text), status=status)
