@@ -435,8 +435,7 @@ def stock_import(file: Path) -> None:
         # One import at a time; readers keep seeing the old list until this commits.
         connection.execute(sa.text("LOCK TABLE ops.stock_levels IN SHARE ROW EXCLUSIVE MODE"))
         replaced = connection.execute(sa.delete(stock_levels)).rowcount
-        if rows:
-            connection.execute(sa.insert(stock_levels), rows)
+        connection.execute(sa.insert(stock_levels), rows)  # never empty: parse refuses a file without rows
     click.echo(
         f"imported {len(rows)} stock levels from {file.name} into ops.stock_levels "
         f"(replacing {replaced} earlier rows); asset stock_cover uses them from its next run"
