@@ -170,9 +170,7 @@ def due_alerts(
             "p_late": _rounded(p_late[position], 3),
             "days_without_event": _rounded(quiet_days[position]),
             "delivered_date": _local_date(delivered_s[position]),
-            "duty_zar": _rounded(duty[position], 2)
-            if reason == "duty_unpaid"
-            else None,
+            "duty_zar": _rounded(duty[position], 2) if reason == "duty_unpaid" else None,
         }
         detail = {k: v for k, v in detail.items() if v is not None}
         number = tracking_numbers.iloc[position]
