@@ -146,6 +146,7 @@ def ours(url: str, pg_url: str, home: Path, concurrency: int) -> dict[str, Any]:
 def _timeline(records: Sequence[Any], started: float, ended: float) -> dict[str, float]:
     """Where the command's time went: start-up, each step, and the end after the last event."""
     marks: dict[str, float] = {}
+    steps: list[str] = []
     for record in records:
         event = record.dagster_event
         if event is None:
@@ -153,16 +154,15 @@ def _timeline(records: Sequence[Any], started: float, ended: float) -> dict[str,
         kind = event.event_type.name
         if kind in ("STEP_START", "STEP_SUCCESS") and event.step_key:
             marks[f"{event.step_key}.{kind}"] = record.timestamp
+            if event.step_key not in steps:
+                steps.append(event.step_key)
         elif kind in ("RUN_START", "RUN_SUCCESS"):
             marks[kind] = record.timestamp
     timeline = {"start_up_s": marks["RUN_START"] - started, "after_run_s": ended - marks["RUN_SUCCESS"]}
-    for step in ("order_ids", "raw_orders"):
+    for step in steps:
         timeline[f"{step}.step_s"] = marks[f"{step}.STEP_SUCCESS"] - marks[f"{step}.STEP_START"]
-    timeline["between_steps_s"] = (
-        marks["RUN_SUCCESS"]
-        - marks["RUN_START"]
-        - timeline["order_ids.step_s"]
-        - timeline["raw_orders.step_s"]
+    timeline["outside_steps_s"] = (
+        marks["RUN_SUCCESS"] - marks["RUN_START"] - sum(timeline[f"{step}.step_s"] for step in steps)
     )
     return {f"timeline.{k}": round(v, 3) for k, v in timeline.items()}
 

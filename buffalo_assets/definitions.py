@@ -36,7 +36,7 @@ from buffalo_assets.assets.customer_alerts import (
     send_customer_alerts_job,
     send_customer_alerts_sensor,
 )
-from buffalo_assets.assets.ingestion import order_ids, raw_orders
+from buffalo_assets.assets.ingestion import ingest
 from buffalo_assets.assets.stock import STOCK_ASSETS
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
@@ -70,7 +70,7 @@ database_url = EnvVar(PG_URL_VARIABLE) if config.pg_url else None
 
 ingest_orders = define_asset_job(
     "ingest_orders",
-    selection=[order_ids, raw_orders],
+    selection=[ingest],
     description="List every Buffalo order id, then fetch new and in-flight orders' details.",
 )
 
@@ -127,7 +127,7 @@ core_automation = AutomationConditionSensorDefinition(
 # whose process dies (SIGKILL, OOM) is released by release_dead_runs_sensor as before.
 defs = Definitions(
     executor=in_process_executor,
-    assets=[order_ids, raw_orders, transform_orders, *ANALYTICS_ASSETS, customer_alerts, *STOCK_ASSETS],
+    assets=[ingest, transform_orders, *ANALYTICS_ASSETS, customer_alerts, *STOCK_ASSETS],
     asset_checks=[*core_checks(), *ANALYTICS_CHECKS],
     jobs=[ingest_orders, refresh_all, send_customer_alerts_job],
     schedules=[ingest_schedule],

@@ -12,7 +12,7 @@ from typing import Any
 
 from dagster import AssetsDefinition, AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 
-from buffalo_assets.assets.ingestion import order_ids, raw_orders
+from buffalo_assets.assets.ingestion import ingest
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.checks.core import core_checks
@@ -21,8 +21,8 @@ from buffalo_assets.storage.io_manager import PostgresIOManager
 from buffalo_assets.storage.resource import PostgresResource
 
 QUICK_CLIENT = {"connect_timeout": 2.0, "read_timeout": 1.0}
-INGESTION: list[AssetsDefinition] = [order_ids, raw_orders]
-EVERYTHING: list[AssetsDefinition] = [order_ids, raw_orders, transform_orders, *core_checks()]
+INGESTION: list[AssetsDefinition] = [ingest]
+EVERYTHING: list[AssetsDefinition] = [ingest, transform_orders, *core_checks()]
 
 
 @dataclass(frozen=True)

@@ -314,7 +314,7 @@ def test_the_dag_materializes_both_assets_in_dagster_and_fails_with_dagsters_err
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0 or "failed" in output.lower()
     assert "Buffalo login failed" in output and "Incorrect username or password" in output, output[-5000:]
-    assert "ended FAILURE: order_ids:" in output  # the failing step, then Dagster's own error
+    assert "ended FAILURE: ingest:" in output  # the failing step, then Dagster's own error
     assert running.sandbox.config.password not in output + ok.stdout + ok.stderr  # no secret in task logs
     assert not any(secret in output for secret in running.sandbox.secrets_seen)
     seen = before | {run.run_id for run in runs}
@@ -567,7 +567,7 @@ def test_marking_the_waiting_task_failed_cancels_its_dagster_run_and_the_next_da
     run_id = airflow_stack.trigger(DAG_ID, conf={"full_refresh": True})
     tags = {"airflow/dag_id": DAG_ID, "airflow/run_id": run_id, "airflow/task_id": "fetch_and_store_raw"}
     fetch = eventually(lambda: dagster.runs(**tags), 240, "fetch_and_store_raw launching its Dagster run")[0]
-    assert fetch.run_config["ops"]["raw_orders"]["config"]["full_refresh"] is True  # the DAG run's conf
+    assert fetch.run_config["ops"]["ingest"]["config"]["full_refresh"] is True  # the DAG run's conf
     eventually(
         lambda: fetch.run_id in slot_holding_run_ids(dagster.instance), 120, "the fetch holding the pool"
     )

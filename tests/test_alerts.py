@@ -65,10 +65,10 @@ def test_a_failed_run_is_posted_to_the_webhook_with_its_failed_step(
     alert_on_run_failure(context)
     [alert] = received
     assert alert["run_id"] == context.dagster_run.run_id
-    assert alert["failed_steps"][0]["step"] == "order_ids"
+    assert alert["failed_steps"][0]["step"] == "ingest"
     assert "Buffalo login failed" in alert["failed_steps"][0]["error"]
     assert alert["url"] == f"http://127.0.0.1:3000/runs/{alert['run_id']}"
-    assert "order_ids: " in alert["text"] and "not-the-password" not in json.dumps(alert)
+    assert "ingest: " in alert["text"] and "not-the-password" not in json.dumps(alert)
 
 
 def test_without_a_webhook_the_failure_is_logged(
@@ -85,4 +85,4 @@ def test_without_a_webhook_the_failure_is_logged(
     alert_on_run_failure(context)
     logged = capfd.readouterr().err  # Dagster's console logger writes to stderr
     assert f"Buffalo Orders Platform: run {context.dagster_run.run_id[:8]}" in logged
-    assert "order_ids: " in logged
+    assert "ingest: " in logged

@@ -94,7 +94,7 @@ def test_the_fetch_is_logged_and_timed_in_the_asset_before_the_io_manager_writes
     raw_meta = metadata_of(result, "raw_orders")
     assert raw_meta["fetch_s"] > 0 and raw_meta["write_s"] > 0
     assert raw_meta["rows_written"] == raw_meta["fetched"] == 250 and raw_meta["chunks"] == 1
-    logs = [r for r in instance.all_logs(result.run_id) if r.step_key == "raw_orders"]
+    logs = [r for r in instance.all_logs(result.run_id) if r.step_key == "ingest"]
     progress = next(i for i, r in enumerate(logs) if "fetched 250 of 250 orders, 0 failed" in r.user_message)
     written = next(
         i
@@ -124,6 +124,49 @@ def test_a_rerun_with_nothing_changed_adds_no_version_and_reads_one_list_page(
     assert running.sandbox.stats["requests.list"] == 1
     assert running.sandbox.stats["requests.detail"] == len(in_flight) + reverified
     assert sum(stored_versions(empty_store).values()) == 400
+
+
+def test_a_first_run_fetches_details_while_the_list_is_still_being_walked(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    """One `ingest` step: the details of the first page's orders are asked for before the last
+    page is listed, with no more requests in flight than `concurrency` plus the list's own."""
+    running = start_sandbox(orders=600, faults=FaultPlan(latency_ms=20))
+    result = ingest(running, pg_url, instance, concurrency=4)
+    assert result.success
+    first_detail, _ = running.sandbox.first_last["detail"]
+    _, last_page = running.sandbox.first_last["list"]
+    assert first_detail < last_page
+    assert running.sandbox.stats["requests.list"] == 40  # each page once (15 orders a page)
+    assert running.sandbox.stats["max_in_flight"] <= 4 + 1  # 4 details and 1 list page (4 / 10, rounded up)
+    assert metadata_of(result, "order_ids")["new_since_last_run"] == 600
+    assert metadata_of(result, "raw_orders")["fetched"] == 600
+    assert set(stored_versions(empty_store)) == truth_ids(running)
+    with empty_store.connect() as connection:
+        ids = connection.execute(sa.text("SELECT count(*) FROM raw.order_ids")).scalar_one()
+    assert ids == 600
+
+
+def test_a_list_failing_while_details_are_fetched_fails_the_run_and_stores_nothing_of_it(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    """The walk and the fetch overlap; a walk that cannot finish fails the step (retried, then
+    the run, saying why) and what was fetched meanwhile is not half-stored."""
+    running = start_sandbox(orders=100)
+    assert ingest(running, pg_url, instance).success
+    before = stored_versions(empty_store)
+    SandboxControl(running.url).advance(days=2)  # orders on their way change
+    SandboxControl(running.url).set_faults(busy=1.0)  # every list page answers "busy"
+    running.sandbox.stats.clear()
+    result = ingest(running, pg_url, instance, backoff_base=0.01, backoff_max=0.02)
+    assert not result.success
+    retries = result.filter_events(lambda e: e.event_type == DagsterEventType.STEP_UP_FOR_RETRY)
+    assert len(retries) == 2
+    error = result.get_run_failure_event().event_specific_data.error
+    assert error is not None
+    assert "Buffalo order list unavailable" in error.message and "Exceeded max_retries" not in error.message
+    assert running.sandbox.stats["requests.detail"] > 0  # the known orders were being fetched
+    assert stored_versions(empty_store) == before
 
 
 def test_advancing_the_clock_adds_exactly_the_changed_orders_versions(
@@ -213,7 +256,7 @@ def test_too_many_failures_fail_the_run_but_keep_what_was_fetched(
         pg_url,
         instance,
         max_attempts=1,
-        run_config={"ops": {"raw_orders": {"config": {"full_refresh": True, "max_failure_share": 0.2}}}},
+        run_config={"ops": {"ingest": {"config": {"full_refresh": True, "max_failure_share": 0.2}}}},
     )
     assert not result.success
     # Transient faults: retried once (the retry policy), and the last attempt's failure says why.
@@ -246,7 +289,7 @@ def test_a_run_failing_on_orders_the_api_no_longer_has_says_why_at_the_top(
     assert "orders (" in error.message and "could not be fetched: " in error.message
     assert "Order does not exist" in error.message
     step_failure = result.get_step_failure_events()[0]
-    assert step_failure.step_key == "raw_orders"
+    assert step_failure.step_key == "ingest"
     assert step_failure.event_specific_data.error.message == error.message
     # What the UI shows is what the instance stored for the run.
     stored = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.RUN_FAILURE).records
@@ -326,7 +369,7 @@ def test_two_runs_started_together_take_turns_on_the_api_pool(
                 starts[event.step_key] = record.timestamp
             elif event.event_type == DagsterEventType.STEP_SUCCESS:
                 intervals.append((starts[event.step_key], record.timestamp, finished.run_id))
-    assert len(intervals) == 4
+    assert len(intervals) == 2  # one `ingest` step per run
     intervals.sort()
     for (_, end, run_a), (start, _, run_b) in zip(intervals, intervals[1:], strict=False):
         assert end <= start or run_a == run_b, "two runs used the Buffalo API at the same time"
@@ -344,7 +387,7 @@ def test_an_unreachable_api_fails_the_run_after_its_retries_with_the_reason_at_t
     result = run(target, pg_url, instance, backoff_base=0.01, backoff_max=0.02)
     assert not result.success
     retries = result.filter_events(lambda e: e.event_type == DagsterEventType.STEP_UP_FOR_RETRY)
-    assert [e.step_key for e in retries] == ["order_ids", "order_ids"]
+    assert [e.step_key for e in retries] == ["ingest", "ingest"]
     error = result.get_run_failure_event().event_specific_data.error
     assert error is not None
     assert "Exceeded max_retries" not in error.message
@@ -373,7 +416,7 @@ def test_an_ingest_runs_every_step_in_the_command_s_own_process(
         event = record.dagster_event
         if event is not None and event.step_key is not None and event.pid is not None:
             steps.setdefault(event.step_key, set()).add(event.pid)
-    assert set(steps) == {"order_ids", "raw_orders"}
+    assert set(steps) == {"ingest"}
     assert set().union(*steps.values()) == {process.pid}
     assert len(stored_versions(empty_store)) == 120
 
@@ -387,17 +430,19 @@ def test_an_ingest_runs_every_step_in_the_command_s_own_process(
 def test_an_ingest_logs_in_once_and_a_ticket_the_api_dropped_is_replaced_by_a_fresh_login(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    """raw_orders uses order_ids' ticket: a login is a key fetch, a login call and an RSA encryption."""
+    """One login per ingest (a key fetch, a login call and an RSA encryption), and a run reuses
+    the ticket of the process's previous one."""
     running = start_sandbox(orders=40)
     assert ingest(running, pg_url, instance).success
     assert running.sandbox.stats["logins.ok"] == 1
 
-    # Tickets the API no longer accepts (expired, the service restarted): the next run's first
-    # call is refused, it logs in again, and its second step uses that new ticket.
+    # Tickets the API no longer accepts (expired, the service restarted): the next run reuses
+    # the ticket, its first call is refused, it logs in again once, and the list and the
+    # details go on with that new ticket.
     running.sandbox.expire_tickets()
     SandboxControl(running.url).advance(days=1)
     again = ingest(running, pg_url, instance)
     assert again.success
     assert running.sandbox.stats["logins.ok"] == 2
-    assert metadata_of(again, "raw_orders")["relogins"] == 0
+    assert metadata_of(again, "raw_orders")["relogins"] == 1
     assert set(stored_versions(empty_store)) == truth_ids(running)

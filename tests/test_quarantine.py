@@ -20,7 +20,7 @@ from tests.pipeline import EVERYTHING, metadata_of, run
 def ingest(
     running: RunningSandbox, pg_url: str, instance: DagsterInstance, **raw_config: Any
 ) -> ExecuteInProcessResult:
-    run_config = {"ops": {"raw_orders": {"config": raw_config}}} if raw_config else None
+    run_config = {"ops": {"ingest": {"config": raw_config}}} if raw_config else None
     return run(running, pg_url, instance, run_config=run_config)
 
 
@@ -191,7 +191,7 @@ def test_a_delivered_order_marked_returned_later_is_caught_and_a_b_a_is_three_ob
     delivered = sorted(r["order_id"] for r in control.truth() if r["stage"] == "delivered")
     final = [r["order_id"] for r in control.truth() if r["stage"] in TERMINAL_STAGES]
     order = delivered[0]
-    everything = {"ops": {"raw_orders": {"config": {"reverify_share": 1.0}}}}
+    everything = {"ops": {"ingest": {"config": {"reverify_share": 1.0}}}}
 
     def refresh() -> ExecuteInProcessResult:
         result = run(running, pg_url, instance, EVERYTHING, run_config=everything)

@@ -70,6 +70,6 @@ with DAG(
     fetch_and_store_raw = DagsterAssetRunOperator(
         task_id="fetch_and_store_raw",
         asset_selection=["raw_orders"],
-        run_config={"ops": {"raw_orders": {"config": {"full_refresh": "{{ params.full_refresh }}"}}}},
+        run_config={"ops": {"ingest": {"config": {"full_refresh": "{{ params.full_refresh }}"}}}},
     )
     get_order_ids >> fetch_and_store_raw

@@ -1,24 +1,31 @@
 """Ingestion: `order_ids` (every id the account can see) and `raw_orders` (versioned details).
 
-Both talk to the Buffalo API, so both run in the `buffalo_api` concurrency pool: two runs
-never hit the API at once. They do the API work in their own body and return what to
-store; the Postgres IO manager writes it.
+One step, `ingest`, materializes both (or either: it can be subset) in the `buffalo_api`
+concurrency pool, so two runs never hit the API at once. With both selected it fetches the
+details while the order list is still being walked, instead of walking first and fetching
+after. It does the API work in its own body and returns what to store; the Postgres IO
+manager writes it.
 """
 
 import functools
 import inspect
+import queue
 import resource
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pandas as pd
+import sqlalchemy as sa
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     AssetObservation,
+    AssetOut,
     Backoff,
     Config,
     DagsterExecutionInterruptedError,
@@ -27,7 +34,7 @@ from dagster import (
     MetadataValue,
     Output,
     RetryPolicy,
-    asset,
+    multi_asset,
 )
 from pydantic import Field
 
@@ -51,44 +58,51 @@ PROGRESS_EVERY_S = 10.0
 # Deployment settings give the defaults; run config can still override per run.
 DEFAULTS = settings.load()
 FRESH_WITHIN = timedelta(hours=DEFAULTS.freshness_hours)
+ORDER_IDS = "order_ids"
+RAW_ORDERS = "raw_orders"
+# Retries of the `ingest` step: a walk that could not finish (the list unavailable) asks for
+# up to ORDER_IDS_RETRIES, a fetch with too many failures for up to RAW_ORDERS_RETRIES.
 ORDER_IDS_RETRIES = 2
 RAW_ORDERS_RETRIES = 1
+INGEST_RETRIES = max(ORDER_IDS_RETRIES, RAW_ORDERS_RETRIES)
+STOP_WAIT_S = 5.0  # how long a stopped walk may take to finish the page in hand
 # Failure kinds that a retry a few seconds later cannot fix: the server answered, and the
 # answer was "no such order" (detail_error), too large, or not storable.
 PERMANENT_FAILURE_KINDS = frozenset({"detail_error", "too_large", "unstorable_payload"})
 
 
-class OrderIdsConfig(Config):
+class IngestConfig(Config):
+    """Run config of the `ingest` step (`ops: ingest: config:`), which materializes both assets."""
+
     full_walk: bool = Field(
-        default=False, description="Walk the whole order list even if a full walk ran recently"
+        default=False, description="order_ids: walk the whole order list even if a full walk ran recently"
     )
     full_walk_every_hours: float = Field(
         default=DEFAULTS.full_walk_hours,
-        description="Hours between full walks; in between, listing stops at the first known page",
+        description="order_ids: hours between full walks; in between, listing stops at the first known page",
     )
-
-
-class RawOrdersConfig(Config):
-    full_refresh: bool = Field(default=False, description="Fetch every known order, including delivered ones")
+    full_refresh: bool = Field(
+        default=False, description="raw_orders: fetch every known order, including delivered ones"
+    )
     max_failure_share: float = Field(
         default=DEFAULTS.max_failure_share,
-        description="Fail the run when more than this share of the orders could not be fetched",
+        description="raw_orders: fail the run when more than this share of the orders could not be fetched",
     )
     gone_after_failures: int = Field(
         default=DEFAULTS.gone_after_failures,
         ge=1,
-        description="Quarantine an order whose detail failed for good in this many runs in a row",
+        description="raw_orders: quarantine an order whose detail failed for good in this many runs in a row",
     )
     gone_recheck_days: float = Field(
         default=DEFAULTS.gone_recheck_days,
         ge=0,
-        description="Days between re-checks of a quarantined gone order",
+        description="raw_orders: days between re-checks of a quarantined gone order",
     )
     reverify_share: float = Field(
         default=DEFAULTS.reverify_share,
         ge=0,
         le=1,
-        description="Share of final orders fetched again, least recently verified first",
+        description="raw_orders: share of final orders fetched again, least recently verified first",
     )
 
 
@@ -181,86 +195,109 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@asset(
-    group_name="ingestion",
-    owners=OWNERS,
-    kinds={"python", "postgres"},
-    pool=API_POOL,
-    io_manager_key="postgres_io",
-    retry_policy=RetryPolicy(max_retries=ORDER_IDS_RETRIES, delay=10, backoff=Backoff.EXPONENTIAL),
-    metadata={
-        "dagster/table_name": "raw.order_ids",
-        "write_mode": "upsert",
-        "primary_key": ["order_id"],
-        "update_columns": ["last_seen_at"],
-    },
-)
-@_ends_on_interrupt
-def order_ids(
-    context: AssetExecutionContext,
-    config: OrderIdsConfig,
-    buffalo: BuffaloResource,
-    postgres: PostgresResource,
-) -> pd.DataFrame:
-    """Every order id Solo's Buffalo account can see, with when it was first and last seen.
+class _Walk:
+    """One walk of the order list: every id listed, and the new ones handed on as pages arrive.
 
-    Table `raw.order_ids`. Between full walks of the order list (by default once a day),
-    listing stops at the first page whose ids are all known already, because new orders
-    arrive at the top of the list.
+    `run()` walks in the caller's thread; `start()` walks in a thread of its own while the
+    caller fetches details, taking the new ids from `new_ids()` (which ends when the walk
+    does, also when it failed: `error` then says why). Between full walks, listing stops at
+    the first page whose ids are all known already, because new orders arrive at the top.
     """
-    engine = postgres.get_engine()
-    known = raw_store.known_order_ids(engine)
-    now = _now()
-    full = config.full_walk or raw_store.full_walk_due(
-        engine, now, timedelta(hours=config.full_walk_every_hours)
-    )
-    seen: list[str] = []
-    pages = 0
-    with _logged_in(buffalo, context, ORDER_IDS_RETRIES) as client:
+
+    def __init__(self, client: BuffaloClient, known: set[str], *, full: bool, workers: int) -> None:
+        self.client, self.known, self.full, self.workers = client, known, full, workers
+        self.seen: list[str] = []
+        self.new: list[str] = []
+        self.pages = 0
+        self.error: BaseException | None = None
+        self._handed: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        with closing(self.client.iter_order_pages(parallel=self.full, workers=self.workers)) as pages:
+            for page in pages:
+                self.pages += 1
+                self.seen.extend(page.order_ids)
+                for order_id in page.order_ids:
+                    if order_id not in self.known:
+                        self.new.append(order_id)
+                        self._handed.put(order_id)
+                if self._stop.is_set():
+                    return
+                if not self.full and page.order_ids and self.known.issuperset(page.order_ids):
+                    return
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run_handing_on, name="buffalo-walk", daemon=True)
+        self._thread.start()
+
+    def _run_handing_on(self) -> None:
         try:
-            for page in client.iter_order_pages(parallel=full):
-                pages += 1
-                seen.extend(page.order_ids)
-                if not full and page.order_ids and known.issuperset(page.order_ids):
-                    break
-        except BuffaloAuthError as exc:
-            raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
-        except BuffaloApiError as exc:
-            raise Failure(
-                description=f"Buffalo order list unavailable: {exc}",
+            self.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the step through `error`
+            self.error = exc
+        finally:
+            self._handed.put(None)
+
+    def new_ids(self) -> Iterator[str]:
+        while (order_id := self._handed.get()) is not None:
+            yield order_id
+
+    def stop(self) -> None:
+        """Stop after the page in hand (its ids are still handed on) and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=STOP_WAIT_S)
+
+    def failure(self, context: AssetExecutionContext) -> Failure | None:
+        """The step's failure for a walk that could not finish, or None."""
+        if self.error is None:
+            return None
+        if isinstance(self.error, BuffaloAuthError):
+            return Failure(description=f"Buffalo login failed: {self.error}", allow_retries=False)
+        if isinstance(self.error, BuffaloApiError):
+            return Failure(
+                description=f"Buffalo order list unavailable: {self.error}",
                 allow_retries=_retry_allowed(context, ORDER_IDS_RETRIES),
-            ) from None
-        stats = client.stats.as_dict()
-        _remember_ticket(client)  # a fresh login during the walk replaced the ticket
-    new = [order_id for order_id in seen if order_id not in known]
+            )
+        raise self.error
+
+
+def _walk_output(
+    context: AssetExecutionContext,
+    engine: sa.Engine,
+    walk: _Walk,
+    walked_at: datetime,
+    **extra: MetadataValue,
+) -> Output[pd.DataFrame]:
+    """`order_ids`' output (the walk's ids, upserted by the IO manager), the walk recorded."""
     raw_store.record_list_walk(
         engine,
         run_id=context.run_id,
-        walked_at=now,
-        full_walk=full,
-        pages=pages,
-        ids_seen=len(seen),
-        new_ids=len(new),
+        walked_at=walked_at,
+        full_walk=walk.full,
+        pages=walk.pages,
+        ids_seen=len(walk.seen),
+        new_ids=len(walk.new),
     )
-    context.add_output_metadata(
-        {
-            "total": MetadataValue.int(len(known) + len(new)),
-            "new_since_last_run": MetadataValue.int(len(new)),
-            "ids_listed": MetadataValue.int(len(seen)),
-            "pages": MetadataValue.int(pages),
-            "full_walk": MetadataValue.bool(full),
-            "requests": MetadataValue.int(stats["requests"]),
-            "retries": MetadataValue.int(stats["retries"]),
-        }
-    )
-    return pd.DataFrame({"order_id": seen, "first_seen_at": now, "last_seen_at": now})
+    metadata = {
+        "total": MetadataValue.int(len(walk.known) + len(walk.new)),
+        "new_since_last_run": MetadataValue.int(len(walk.new)),
+        "ids_listed": MetadataValue.int(len(walk.seen)),
+        "pages": MetadataValue.int(walk.pages),
+        "full_walk": MetadataValue.bool(walk.full),
+        **extra,
+    }
+    frame = pd.DataFrame({"order_id": walk.seen, "first_seen_at": walked_at, "last_seen_at": walked_at})
+    return Output(frame, output_name=ORDER_IDS, metadata=metadata)
 
 
 class _Progress:
     """Logs how the fetch is going every PROGRESS_EVERY_S seconds: fetched, failed, orders/s."""
 
-    def __init__(self, context: AssetExecutionContext, wanted: int) -> None:
-        self.context, self.wanted = context, wanted
+    def __init__(self, context: AssetExecutionContext, wanted: list[str]) -> None:
+        self.context, self.wanted = context, wanted  # `wanted` grows while a walk hands on ids
         self.started = self.logged_at = time.perf_counter()
         self.fetched = self.failed = 0
 
@@ -278,54 +315,143 @@ class _Progress:
         elapsed = now - self.started
         rate = self.fetched / elapsed if elapsed else 0.0
         self.context.log.info(
-            f"fetched {self.fetched} of {self.wanted} orders, {self.failed} failed, {rate:.0f} orders/s"
+            f"fetched {self.fetched} of {len(self.wanted)} orders, {self.failed} failed, {rate:.0f} orders/s"
         )
 
 
-@asset(
-    deps=[order_ids],
-    freshness_policy=FreshnessPolicy.time_window(fail_window=FRESH_WITHIN),
-    group_name="ingestion",
-    owners=OWNERS,
-    kinds={"python", "postgres"},
-    pool=API_POOL,
-    io_manager_key="postgres_io",
-    retry_policy=RetryPolicy(max_retries=RAW_ORDERS_RETRIES, delay=30),
-    metadata={
-        "dagster/table_name": "raw.order_versions",
-        "write_mode": "upsert",
-        "primary_key": ["order_id", "payload_sha256"],
-        "update_columns": ["last_fetched_at"],
-        "write_counts_as": {"inserted": "new_versions", "updated": "unchanged"},
+ORDER_IDS_DESCRIPTION = """Every order id Solo's Buffalo account can see, with when first and last seen.
+
+Table `raw.order_ids`. Between full walks of the order list (by default once a day),
+listing stops at the first page whose ids are all known already, because new orders
+arrive at the top of the list.
+"""
+
+RAW_ORDERS_DESCRIPTION = """Each order's detail exactly as Buffalo sent it, kept as append-only versions.
+
+Table `raw.order_versions` (view `raw.orders`: the latest version of each order;
+`raw.order_observations`: the sequence of payloads each order showed). Fetches orders
+never fetched and orders not yet delivered, returned, cancelled or lost (`full_refresh`
+fetches all), plus a rolling share of the final ones, least recently verified first
+(`reverify_share`), so a status Buffalo changes later is caught. An unchanged payload
+only moves `last_fetched_at`; a changed one adds a version. Orders that could not be
+fetched are listed in `ops.fetch_errors` and fetched again by the next run, except
+those gone for good `gone_after_failures` runs in a row: quarantined in
+`ops.gone_orders`, re-checked every `gone_recheck_days`, and no longer counted in the
+failure share. A payload that cannot be stored canonically (1e400, NUL) is kept, raw
+bytes and all, in `ops.unstorable_payloads`, and tried again when it changes.
+"""
+
+
+@multi_asset(
+    name="ingest",
+    outs={
+        ORDER_IDS: AssetOut(
+            description=ORDER_IDS_DESCRIPTION,
+            group_name="ingestion",
+            owners=OWNERS,
+            kinds={"python", "postgres"},
+            io_manager_key="postgres_io",
+            is_required=False,
+            metadata={
+                "dagster/table_name": "raw.order_ids",
+                "write_mode": "upsert",
+                "primary_key": ["order_id"],
+                "update_columns": ["last_seen_at"],
+            },
+        ),
+        RAW_ORDERS: AssetOut(
+            description=RAW_ORDERS_DESCRIPTION,
+            group_name="ingestion",
+            owners=OWNERS,
+            kinds={"python", "postgres"},
+            io_manager_key="postgres_io",
+            is_required=False,
+            freshness_policy=FreshnessPolicy.time_window(fail_window=FRESH_WITHIN),
+            metadata={
+                "dagster/table_name": "raw.order_versions",
+                "write_mode": "upsert",
+                "primary_key": ["order_id", "payload_sha256"],
+                "update_columns": ["last_fetched_at"],
+                "write_counts_as": {"inserted": "new_versions", "updated": "unchanged"},
+            },
+        ),
     },
+    internal_asset_deps={ORDER_IDS: set(), RAW_ORDERS: {AssetKey(ORDER_IDS)}},
+    can_subset=True,
+    pool=API_POOL,
+    retry_policy=RetryPolicy(max_retries=INGEST_RETRIES, delay=10, backoff=Backoff.EXPONENTIAL),
 )
 @_ends_on_interrupt
-def raw_orders(
+def ingest(
     context: AssetExecutionContext,
-    config: RawOrdersConfig,
+    config: IngestConfig,
     buffalo: BuffaloResource,
     postgres: PostgresResource,
 ) -> Iterator[Output | AssetObservation]:
-    """Each order's detail exactly as Buffalo sent it, kept as append-only versions.
+    """Lists the order ids (`order_ids`) and fetches the orders' details (`raw_orders`).
 
-    Table `raw.order_versions` (view `raw.orders`: the latest version of each order;
-    `raw.order_observations`: the sequence of payloads each order showed). Fetches orders
-    never fetched and orders not yet delivered, returned, cancelled or lost (`full_refresh`
-    fetches all), plus a rolling share of the final ones, least recently verified first
-    (`reverify_share`), so a status Buffalo changes later is caught. An unchanged payload
-    only moves `last_fetched_at`; a changed one adds a version. Orders that could not be
-    fetched are listed in `ops.fetch_errors` and fetched again by the next run, except
-    those gone for good `gone_after_failures` runs in a row: quarantined in
-    `ops.gone_orders`, re-checked every `gone_recheck_days`, and no longer counted in the
-    failure share. A payload that cannot be stored canonically (1e400, NUL) is kept, raw
-    bytes and all, in `ops.unstorable_payloads`, and tried again when it changes.
-
-    The details are fetched here (progress in the step's log) and spilled to a temporary
-    file chunk by chunk, so memory stays flat; the IO manager then upserts the chunks.
-    Only after that does the asset record observations and quarantines and judge the
-    failures, so a run that fails for too many of them still keeps what it fetched.
+    One step for both, in the `buffalo_api` pool: with both selected, the details are
+    fetched while the list is still being walked, each new id as soon as its page arrived
+    (the list's pages on `list_workers` connections of their own beside the
+    `concurrency` detail requests). Either asset can be materialized alone.
     """
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
     engine = postgres.get_engine()
+    walk: _Walk | None = None
+    walked_at = _now()
+    client = _logged_in(buffalo, context, ORDER_IDS_RETRIES)
+    try:
+        if ORDER_IDS in selected:
+            known = raw_store.known_order_ids(engine)
+            full = config.full_walk or raw_store.full_walk_due(
+                engine, walked_at, timedelta(hours=config.full_walk_every_hours)
+            )
+            alone = RAW_ORDERS not in selected
+            walk = _Walk(
+                client, known, full=full, workers=client.concurrency if alone else client.list_workers
+            )
+            if alone:
+                try:
+                    walk.run()
+                except (BuffaloApiError, BuffaloAuthError) as exc:
+                    walk.error = exc
+                failure = walk.failure(context)
+                if failure is not None:
+                    raise failure
+                stats = client.stats.as_dict()
+                _remember_ticket(client)  # a fresh login during the walk replaced the ticket
+                yield _walk_output(
+                    context,
+                    engine,
+                    walk,
+                    walked_at,
+                    requests=MetadataValue.int(stats["requests"]),
+                    retries=MetadataValue.int(stats["retries"]),
+                )
+                return
+            walk.start()
+        yield from _fetch_and_store(context, config, engine, client, walk, walked_at)
+    finally:
+        if walk is not None:
+            walk.stop()
+        client.close()
+
+
+def _fetch_and_store(
+    context: AssetExecutionContext,
+    config: IngestConfig,
+    engine: sa.Engine,
+    client: BuffaloClient,
+    walk: _Walk | None,
+    walked_at: datetime,
+) -> Iterator[Output | AssetObservation]:
+    """`raw_orders`: fetch the planned orders (and the walk's new ones), then store and judge.
+
+    The details are spilled to a temporary file chunk by chunk, so memory stays flat; the IO
+    manager then upserts the chunks. Only after that does the step record observations and
+    quarantines and judge the failures, so a run that fails for too many of them still keeps
+    what it fetched. A walk that could not finish fails the step before anything is stored.
+    """
     run_started = _now()
     plan = raw_store.plan_fetch(
         engine,
@@ -334,10 +460,19 @@ def raw_orders(
         reverify_share=config.reverify_share,
         recheck_every=timedelta(days=config.gone_recheck_days),
     )
-    wanted = plan.order_ids
-    client = _logged_in(buffalo, context, RAW_ORDERS_RETRIES)
+    wanted = list(plan.order_ids)
+
+    def to_fetch() -> Iterator[str]:
+        yield from plan.order_ids
+        if walk is not None:
+            planned = set(plan.order_ids)
+            for order_id in walk.new_ids():
+                if order_id not in planned:
+                    wanted.append(order_id)
+                    yield order_id
+
     started, cpu_started = time.perf_counter(), time.process_time()
-    progress = _Progress(context, len(wanted))
+    progress = _Progress(context, wanted)
     failed: list[FetchFailure] = []
     answered: set[str] = set()  # fetched orders with a row in ops.gone_orders
     stored_unstorable: set[str] = set()  # stored orders with a payload in quarantine
@@ -368,7 +503,7 @@ def raw_orders(
             failures.clear()
 
         try:
-            for result in client.fetch_details(wanted):
+            for result in client.fetch_details(to_fetch()):
                 progress.count(result)
                 if isinstance(result, FetchFailure):
                     failures.append(result)
@@ -379,8 +514,11 @@ def raw_orders(
         except BuffaloAuthError as exc:
             # Store what was fetched before the API stopped accepting us, then fail.
             refused = exc
-        finally:
-            client.close()
+        if walk is not None:
+            walk.stop()
+            failure = walk.failure(context)
+            if failure is not None:
+                raise failure  # nothing stored: the retry (or the next run) walks and fetches again
         flush()
         fetch_s = time.perf_counter() - started
         progress.log(time.perf_counter())
@@ -388,7 +526,8 @@ def raw_orders(
         _remember_ticket(client)
         # Re-checks of quarantined gone orders do not count; a payload first quarantined now does.
         counted = [failure for failure in failed if failure.order_id not in plan.recheck]
-        share = (len(counted) + unstorable_new) / plan.counted if plan.counted else 0.0
+        counted_orders = len(wanted) - len(plan.recheck)
+        share = (len(counted) + unstorable_new) / counted_orders if counted_orders else 0.0
         gone = raw_store.record_gone(
             engine,
             failed,
@@ -414,6 +553,7 @@ def raw_orders(
             "unstorable": MetadataValue.int(unstorable_seen),
             "unstorable_new": MetadataValue.int(unstorable_new),
             "unstorable_quarantined": MetadataValue.int(raw_store.count_unstorable(engine)),
+            # Every request of the step: with order_ids in the run, the list's pages too.
             "requests": MetadataValue.int(stats["requests"]),
             "retries": MetadataValue.int(stats["retries"]),
             "relogins": MetadataValue.int(stats["relogins"]),
@@ -428,12 +568,15 @@ def raw_orders(
                 round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             ),
         }
-        # Dagster hands a yielded output to the IO manager before this generator resumes.
-        yield Output(spill.read_back(), metadata=metadata)
+        if walk is not None:
+            # The ids first: Dagster hands each yielded output to the IO manager before
+            # this generator resumes.
+            yield _walk_output(context, engine, walk, walked_at)
+        yield Output(spill.read_back(), output_name=RAW_ORDERS, metadata=metadata)
         # The versions are stored: now the sequence of what each order showed.
         observed = raw_store.record_observations(engine, seen.read_back(), context.run_id)
     yield AssetObservation(
-        asset_key=context.asset_key, metadata={"observations": MetadataValue.int(len(observed))}
+        asset_key=AssetKey(RAW_ORDERS), metadata={"observations": MetadataValue.int(len(observed))}
     )
     if refused is not None:
         raise Failure(description=f"Buffalo login failed: {refused}", allow_retries=False)
@@ -442,7 +585,7 @@ def raw_orders(
         # _retry_allowed). A failure no retry can fix is not retried at all, nor is one that
         # only payloads now in quarantine pushed over the limit.
         permanent = all(failure.kind in PERMANENT_FAILURE_KINDS for failure in counted) or (
-            len(counted) / plan.counted <= config.max_failure_share
+            len(counted) / counted_orders <= config.max_failure_share
         )
         unstorable_note = (
             f" ({unstorable_new} of them fetched but not storable, see ops.unstorable_payloads)"
@@ -452,7 +595,7 @@ def raw_orders(
         reason = _main_reason(counted) if counted else "payloads that cannot be stored"
         raise Failure(
             description=(
-                f"{len(counted) + unstorable_new} of {plan.counted} orders ({share:.0%}) could not be "
+                f"{len(counted) + unstorable_new} of {counted_orders} orders ({share:.0%}) could not be "
                 f"fetched: {reason}{unstorable_note}; more than the allowed "
                 f"{config.max_failure_share:.0%}, so the run failed. The {spill.rows} fetched were "
                 "stored; see ops.fetch_errors for the rest"

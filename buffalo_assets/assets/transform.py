@@ -32,7 +32,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from buffalo_assets.assets.ingestion import FRESH_WITHIN, OWNERS, PROGRESS_EVERY_S, raw_orders
+from buffalo_assets.assets.ingestion import FRESH_WITHIN, OWNERS, PROGRESS_EVERY_S, RAW_ORDERS
 from buffalo_assets.orders.parse import (
     CLEAN_ORDER_SOURCES,
     EVENT_SOURCES,
@@ -48,7 +48,7 @@ from buffalo_assets.storage.resource import PostgresResource
 from buffalo_assets.storage.tables import clean_orders, order_events, order_items
 
 BATCH_ORDERS = 2_000
-RAW = raw_orders.key
+RAW = AssetKey(RAW_ORDERS)
 PERSONAL_COLUMNS = ("address", "street", "suburb")
 
 def _lineage(sources: dict[str, list[str]]) -> TableColumnLineage:

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -184,9 +184,13 @@ class BuffaloClient:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        # List pages fetched beside the details when an ingest overlaps the two (see
+        # iter_order_pages): a page brings 15 ids, so concurrency / 10 list requests keep
+        # ahead of `concurrency` detail requests whatever the latency.
+        self.list_workers = max(1, math.ceil(concurrency / 10))
         self.transport = RetryingTransport(
             base_url,
-            concurrency=concurrency,
+            concurrency=concurrency + self.list_workers,
             requests_per_second=requests_per_second,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -323,19 +327,20 @@ class BuffaloClient:
 
     # -- listing ----------------------------------------------------------------------
 
-    def iter_order_pages(self, *, parallel: bool = False) -> Iterator[OrderPage]:
+    def iter_order_pages(self, *, parallel: bool = False, workers: int | None = None) -> Generator[OrderPage]:
         """Pages of ids not seen earlier in this walk, newest first.
 
         Stops on an empty page or once `recordTotal` ids were seen; a page that repeats
         only known ids (orders arriving mid-walk shift the pages) never makes it loop.
         With `parallel`, the pages that page 1's `recordTotal` announces are fetched
-        `concurrency` at a time (still yielded in order); a consumer that may stop early
-        (an incremental walk) should walk sequentially.
+        `workers` (default `concurrency`) at a time, still yielded in order; a consumer that
+        may stop early (an incremental walk) should walk sequentially. Closing the iterator
+        early cancels the pages not yet requested.
         """
         seen: set[str] = set()
         record_total: int | None = None
         pages_without_new = 0
-        for number, (items, page_total) in self._list_pages(parallel):
+        for number, (items, page_total) in self._list_pages(parallel, workers or self.concurrency):
             if not items:
                 return
             if page_total is not None:
@@ -358,14 +363,14 @@ class BuffaloClient:
                 log.warning("stopping the order list walk at page %d", number)
                 return
 
-    def _list_pages(self, parallel: bool) -> Iterator[tuple[int, tuple[list[Any], int | None]]]:
+    def _list_pages(self, parallel: bool, workers: int) -> Iterator[tuple[int, tuple[list[Any], int | None]]]:
         first = self._list_page(1)
         yield 1, first
         number = 1
         if parallel and first[1]:
             last = math.ceil(first[1] / PAGE_SIZE)
             numbers = range(2, last + 1)
-            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="buffalo-list") as pool:
+            with ThreadPoolExecutor(workers, thread_name_prefix="buffalo-list") as pool:
                 yield from zip(numbers, pool.map(self._list_page, numbers), strict=True)
             number = max(last, 1)
         while True:

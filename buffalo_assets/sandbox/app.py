@@ -102,6 +102,11 @@ class Sandbox:
         self.tickets: dict[str, float] = {}  # ticket -> expiry (monotonic), inf = never
         self.stats: Counter[str] = Counter()
         self.in_flight = 0
+        # API requests numbered as they arrive, and per endpoint the numbers of its first and
+        # last one: tests read the order of calls (was a detail asked for before the last
+        # list page?) from it.
+        self.served = 0
+        self.first_last: dict[str, tuple[int, int]] = {}
         # Every ticket issued and encrypted password received, so tests can prove that
         # none of them leaks from the client.
         self.secrets_seen: set[str] = set()
@@ -193,6 +198,8 @@ class Sandbox:
     def enter(self, endpoint: str) -> None:
         with self.lock:
             self.stats[f"requests.{endpoint}"] += 1
+            self.served += 1
+            self.first_last[endpoint] = (self.first_last.get(endpoint, (self.served,))[0], self.served)
             self.in_flight += 1
             self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
 

@@ -58,7 +58,7 @@ class DagsterAssetRunOperator(BaseOperator):
     """Materialize `asset_selection` in Dagster and wait for the run to end.
 
     :param asset_selection: asset keys to materialize, path parts joined by "/" (templated).
-    :param run_config: Dagster run config, e.g. ``{"ops": {"raw_orders": {"config":
+    :param run_config: Dagster run config, e.g. ``{"ops": {"ingest": {"config":
         {"full_refresh": True}}}}`` (templated).
     :param tags: extra Dagster run tags (templated); the `airflow/*` tags always win.
     :param dagster_conn_id: the Airflow Connection of the Dagster webserver.
