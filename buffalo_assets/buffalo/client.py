@@ -18,10 +18,11 @@ import hashlib
 import json
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -421,20 +422,25 @@ class BuffaloClient:
         """Each order's detail or typed failure, in completion order, `concurrency` at a time.
 
         One order's failure never hides another's result; only an authentication failure
-        (which would fail them all) is raised.
+        (which would fail them all) is raised. `order_ids` is read as it goes (it may be fed
+        by a list walk still running), at most `4 * concurrency` orders ahead of the results.
         """
         self._ensure_logged_in()
         window = self.concurrency * 4
+        # Finished futures arrive on a queue (O(1) per order; `wait()` on the pending set
+        # re-registers a waiter on every pending future for each result).
+        finished: queue.SimpleQueue[Future[FetchedOrder | FetchFailure]] = queue.SimpleQueue()
+        pending = 0
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="buffalo-fetch") as pool:
-            pending: set[Future[FetchedOrder | FetchFailure]] = set()
             for order_id in order_ids:
-                pending.add(pool.submit(self._fetch_one, order_id))
-                if len(pending) >= window:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield from (future.result() for future in done)
+                pool.submit(self._fetch_one, order_id).add_done_callback(finished.put)
+                pending += 1
+                while pending >= window or not finished.empty():
+                    pending -= 1
+                    yield finished.get().result()
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (future.result() for future in done)
+                pending -= 1
+                yield finished.get().result()
 
     def _fetch_one(self, order_id: str) -> FetchedOrder | FetchFailure:
         self.transport.reset_attempts()
