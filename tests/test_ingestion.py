@@ -99,7 +99,9 @@ def test_the_fetch_is_logged_and_timed_in_the_asset_before_the_io_manager_writes
     written = next(
         i
         for i, r in enumerate(logs)
-        if r.dagster_event is not None and r.dagster_event.event_type == DagsterEventType.HANDLED_OUTPUT
+        if r.dagster_event is not None
+        and r.dagster_event.event_type == DagsterEventType.HANDLED_OUTPUT
+        and r.dagster_event.event_specific_data.output_name == "raw_orders"
     )
     assert progress < written
 

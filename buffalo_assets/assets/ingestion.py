@@ -461,8 +461,11 @@ def _fetch_and_store(
         recheck_every=timedelta(days=config.gone_recheck_days),
     )
     wanted = list(plan.order_ids)
+    walk_ended = False
+    ids_stored = walk is None
 
     def to_fetch() -> Iterator[str]:
+        nonlocal walk_ended
         yield from plan.order_ids
         if walk is not None:
             planned = set(plan.order_ids)
@@ -470,6 +473,7 @@ def _fetch_and_store(
                 if order_id not in planned:
                     wanted.append(order_id)
                     yield order_id
+            walk_ended = True
 
     started, cpu_started = time.perf_counter(), time.process_time()
     progress = _Progress(context, wanted)
@@ -511,6 +515,12 @@ def _fetch_and_store(
                 fetched.append(result)
                 if len(fetched) >= CHUNK_ORDERS:
                     flush()
+                if walk_ended and not ids_stored and walk is not None and walk.error is None:
+                    # The walk is complete: its ids are stored now, while the last
+                    # details are still coming in (Dagster hands a yielded output to the
+                    # IO manager before this generator resumes; the fetch threads go on).
+                    ids_stored = True
+                    yield _walk_output(context, engine, walk, walked_at)
         except BuffaloAuthError as exc:
             # Store what was fetched before the API stopped accepting us, then fail.
             refused = exc
@@ -568,10 +578,8 @@ def _fetch_and_store(
                 round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             ),
         }
-        if walk is not None:
-            # The ids first: Dagster hands each yielded output to the IO manager before
-            # this generator resumes.
-            yield _walk_output(context, engine, walk, walked_at)
+        if not ids_stored and walk is not None:
+            yield _walk_output(context, engine, walk, walked_at)  # the ids before the versions
         yield Output(spill.read_back(), output_name=RAW_ORDERS, metadata=metadata)
         # The versions are stored: now the sequence of what each order showed.
         observed = raw_store.record_observations(engine, seen.read_back(), context.run_id)
