@@ -4,6 +4,7 @@ real PostgreSQL, core tables built from a real sandbox."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,16 @@ from dagster import AssetIn, AssetKey, AssetSelection, DagsterInstance, Output, 
 
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.orders.parse import parse_order
-from buffalo_assets.storage.bulk import spill_rows
-from buffalo_assets.storage.io_manager import FrameChunks, TableBatch, TableBatches, TableRows, WrittenWith
+from buffalo_assets.storage.bulk import as_csv, spill_rows
+from buffalo_assets.storage.io_manager import (
+    FrameChunks,
+    FrameSpill,
+    TableBatch,
+    TableBatches,
+    TableRows,
+    WrittenWith,
+    declared_table,
+)
 from buffalo_assets.storage.tables import clean_orders, order_events
 from tests.conftest import SandboxFactory
 from tests.pipeline import EVERYTHING, metadata_of, run
@@ -137,6 +146,47 @@ def _two_table_writer(batch: TableBatch) -> Any:
         yield Output(WrittenWith("clean_orders"), output_name="order_events")
 
     return rewrite_one_order
+
+
+def test_chunks_serialised_ahead_are_upserted_like_the_frames_they_came_from(
+    pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    """`CsvChunks` (what raw_orders hands over: its chunks put into CSV while it fetched)."""
+    now = pd.Timestamp("2026-11-30 12:00", tz="UTC")
+    later = now + pd.Timedelta(hours=1)
+    frames = [
+        pd.DataFrame({"order_id": ["a1", "a2"], "first_seen_at": now, "last_seen_at": now}),
+        pd.DataFrame({"order_id": ["a2", "a3"], "first_seen_at": later, "last_seen_at": later}),
+    ]
+
+    @asset(
+        io_manager_key="postgres_io",
+        metadata={
+            "dagster/table_name": "raw.order_ids",
+            "write_mode": "upsert",
+            "primary_key": ["order_id"],
+            "update_columns": ["last_seen_at"],
+        },
+    )
+    def listed() -> Iterator[Output]:
+        with FrameSpill() as spill:
+            for frame in frames:
+                spill.append(as_csv(declared_table("raw.order_ids"), frame))
+            yield Output(spill.read_back_csv())
+
+    result = run(None, pg_url, instance, [listed])
+    assert result.success
+    written = metadata_of(result, "listed")
+    assert (written["rows_written"], written["chunks"]) == (4, 2)
+    assert (written["rows_inserted"], written["rows_updated"]) == (3, 1)
+    with empty_store.connect() as connection:
+        query = "SELECT order_id, first_seen_at, last_seen_at FROM raw.order_ids"
+        rows = connection.execute(sa.text(query)).all()
+    assert {row.order_id: (row.first_seen_at, row.last_seen_at) for row in rows} == {
+        "a1": (now, now),
+        "a2": (now, later),  # first seen kept, last seen updated
+        "a3": (later, later),
+    }
 
 
 def test_a_table_batch_replaces_an_orders_rows_in_every_table_together(

@@ -48,7 +48,8 @@ from buffalo_assets.buffalo.client import (
 )
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.storage import raw_store
-from buffalo_assets.storage.io_manager import FrameSpill
+from buffalo_assets.storage.bulk import as_csv
+from buffalo_assets.storage.io_manager import FrameSpill, declared_table
 from buffalo_assets.storage.resource import PostgresResource
 
 OWNERS = ["team:data-platform"]
@@ -69,6 +70,7 @@ STOP_WAIT_S = 5.0  # how long a stopped walk may take to finish the page in hand
 # Failure kinds that a retry a few seconds later cannot fix: the server answered, and the
 # answer was "no such order" (detail_error), too large, or not storable.
 PERMANENT_FAILURE_KINDS = frozenset({"detail_error", "too_large", "unstorable_payload"})
+VERSIONS_TABLE = declared_table("raw.order_versions")
 
 
 class IngestConfig(Config):
@@ -501,7 +503,9 @@ def _fetch_and_store(
                     if order_id in plan.reverify and sha != plan.reverify[order_id]
                 )
             failed.extend(failures)
-            spill.append(frame)
+            # Serialised for COPY now, while the fetch threads wait on the network, rather
+            # than by the IO manager after the last detail arrived.
+            spill.append(as_csv(VERSIONS_TABLE, frame))
             seen.append(frame[["order_id", "payload_sha256", "last_fetched_at"]])
             fetched.clear()
             failures.clear()
@@ -580,7 +584,7 @@ def _fetch_and_store(
         }
         if not ids_stored and walk is not None:
             yield _walk_output(context, engine, walk, walked_at)  # the ids before the versions
-        yield Output(spill.read_back(), output_name=RAW_ORDERS, metadata=metadata)
+        yield Output(spill.read_back_csv(), output_name=RAW_ORDERS, metadata=metadata)
         # The versions are stored: now the sequence of what each order showed.
         observed = raw_store.record_observations(engine, seen.read_back(), context.run_id)
     yield AssetObservation(

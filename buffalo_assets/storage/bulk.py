@@ -66,10 +66,27 @@ def qualified_name(table: sa.Table) -> str:
     return f"{quote(table.schema or 'public')}.{quote(table.name)}"
 
 
+@dataclass(frozen=True)
+class CsvFrame:
+    """A DataFrame already serialised for COPY (`as_csv`): the CSV work done before the write."""
+
+    columns: tuple[str, ...]
+    text: str
+    rows: int
+
+
+def as_csv(table: sa.Table, frame: pd.DataFrame) -> CsvFrame:
+    """`frame` as `write_frame` would COPY it into the declared `table`."""
+    frame = _integers_as_integers(table, frame)
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, header=False, na_rep=NULL_MARKER, quoting=csv.QUOTE_ALL)
+    return CsvFrame(tuple(str(c) for c in frame.columns), buffer.getvalue(), len(frame))
+
+
 def write_frame(
     connection: sa.Connection,
     table: sa.Table,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | CsvFrame,
     mode: str,
     primary_key: Sequence[str] = (),
     update_columns: Sequence[str] | None = None,
@@ -79,17 +96,18 @@ def write_frame(
     Upsert conflicts on `primary_key` update `update_columns` (default: every non-key
     column; empty: leave the stored row alone).
     """
-    if frame.empty:
+    if isinstance(frame, pd.DataFrame):
+        if frame.empty:
+            return FrameWrite()
+        frame = as_csv(table, frame)
+    if not frame.rows:
         return FrameWrite()
-    frame = _integers_as_integers(table, frame)
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, header=False, na_rep=NULL_MARKER, quoting=csv.QUOTE_ALL)
     return _copy_and_merge(
         connection,
         table,
-        [str(c) for c in frame.columns],
-        buffer,
-        len(frame),
+        list(frame.columns),
+        io.StringIO(frame.text),
+        frame.rows,
         mode,
         primary_key,
         update_columns,

@@ -5,7 +5,9 @@ An asset's table is named by its `dagster/table_name` definition metadata (for e
 DataFrame's guessed types. What an asset returns decides how it is written:
 
 - a DataFrame, or `FrameChunks` (an iterable of DataFrames, so memory does not grow with
-  the number of rows): `write_mode` metadata picks replace, append or upsert
+  the number of rows), or `CsvChunks` (chunks already serialised by `bulk.as_csv`, so that
+  an asset can do that work while it waits on something else): `write_mode` metadata picks
+  replace, append or upsert
   (`primary_key`, and optionally `update_columns`, also from metadata). Every chunk is
   COPYed into a temporary table and merged with one INSERT, in one transaction per chunk
   (replace: one transaction for all of them, so readers never see a half-replaced table).
@@ -45,6 +47,7 @@ from dagster import (
 from pydantic import Field
 
 from buffalo_assets.storage.bulk import (
+    CsvFrame,
     FrameWrite,
     in_transaction,
     qualified_name,
@@ -84,8 +87,16 @@ class FrameChunks:
         return iter(self.frames)
 
 
+@dataclass
+class CsvChunks:
+    """A table as chunks already serialised for COPY (`bulk.as_csv`): written like FrameChunks."""
+
+    chunks: Iterable[CsvFrame]
+
+
 class FrameSpill:
-    """DataFrames appended to an anonymous temporary file, read back one at a time as FrameChunks.
+    """DataFrames (or CsvFrames) appended to an anonymous temporary file, read back one at a
+    time as FrameChunks (or CsvChunks).
 
     Lets an asset do its slow work in its own body (logged and timed there) and hand the
     IO manager the result at the end without holding it all in memory. The file vanishes
@@ -97,17 +108,23 @@ class FrameSpill:
         self.chunks = 0
         self.rows = 0
 
-    def append(self, frame: pd.DataFrame) -> None:
-        if frame.empty:
+    def append(self, frame: pd.DataFrame | CsvFrame) -> None:
+        rows = frame.rows if isinstance(frame, CsvFrame) else len(frame)
+        if not rows:
             return
         pickle.dump(frame, self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self.chunks += 1
-        self.rows += len(frame)
+        self.rows += rows
 
     def read_back(self) -> FrameChunks:
+        """The DataFrames appended."""
         return FrameChunks(self._frames())
 
-    def _frames(self) -> Iterator[pd.DataFrame]:
+    def read_back_csv(self) -> CsvChunks:
+        """The CsvFrames appended."""
+        return CsvChunks(self._frames())
+
+    def _frames(self) -> Iterator[Any]:
         self._file.flush()
         self._file.seek(0)
         for _ in range(self.chunks):
@@ -178,7 +195,7 @@ def column_schema(table: sa.Table) -> TableSchema:
     )
 
 
-Writable = pd.DataFrame | FrameChunks | TableBatches | WrittenWith | None
+Writable = pd.DataFrame | FrameChunks | CsvChunks | TableBatches | WrittenWith | None
 
 
 class PostgresIOManager(ConfigurableIOManager):
@@ -199,6 +216,8 @@ class PostgresIOManager(ConfigurableIOManager):
             metadata = _write_batches(engine, spec, obj)
         elif isinstance(obj, WrittenWith):
             metadata = {"written_with": obj.output}
+        elif isinstance(obj, CsvChunks):
+            metadata = _write_frames(engine, spec, obj.chunks)
         else:
             chunks = obj if isinstance(obj, FrameChunks) else FrameChunks([obj])
             metadata = _write_frames(engine, spec, chunks)
@@ -242,7 +261,9 @@ class PostgresIOManager(ConfigurableIOManager):
             return pd.read_sql_query(sa.text(query), connection)
 
 
-def _write_frames(engine: sa.Engine, spec: _WriteSpec, chunks: FrameChunks) -> dict[str, Any]:
+def _write_frames(
+    engine: sa.Engine, spec: _WriteSpec, chunks: Iterable[pd.DataFrame] | Iterable[CsvFrame]
+) -> dict[str, Any]:
     totals = WriteTotals()
     if spec.mode == "replace":
         with engine.begin() as connection:
