@@ -72,7 +72,8 @@ ELSEWHERE = {
     ".venv/bin/python -m bench.ingest --orders 100000 --skip-baseline": BENCHMARK,
     "make bench-venv": "installs dlt, the benchmark's peer, into bench/.venv-dlt (minutes of pip)",
     ".venv/bin/python -m bench.e2e": BENCHMARK,
-    ".venv/bin/python -m bench.e2e --orders 100000 --latency-ms 20 --skip-baseline --skip-dlt --repeat 1": BENCHMARK,
+    ".venv/bin/python -m bench.e2e --orders 100000 --latency-ms 20 --skip-baseline --skip-dlt "
+    "--repeat 1": BENCHMARK,
 }
 
 
