@@ -72,7 +72,11 @@ class Settings(BaseSettings):
         "merchant account password (never logged, never in run config)",
         shown="sandbox default when the base URL is unset",
     )
-    concurrency: int = _setting(16, "order-detail requests in flight at once")
+    concurrency: int = _setting(
+        16,
+        "order-detail requests in flight at once (plus concurrency / 10, rounded up, list pages "
+        "while a run lists the order pages beside them)",
+    )
     requests_per_second: float = _setting(
         0.0, "upper bound on the request rate to the API", shown="`0` (no bound)"
     )
