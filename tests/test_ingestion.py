@@ -169,6 +169,30 @@ def test_a_list_failing_while_details_are_fetched_fails_the_run_and_stores_nothi
     assert "Buffalo order list unavailable" in error.message and "Exceeded max_retries" not in error.message
     assert running.sandbox.stats["requests.detail"] > 0  # the known orders were being fetched
     assert stored_versions(empty_store) == before
+    with empty_store.connect() as connection:
+        walks = connection.execute(sa.text("SELECT count(*) FROM ops.list_walks")).scalar_one()
+        ids = connection.execute(sa.text("SELECT count(*) FROM raw.order_ids")).scalar_one()
+    assert walks == 1  # the first run's; the failed walks are not recorded
+    assert ids == 100  # no id of the failed walks either (orders arrived since: none of them)
+
+
+def test_a_later_full_walk_lists_first_at_full_concurrency_then_fetches(
+    start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
+) -> None:
+    """Mostly known ids: overlapping would list on 1 connection beside the few details due."""
+    running = start_sandbox(orders=300, faults=FaultPlan(latency_ms=5))
+    assert ingest(running, pg_url, instance, concurrency=4).success
+    SandboxControl(running.url).add_orders(15)
+    running.sandbox.first_last.clear()
+    full_walk = {"ops": {"ingest": {"config": {"full_walk": True}}}}
+    result = ingest(running, pg_url, instance, concurrency=4, run_config=full_walk)
+    assert result.success
+    _, last_page = running.sandbox.first_last["list"]
+    first_detail, _ = running.sandbox.first_last["detail"]
+    assert last_page < first_detail
+    assert metadata_of(result, "order_ids")["new_since_last_run"] == 15
+    assert metadata_of(result, "order_ids")["full_walk"] is True
+    assert set(stored_versions(empty_store)) == truth_ids(running)
 
 
 def test_advancing_the_clock_adds_exactly_the_changed_orders_versions(

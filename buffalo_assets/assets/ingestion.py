@@ -66,7 +66,6 @@ RAW_ORDERS = "raw_orders"
 ORDER_IDS_RETRIES = 2
 RAW_ORDERS_RETRIES = 1
 INGEST_RETRIES = max(ORDER_IDS_RETRIES, RAW_ORDERS_RETRIES)
-STOP_WAIT_S = 5.0  # how long a stopped walk may take to finish the page in hand
 # Failure kinds that a retry a few seconds later cannot fix: the server answered, and the
 # answer was "no such order" (detail_error), too large, or not storable.
 PERMANENT_FAILURE_KINDS = frozenset({"detail_error", "too_large", "unstorable_payload"})
@@ -204,6 +203,8 @@ class _Walk:
     caller fetches details, taking the new ids from `new_ids()` (which ends when the walk
     does, also when it failed: `error` then says why). Between full walks, listing stops at
     the first page whose ids are all known already, because new orders arrive at the top.
+    `complete` tells a walk that reached its end from one that failed or was stopped: only
+    a complete walk is stored and recorded.
     """
 
     def __init__(self, client: BuffaloClient, known: set[str], *, full: bool, workers: int) -> None:
@@ -211,6 +212,7 @@ class _Walk:
         self.seen: list[str] = []
         self.new: list[str] = []
         self.pages = 0
+        self.complete = False
         self.error: BaseException | None = None
         self._handed: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -228,13 +230,15 @@ class _Walk:
                 if self._stop.is_set():
                     return
                 if not self.full and page.order_ids and self.known.issuperset(page.order_ids):
-                    return
+                    break
+        self.complete = True
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run_handing_on, name="buffalo-walk", daemon=True)
+        self._thread = threading.Thread(target=self.run_here, name="buffalo-walk", daemon=True)
         self._thread.start()
 
-    def _run_handing_on(self) -> None:
+    def run_here(self) -> None:
+        """Walk in this thread; `error` says why if it could not finish, `new_ids()` then ends."""
         try:
             self.run()
         except BaseException as exc:  # noqa: BLE001 - reported by the step through `error`
@@ -247,10 +251,14 @@ class _Walk:
             yield order_id
 
     def stop(self) -> None:
-        """Stop after the page in hand (its ids are still handed on) and wait for the thread."""
+        """Stop after the page in hand and wait until the walk's requests are over.
+
+        The pages not yet requested are cancelled; the step (and its pool slot) ends only
+        after the ones in flight, so that no request of this run outlives it.
+        """
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=STOP_WAIT_S)
+            self._thread.join()
 
     def failure(self, context: AssetExecutionContext) -> Failure | None:
         """The step's failure for a walk that could not finish, or None."""
@@ -392,46 +400,50 @@ def ingest(
 ) -> Iterator[Output | AssetObservation]:
     """Lists the order ids (`order_ids`) and fetches the orders' details (`raw_orders`).
 
-    One step for both, in the `buffalo_api` pool: with both selected, the details are
-    fetched while the list is still being walked, each new id as soon as its page arrived
-    (the list's pages on `list_workers` connections of their own beside the
-    `concurrency` detail requests). Either asset can be materialized alone.
+    One step for both, in the `buffalo_api` pool; either asset can be materialized alone.
+    With both selected, a first run and an incremental walk overlap the walk and the fetch:
+    the planned orders first, then each new id once its page arrived (a first run's pages on
+    `list_workers` connections of their own beside the `concurrency` detail requests). A
+    later full walk, mostly known ids, walks first at `concurrency` pages at a time.
     """
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     engine = postgres.get_engine()
     walk: _Walk | None = None
     walked_at = _now()
-    client = _logged_in(buffalo, context, ORDER_IDS_RETRIES)
+    client = _logged_in(buffalo, context, ORDER_IDS_RETRIES if ORDER_IDS in selected else RAW_ORDERS_RETRIES)
     try:
         if ORDER_IDS in selected:
             known = raw_store.known_order_ids(engine)
             full = config.full_walk or raw_store.full_walk_due(
                 engine, walked_at, timedelta(hours=config.full_walk_every_hours)
             )
-            alone = RAW_ORDERS not in selected
+            # Overlap the walk with the fetch where the walk brings the work: a first run
+            # (every id new: the pages on list_workers connections keep ahead of the fetch)
+            # and incremental walks (one page at a time). A later full walk lists mostly known
+            # ids: it walks first, `concurrency` pages at a time, as `order_ids` alone does.
+            alone = RAW_ORDERS not in selected or (full and bool(known))
             walk = _Walk(
                 client, known, full=full, workers=client.concurrency if alone else client.list_workers
             )
             if alone:
-                try:
-                    walk.run()
-                except (BuffaloApiError, BuffaloAuthError) as exc:
-                    walk.error = exc
+                walk.run_here()
                 failure = walk.failure(context)
                 if failure is not None:
                     raise failure
-                stats = client.stats.as_dict()
                 _remember_ticket(client)  # a fresh login during the walk replaced the ticket
-                yield _walk_output(
-                    context,
-                    engine,
-                    walk,
-                    walked_at,
-                    requests=MetadataValue.int(stats["requests"]),
-                    retries=MetadataValue.int(stats["retries"]),
-                )
-                return
-            walk.start()
+                if RAW_ORDERS not in selected:
+                    stats = client.stats.as_dict()
+                    yield _walk_output(
+                        context,
+                        engine,
+                        walk,
+                        walked_at,
+                        requests=MetadataValue.int(stats["requests"]),
+                        retries=MetadataValue.int(stats["retries"]),
+                    )
+                    return
+            else:
+                walk.start()
         yield from _fetch_and_store(context, config, engine, client, walk, walked_at)
     finally:
         if walk is not None:
@@ -463,19 +475,18 @@ def _fetch_and_store(
         recheck_every=timedelta(days=config.gone_recheck_days),
     )
     wanted = list(plan.order_ids)
-    walk_ended = False
-    ids_stored = walk is None
 
     def to_fetch() -> Iterator[str]:
-        nonlocal walk_ended
-        yield from plan.order_ids
+        for order_id in plan.order_ids:
+            if walk is not None and walk.error is not None:
+                return  # the attempt fails (below): no point fetching what it will not store
+            yield order_id
         if walk is not None:
             planned = set(plan.order_ids)
             for order_id in walk.new_ids():
                 if order_id not in planned:
                     wanted.append(order_id)
                     yield order_id
-            walk_ended = True
 
     started, cpu_started = time.perf_counter(), time.process_time()
     progress = _Progress(context, wanted)
@@ -519,12 +530,6 @@ def _fetch_and_store(
                 fetched.append(result)
                 if len(fetched) >= CHUNK_ORDERS:
                     flush()
-                if walk_ended and not ids_stored and walk is not None and walk.error is None:
-                    # The walk is complete: its ids are stored now, while the last
-                    # details are still coming in (Dagster hands a yielded output to the
-                    # IO manager before this generator resumes; the fetch threads go on).
-                    ids_stored = True
-                    yield _walk_output(context, engine, walk, walked_at)
         except BuffaloAuthError as exc:
             # Store what was fetched before the API stopped accepting us, then fail.
             refused = exc
@@ -582,8 +587,11 @@ def _fetch_and_store(
                 round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             ),
         }
-        if not ids_stored and walk is not None:
-            yield _walk_output(context, engine, walk, walked_at)  # the ids before the versions
+        if walk is not None and walk.complete:
+            # The ids before the versions (Dagster hands each yielded output to the IO manager
+            # before this generator resumes). A walk stopped by a refused login is neither
+            # stored nor recorded: the next run walks again.
+            yield _walk_output(context, engine, walk, walked_at)
         yield Output(spill.read_back_csv(), output_name=RAW_ORDERS, metadata=metadata)
         # The versions are stored: now the sequence of what each order showed.
         observed = raw_store.record_observations(engine, seen.read_back(), context.run_id)

@@ -372,7 +372,12 @@ class BuffaloClient:
             last = math.ceil(first[1] / PAGE_SIZE)
             numbers = range(2, last + 1)
             with ThreadPoolExecutor(workers, thread_name_prefix="buffalo-list") as pool:
-                yield from zip(numbers, pool.map(self._list_page, numbers), strict=True)
+                try:
+                    yield from zip(numbers, pool.map(self._list_page, numbers), strict=True)
+                finally:
+                    # Closed early (a stopped walk): the pages not yet requested are cancelled
+                    # (map submitted them all), the `with` then waits for those in flight.
+                    pool.shutdown(wait=False, cancel_futures=True)
             number = max(last, 1)
         while True:
             number += 1
