@@ -23,9 +23,8 @@ from buffalo_assets.storage.io_manager import (
     TableBatches,
     TableRows,
     WrittenWith,
-    declared_table,
 )
-from buffalo_assets.storage.tables import clean_orders, order_events
+from buffalo_assets.storage.tables import clean_orders, order_events, order_ids
 from tests.conftest import SandboxFactory
 from tests.pipeline import EVERYTHING, metadata_of, run
 
@@ -171,7 +170,7 @@ def test_chunks_serialised_ahead_are_upserted_like_the_frames_they_came_from(
     def listed() -> Iterator[Output]:
         with FrameSpill() as spill:
             for frame in frames:
-                spill.append(as_csv(declared_table("raw.order_ids"), frame))
+                spill.append(as_csv(order_ids, frame))
             yield Output(spill.read_back_csv())
 
     result = run(None, pg_url, instance, [listed])

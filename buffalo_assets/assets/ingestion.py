@@ -49,8 +49,9 @@ from buffalo_assets.buffalo.client import (
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.storage import raw_store
 from buffalo_assets.storage.bulk import as_csv
-from buffalo_assets.storage.io_manager import FrameSpill, declared_table
+from buffalo_assets.storage.io_manager import FrameSpill
 from buffalo_assets.storage.resource import PostgresResource
+from buffalo_assets.storage.tables import order_versions
 
 OWNERS = ["team:data-platform"]
 API_POOL = "buffalo_api"
@@ -69,7 +70,6 @@ INGEST_RETRIES = max(ORDER_IDS_RETRIES, RAW_ORDERS_RETRIES)
 # Failure kinds that a retry a few seconds later cannot fix: the server answered, and the
 # answer was "no such order" (detail_error), too large, or not storable.
 PERMANENT_FAILURE_KINDS = frozenset({"detail_error", "too_large", "unstorable_payload"})
-VERSIONS_TABLE = declared_table("raw.order_versions")
 
 
 class IngestConfig(Config):
@@ -421,11 +421,11 @@ def ingest(
             # (every id new: the pages on list_workers connections keep ahead of the fetch)
             # and incremental walks (one page at a time). A later full walk lists mostly known
             # ids: it walks first, `concurrency` pages at a time, as `order_ids` alone does.
-            alone = RAW_ORDERS not in selected or (full and bool(known))
+            walk_first = RAW_ORDERS not in selected or (full and bool(known))
             walk = _Walk(
-                client, known, full=full, workers=client.concurrency if alone else client.list_workers
+                client, known, full=full, workers=client.concurrency if walk_first else client.list_workers
             )
-            if alone:
+            if walk_first:
                 walk.run_here()
                 failure = walk.failure(context)
                 if failure is not None:
@@ -516,7 +516,7 @@ def _fetch_and_store(
             failed.extend(failures)
             # Serialised for COPY now, while the fetch threads wait on the network, rather
             # than by the IO manager after the last detail arrived.
-            spill.append(as_csv(VERSIONS_TABLE, frame))
+            spill.append(as_csv(order_versions, frame))
             seen.append(frame[["order_id", "payload_sha256", "last_fetched_at"]])
             fetched.clear()
             failures.clear()

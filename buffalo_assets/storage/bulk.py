@@ -97,8 +97,6 @@ def write_frame(
     column; empty: leave the stored row alone).
     """
     if isinstance(frame, pd.DataFrame):
-        if frame.empty:
-            return FrameWrite()
         frame = as_csv(table, frame)
     if not frame.rows:
         return FrameWrite()
