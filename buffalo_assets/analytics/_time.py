@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
+
 
 SAST = ZoneInfo("Africa/Johannesburg")
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
-_EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 def epoch_seconds(values: pd.Series) -> np.ndarray:
     """Seconds since the epoch as floats (NaN for missing), whatever the series' unit."""
     series = pd.to_datetime(values, utc=True)
-    return np.array((series - _EPOCH).dt.total_seconds(), dtype="float64")
+    return np.array((series - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), dtype="float64")
 
 
 def from_epoch(seconds: np.ndarray | pd.Series) -> pd.Series:

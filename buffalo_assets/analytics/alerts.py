@@ -22,14 +22,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from buffalo_assets.analytics._time import DAY_S, HOUR_S, SAST, as_utc, epoch_seconds
 from buffalo_assets.analytics.alert_messages import render
 from buffalo_assets.analytics.stages import TERMINAL_STAGES
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
 
 # Within a run, the first that holds is the one alerted.
 DELAY_REASONS: tuple[str, ...] = ("late", "stuck", "at_risk")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from buffalo_assets.analytics._time import HOUR_S, as_utc, epoch_seconds, from_epoch
 from buffalo_assets.analytics.stages import TERMINAL_STAGES
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
 
 STAGE_DURATION_COLUMNS: tuple[str, ...] = (
     "order_id",

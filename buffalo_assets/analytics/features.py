@@ -15,16 +15,21 @@ that have been there that long (a censoring-free measure of how fast customs is 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from buffalo_assets.analytics._time import DAY_S, HOUR_S, SAST, as_utc, epoch_seconds, from_epoch
 from buffalo_assets.analytics.stages import STAGES, TERMINAL_STAGES
 from buffalo_assets.analytics.status import DEFAULT_PROMISE_BUSINESS_DAYS, promised_delivery
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
 
 PROVINCES: tuple[str, ...] = (
     "Gauteng",
@@ -518,9 +523,9 @@ class Snapshots:
 def snapshots(
     history: History,
     *,
-    promised_after_s: float = -np.inf,
+    promised_after_s: float = -math.inf,
     promised_by_s: float | None = None,
-    not_before_s: float = -np.inf,
+    not_before_s: float = -math.inf,
     min_hours_to_promise: float = 0.0,
     every_hours: float = 24.0,
     max_per_order: int = 14,

@@ -8,12 +8,16 @@ its creation, as delivered in the period of its delivery.
 from __future__ import annotations
 
 from datetime import date, datetime
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from buffalo_assets.analytics._time import DAY_S, SAST, as_utc, epoch_seconds, period_start
 from buffalo_assets.analytics.stages import JOURNEY_STAGES, TERMINAL_STAGES
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
 
 # Customs first: it is where parcels wait longest and what people ask about first.
 KPI_STAGES: tuple[str, ...] = ("customs", *(s for s in JOURNEY_STAGES if s != "customs"))

@@ -26,10 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from buffalo_assets.analytics._time import DAY_S, HOUR_S, from_epoch
 from buffalo_assets.analytics.features import (
@@ -40,6 +37,12 @@ from buffalo_assets.analytics.features import (
     snapshots,
 )
 from buffalo_assets.analytics.stages import STAGES
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
 
 DELAY_RISK_COLUMNS: tuple[str, ...] = (
     "order_id",
@@ -55,7 +58,8 @@ DELAY_RISK_COLUMNS: tuple[str, ...] = (
 DEFAULT_MIN_PRECISION = 0.8  # validation precision the at_risk threshold must keep
 MIN_FLAGGED_SHARE = 0.05  # a threshold must flag at least this share of the late validation rows
 DEFAULT_HORIZON_DAYS = 3.0
-_QUANTILES = np.linspace(0, 1, 201)
+# np.linspace(0, 1, 201), written out so that importing this module does not import numpy.
+_QUANTILES = (*(i * (1 / 200) for i in range(200)), 1.0)
 
 
 def classification_metrics(

@@ -12,10 +12,14 @@ import html
 import io
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
+
 
 FIGURES: tuple[str, ...] = ("door_to_door", "late_share_by_week", "customs_dwell_by_week", "in_flight_risk")
 TITLES = {

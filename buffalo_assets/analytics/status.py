@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from buffalo_assets.analytics._time import DAY_S, SAST, as_utc, epoch_seconds, from_epoch
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
 
 DEFAULT_PROMISE_BUSINESS_DAYS = 10
 STATUS_NOW_COLUMNS: tuple[str, ...] = (

@@ -22,12 +22,15 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from buffalo_assets.analytics._time import SAST, as_utc, period_start
 from buffalo_assets.analytics.stages import TERMINAL_STAGES
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import pd
 
 INBOUND_COLUMNS: tuple[str, ...] = (
     "goods",
@@ -64,7 +67,6 @@ STOCK_COVER_COLUMNS: tuple[str, ...] = (
 STOCK_LEVEL_COLUMNS: tuple[str, ...] = ("goods", "on_hand", "daily_sales", "as_of")
 IN_FLIGHT, ARRIVED = "in_flight", "arrived"
 UNNAMED = "(no description)"
-DAY = pd.Timedelta(days=1)
 
 
 def goods_key(name: object) -> str:
@@ -210,14 +212,17 @@ MAX_COVER_DAYS = 36_500.0
 
 
 def _runs_out_at(now: pd.Timestamp, days: float) -> pd.Timestamp | None:
-    return (now + days * DAY).round("s") if days <= MAX_COVER_DAYS else None
+    return (now + days * pd.Timedelta(days=1)).round("s") if days <= MAX_COVER_DAYS else None
 
 
 def _arrivals(inbound: pd.DataFrame, column: str, now: pd.Timestamp) -> list[_Arrival]:
     """Inbound rows arriving at `column` (one already due counts as arriving now), earliest first."""
     stamps = [max(pd.Timestamp(at), now) for at in pd.to_datetime(inbound[column], utc=True)]
     quantities = inbound["quantity"].to_numpy(dtype="float64")
-    found = [_Arrival((at - now) / DAY, float(q), at) for at, q in zip(stamps, quantities, strict=True)]
+    found = [
+        _Arrival((at - now) / pd.Timedelta(days=1), float(q), at)
+        for at, q in zip(stamps, quantities, strict=True)
+    ]
     return sorted(found, key=lambda arrival: arrival.day)
 
 
@@ -251,8 +256,8 @@ def stock_cover(
     for item in stock_levels.to_dict("records"):
         mine = flying[flying["goods"] == item["goods"]]
         on_hand, sales = float(item["on_hand"]), float(item["daily_sales"])
-        counted = pd.Timestamp(item["as_of"], tz=SAST) + DAY  # end of the count's day
-        elapsed = max(0.0, (now - counted) / DAY)
+        counted = pd.Timestamp(item["as_of"], tz=SAST) + pd.Timedelta(days=1)  # end of the count's day
+        elapsed = max(0.0, (now - counted) / pd.Timedelta(days=1))
         left = max(0.0, on_hand - sales * elapsed)
         row: dict[str, Any] = {
             "goods": item["goods"],

@@ -17,9 +17,8 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from dagster import (
     AssetCheckExecutionContext,
@@ -51,8 +50,13 @@ from buffalo_assets.analytics.model import DELAY_RISK_COLUMNS
 from buffalo_assets.analytics.status import STATUS_NOW_COLUMNS, order_status_now
 from buffalo_assets.assets.ingestion import OWNERS
 from buffalo_assets.storage import tables
-from buffalo_assets.storage.io_manager import column_schema
+from buffalo_assets.storage.io_manager import DataFrame, column_schema
 from buffalo_assets.storage.resource import PostgresResource
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import pd
 
 GROUP = "analytics"
 KINDS = {"postgres", "pandas"}
@@ -115,7 +119,7 @@ def _now() -> datetime:
     metadata=_table_metadata(tables.order_stage_durations),
     **_common(),
 )
-def order_stage_durations_asset(context: AssetExecutionContext, order_events: pd.DataFrame) -> Output:
+def order_stage_durations_asset(context: AssetExecutionContext, order_events: DataFrame) -> Output:
     """Every stage each order passed through, in journey order: when it entered and left the
     stage and the hours it spent there. Consecutive tracking events of the same stage are one
     visit; the stage an order is in now is open (`is_open`) and ends at the time of the run;
@@ -144,7 +148,7 @@ def order_stage_durations_asset(context: AssetExecutionContext, order_events: pd
     **_common(),
 )
 def order_status_now_asset(
-    context: AssetExecutionContext, clean_orders: pd.DataFrame, order_stage_durations: pd.DataFrame
+    context: AssetExecutionContext, clean_orders: DataFrame, order_stage_durations: DataFrame
 ) -> Output:
     """One row per order: its stage now, days since it was created and days in its current
     stage, the promised delivery date, when it was delivered, `late_by_days` (negative when
@@ -212,9 +216,9 @@ def order_status_now_asset(
 )
 def delivery_kpis_and_late_shares(
     context: AssetExecutionContext,
-    order_status_now: pd.DataFrame,
-    order_stage_durations: pd.DataFrame,
-    order_events: pd.DataFrame,
+    order_status_now: DataFrame,
+    order_stage_durations: DataFrame,
+    order_events: DataFrame,
 ) -> Iterator[Output]:
     """Both KPI tables from the same status and stage durations, so they always agree."""
     as_of = _now()
@@ -287,8 +291,8 @@ def _figures(evaluation: Mapping[str, Any]) -> dict[str, Any]:
 def delay_model(
     context: AssetExecutionContext,
     config: DelayModelConfig,
-    clean_orders: pd.DataFrame,
-    order_events: pd.DataFrame,
+    clean_orders: DataFrame,
+    order_events: DataFrame,
     postgres: PostgresResource,
 ) -> Output:
     """The delay-risk model: gradient boosting (scikit-learn) trained on delivered history to
@@ -500,8 +504,8 @@ def _fmt(value: Any) -> str:
 )
 def order_delay_risk(
     context: AssetExecutionContext,
-    clean_orders: pd.DataFrame,
-    order_events: pd.DataFrame,
+    clean_orders: DataFrame,
+    order_events: DataFrame,
     postgres: PostgresResource,
 ) -> Output:
     """Every order in flight, scored by the latest delay model: `p_late` (0..1, the chance of
@@ -553,9 +557,9 @@ def order_delay_risk(
 )
 def delivery_report(
     context: AssetExecutionContext,
-    order_status_now: pd.DataFrame,
-    delivery_kpis: pd.DataFrame,
-    order_delay_risk: pd.DataFrame,
+    order_status_now: DataFrame,
+    delivery_kpis: DataFrame,
+    order_delay_risk: DataFrame,
     postgres: PostgresResource,
 ) -> Output:
     """A static HTML page people look at: door-to-door days of delivered orders, the late share

@@ -10,9 +10,8 @@ sensor starts a run every minute while alerts are due and the webhook is set.
 """
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from dagster import (
     AssetExecutionContext,
@@ -39,7 +38,13 @@ from buffalo_assets.alert_sender import SenderPolicy, check_webhook, count_due, 
 from buffalo_assets.analytics.alerts import DELAY_REASONS, REASONS, due_alerts
 from buffalo_assets.assets.analytics import KINDS, _common, _in, _now, _table_metadata
 from buffalo_assets.storage import tables
+from buffalo_assets.storage.io_manager import DataFrame
 from buffalo_assets.storage.resource import PostgresResource
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import pd
 
 JOB_NAME = "send_customer_alerts"
 # A sender run queued or running for less than this holds the sensor's next run back.
@@ -82,9 +87,9 @@ STATUS_COLUMNS = [
 )
 def customer_alerts(
     context: AssetExecutionContext,
-    order_status_now: pd.DataFrame,
-    order_delay_risk: pd.DataFrame,
-    clean_orders: pd.DataFrame,
+    order_status_now: DataFrame,
+    order_delay_risk: DataFrame,
+    clean_orders: DataFrame,
     postgres: PostgresResource,
 ) -> Output:
     """The outbox of customer alerts (append-only): one row per order and reason, never two.

@@ -19,7 +19,6 @@ from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-import pandas as pd
 import sqlalchemy as sa
 from dagster import (
     AssetExecutionContext,
@@ -48,10 +47,9 @@ from buffalo_assets.buffalo.client import (
 )
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.storage import raw_store
-from buffalo_assets.storage.bulk import as_csv
-from buffalo_assets.storage.io_manager import FrameSpill
+from buffalo_assets.storage.bulk import rows_as_csv
+from buffalo_assets.storage.io_manager import CsvChunks, FrameSpill
 from buffalo_assets.storage.resource import PostgresResource
-from buffalo_assets.storage.tables import order_versions
 
 OWNERS = ["team:data-platform"]
 API_POOL = "buffalo_api"
@@ -280,7 +278,7 @@ def _walk_output(
     walk: _Walk,
     walked_at: datetime,
     **extra: MetadataValue,
-) -> Output[pd.DataFrame]:
+) -> Output[CsvChunks]:
     """`order_ids`' output (the walk's ids, upserted by the IO manager), the walk recorded."""
     raw_store.record_list_walk(
         engine,
@@ -299,8 +297,9 @@ def _walk_output(
         "full_walk": MetadataValue.bool(walk.full),
         **extra,
     }
-    frame = pd.DataFrame({"order_id": walk.seen, "first_seen_at": walked_at, "last_seen_at": walked_at})
-    return Output(frame, output_name=ORDER_IDS, metadata=metadata)
+    rows = [(order_id, walked_at, walked_at) for order_id in walk.seen]
+    ids = rows_as_csv(("order_id", "first_seen_at", "last_seen_at"), rows)
+    return Output(CsvChunks([ids]), output_name=ORDER_IDS, metadata=metadata)
 
 
 class _Progress:
@@ -501,23 +500,23 @@ def _fetch_and_store(
 
         def flush() -> None:
             nonlocal unstorable_seen, unstorable_new, reverified_changed
-            frame, unstorable = raw_store.version_frame(fetched, context.run_id, _now())
+            rows, unstorable = raw_store.version_rows(fetched, context.run_id, _now())
             raw_store.record_fetch_errors(engine, failures, context.run_id)
             unstorable_new += raw_store.record_unstorable(engine, unstorable, context.run_id, _now())
             unstorable_seen += len(unstorable)
             answered.update(order.order_id for order in fetched if order.order_id in plan.gone_known)
-            stored_unstorable.update(plan.unstorable_known.intersection(frame["order_id"]))
+            stored_unstorable.update(plan.unstorable_known.intersection(row[0] for row in rows))
             if plan.reverify:
                 reverified_changed += sum(
                     1
-                    for order_id, sha in zip(frame["order_id"], frame["payload_sha256"], strict=True)
+                    for order_id, _, sha, *_ in rows
                     if order_id in plan.reverify and sha != plan.reverify[order_id]
                 )
             failed.extend(failures)
             # Serialised for COPY now, while the fetch threads wait on the network, rather
             # than by the IO manager after the last detail arrived.
-            spill.append(as_csv(order_versions, frame))
-            seen.append(frame[["order_id", "payload_sha256", "last_fetched_at"]])
+            spill.append(rows_as_csv(raw_store.VERSION_COLUMNS, rows))
+            seen.append([(order_id, sha, fetched_at) for order_id, _, sha, _, fetched_at, _ in rows])
             fetched.clear()
             failures.clear()
 
@@ -594,7 +593,7 @@ def _fetch_and_store(
             yield _walk_output(context, engine, walk, walked_at)
         yield Output(spill.read_back_csv(), output_name=RAW_ORDERS, metadata=metadata)
         # The versions are stored: now the sequence of what each order showed.
-        observed = raw_store.record_observations(engine, seen.read_back(), context.run_id)
+        observed = raw_store.record_observations(engine, seen.read_back_rows(), context.run_id)
     yield AssetObservation(
         asset_key=AssetKey(RAW_ORDERS), metadata={"observations": MetadataValue.int(len(observed))}
     )

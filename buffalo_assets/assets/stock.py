@@ -7,9 +7,8 @@ it the asset materializes an empty table and says so in its metadata.
 """
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
@@ -25,12 +24,18 @@ from buffalo_assets.analytics.stock import (
 )
 from buffalo_assets.assets.analytics import KINDS, _common, _in, _table_metadata
 from buffalo_assets.storage import tables
+from buffalo_assets.storage.io_manager import DataFrame
 from buffalo_assets.storage.resource import PostgresResource
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import pd
 
 TOP_GOODS = 5
 
 
-def _top_goods(frame: pd.DataFrame) -> str:
+def _top_goods(frame: DataFrame) -> str:
     """The goods with the most units in flight, as a markdown table."""
     flying = frame[frame["state"] == IN_FLIGHT]
     totals = (
@@ -63,9 +68,9 @@ def _top_goods(frame: pd.DataFrame) -> str:
 )
 def inbound_stock_asset(
     context: AssetExecutionContext,
-    order_items: pd.DataFrame,
-    order_status_now: pd.DataFrame,
-    order_delay_risk: pd.DataFrame,
+    order_items: DataFrame,
+    order_status_now: DataFrame,
+    order_delay_risk: DataFrame,
 ) -> Output:
     """Goods in the air, for stock planning: the declared goods of every order not yet
     delivered (nor returned, cancelled, lost), by goods name (case and spacing ignored) and the
@@ -105,7 +110,7 @@ def inbound_stock_asset(
     **_common(),
 )
 def stock_cover_asset(
-    context: AssetExecutionContext, inbound_stock: pd.DataFrame, postgres: PostgresResource
+    context: AssetExecutionContext, inbound_stock: DataFrame, postgres: PostgresResource
 ) -> Output:
     """Days of stock cover per item of Solo's stock list (`ops.stock_levels`, loaded by
     `buffalo stock import FILE`): on hand now, less daily sales, plus what arrives before it

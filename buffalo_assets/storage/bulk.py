@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 import psycopg2.errors
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import pd
 
 NULL_MARKER = "<<buffalo:null:5f0c>>"
 TRANSACTION_ATTEMPTS = 3
@@ -83,6 +87,16 @@ def as_csv(table: sa.Table, frame: pd.DataFrame) -> CsvFrame:
     return CsvFrame(tuple(str(c) for c in frame.columns), buffer.getvalue(), len(frame))
 
 
+def rows_as_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> CsvFrame:
+    """Rows (tuples in the order of `columns`) serialised for COPY as `as_csv` would, without
+    pandas: the ingest step's outputs, whose process then never imports it."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    marker = NULL_MARKER
+    writer.writerows([marker if value is None else value for value in row] for row in rows)
+    return CsvFrame(tuple(columns), buffer.getvalue(), len(rows))
+
+
 def write_frame(
     connection: sa.Connection,
     table: sa.Table,
@@ -96,7 +110,7 @@ def write_frame(
     Upsert conflicts on `primary_key` update `update_columns` (default: every non-key
     column; empty: leave the stored row alone).
     """
-    if isinstance(frame, pd.DataFrame):
+    if not isinstance(frame, CsvFrame):
         frame = as_csv(table, frame)
     if not frame.rows:
         return FrameWrite()

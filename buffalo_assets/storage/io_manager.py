@@ -32,17 +32,20 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from dagster import (
     ConfigurableIOManager,
+    DagsterType,
     InputContext,
     MetadataValue,
     OutputContext,
     TableColumn,
     TableSchema,
+    TypeCheck,
+    TypeCheckContext,
+    make_python_type_usable_as_dagster_type,
 )
 from pydantic import Field
 
@@ -57,6 +60,29 @@ from buffalo_assets.storage.bulk import (
 )
 from buffalo_assets.storage.resource import engine_for
 from buffalo_assets.storage.tables import metadata as declared
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pandas import DataFrame
+else:
+    from buffalo_assets.lazy import pd
+
+    class DataFrame:
+        """What an asset's signature names for a pandas DataFrame input (`clean_orders:
+        DataFrame`): to type checkers it is pandas.DataFrame; to Dagster, which reads the
+        signatures when the definitions load, a type checked with pandas only when a step
+        runs, so that loading the definitions does not import pandas (buffalo_assets/lazy.py)."""
+
+    def _is_data_frame(_context: TypeCheckContext, value: object) -> TypeCheck:
+        if isinstance(value, pd.DataFrame):
+            return TypeCheck(success=True)
+        return TypeCheck(
+            success=False, description=f"expected a pandas DataFrame, got {type(value).__name__}"
+        )
+
+    make_python_type_usable_as_dagster_type(
+        DataFrame, DagsterType(_is_data_frame, name="DataFrame", typing_type=DataFrame)
+    )
 
 WRITE_MODES = ("replace", "append", "upsert")
 DEFAULT_CHUNK_ROWS = 50_000
@@ -95,8 +121,8 @@ class CsvChunks:
 
 
 class FrameSpill:
-    """DataFrames (or CsvFrames) appended to an anonymous temporary file, read back one at a
-    time as FrameChunks (or CsvChunks).
+    """DataFrames (or CsvFrames, or lists of row tuples) appended to an anonymous temporary
+    file, read back one at a time as FrameChunks (or CsvChunks, or the lists).
 
     Lets an asset do its slow work in its own body (logged and timed there) and hand the
     IO manager the result at the end without holding it all in memory. The file vanishes
@@ -108,7 +134,7 @@ class FrameSpill:
         self.chunks = 0
         self.rows = 0
 
-    def append(self, frame: pd.DataFrame | CsvFrame) -> None:
+    def append(self, frame: pd.DataFrame | CsvFrame | Sequence[tuple[Any, ...]]) -> None:
         rows = frame.rows if isinstance(frame, CsvFrame) else len(frame)
         if not rows:
             return
@@ -123,6 +149,10 @@ class FrameSpill:
     def read_back_csv(self) -> CsvChunks:
         """The CsvFrames appended."""
         return CsvChunks(self._frames())
+
+    def read_back_rows(self) -> Iterator[Any]:
+        """The lists of rows appended."""
+        return self._frames()
 
     def _frames(self) -> Iterator[Any]:
         self._file.flush()
@@ -195,7 +225,7 @@ def column_schema(table: sa.Table) -> TableSchema:
     )
 
 
-Writable = pd.DataFrame | FrameChunks | CsvChunks | TableBatches | WrittenWith | None
+Writable = DataFrame | FrameChunks | CsvChunks | TableBatches | WrittenWith | None
 
 
 class PostgresIOManager(ConfigurableIOManager):

@@ -25,14 +25,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 
 from buffalo_assets.orders.records import FetchedOrder, FetchFailure
 from buffalo_assets.orders.vocabulary import STATUS_NAME, is_final_status
 from buffalo_assets.storage.tables import fetch_errors, list_walks
+
+if TYPE_CHECKING:
+    pass
+else:
+    pass
 
 # Failure kinds that mean the detail is not there for good (Buffalo's "does not exist"
 # answer, or a 4xx other than 429), as opposed to the API being unwell (retried kinds).
@@ -68,14 +72,14 @@ class UnstorablePayload:
     body: bytes
 
 
-def version_frame(
+def version_rows(
     orders: Sequence[FetchedOrder], run_id: str | None, fetched_at: datetime
-) -> tuple[pd.DataFrame, list[UnstorablePayload]]:
-    """Rows for `raw.order_versions` (upserted on (order_id, payload_sha256)), and the orders
-    whose payload has no canonical JSON form PostgreSQL can store (a number out of the
-    double range such as 1e400, a NUL character): those are kept aside, raw bytes and all."""
-    kept: list[FetchedOrder] = []
-    texts: list[str] = []
+) -> tuple[list[tuple[Any, ...]], list[UnstorablePayload]]:
+    """Rows for `raw.order_versions` (upserted on (order_id, payload_sha256)), as tuples in
+    the order of VERSION_COLUMNS, and the orders whose payload has no canonical JSON form
+    PostgreSQL can store (a number out of the double range such as 1e400, a NUL character):
+    those are kept aside, raw bytes and all."""
+    rows: list[tuple[Any, ...]] = []
     rejected: list[UnstorablePayload] = []
     for order in orders:
         try:
@@ -85,24 +89,12 @@ def version_frame(
         if text is None or "\\u0000" in text:
             rejected.append(unstorable(order))
             continue
-        kept.append(order)
-        texts.append(text)
-    frame = pd.DataFrame(
-        {
-            "order_id": [order.order_id for order in kept],
-            "payload": texts,
-            "payload_sha256": [payload_sha256(text) for text in texts],
-            "first_fetched_at": fetched_at,
-            "last_fetched_at": fetched_at,
-            "run_id": run_id,
-        },
-        columns=VERSION_COLUMNS,
-    )
-    return frame, rejected
+        rows.append((order.order_id, text, payload_sha256(text), fetched_at, fetched_at, run_id))
+    return rows, rejected
 
 
 def unstorable(order: FetchedOrder) -> UnstorablePayload:
-    """The quarantine record of a payload `version_frame` cannot store."""
+    """The quarantine record of a payload `version_rows` cannot store."""
     lenient = json.dumps(order.payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     reason = unstorable_reason(order.payload) or "the detail has no canonical JSON form"
     body = order.body if order.body is not None else lenient.encode("utf-8")
@@ -444,7 +436,9 @@ RETURNING order_id
 """
 
 
-def record_observations(engine: sa.Engine, frames: Iterable[pd.DataFrame], run_id: str | None) -> set[str]:
+def record_observations(
+    engine: sa.Engine, batches: Iterable[Sequence[tuple[str, str, datetime]]], run_id: str | None
+) -> set[str]:
     """Add an observation for each fetched (order_id, payload_sha256, last_fetched_at) whose
     payload differs from the order's latest observation; returns the orders that got one.
 
@@ -453,29 +447,26 @@ def record_observations(engine: sa.Engine, frames: Iterable[pd.DataFrame], run_i
     """
     observed: set[str] = set()
 
-    def write(batch: list[pd.DataFrame]) -> None:
-        frame = pd.concat(batch, ignore_index=True)
+    def write(rows: list[tuple[str, str, datetime]]) -> None:
         with engine.begin() as connection:
             observed.update(
                 connection.execute(
                     sa.text(RECORD_OBSERVATIONS_SQL),
                     {
-                        "ids": frame["order_id"].tolist(),
-                        "shas": frame["payload_sha256"].tolist(),
-                        "times": frame["last_fetched_at"].tolist(),
+                        "ids": [order_id for order_id, _, _ in rows],
+                        "shas": [sha for _, sha, _ in rows],
+                        "times": [fetched_at for _, _, fetched_at in rows],
                         "run_id": run_id,
                     },
                 ).scalars()
             )
 
-    batch: list[pd.DataFrame] = []
-    rows = 0
-    for frame in frames:
-        batch.append(frame)
-        rows += len(frame)
-        if rows >= OBSERVATION_BATCH_ROWS:
-            write(batch)
-            batch, rows = [], 0
-    if batch:
-        write(batch)
+    pending: list[tuple[str, str, datetime]] = []
+    for batch in batches:
+        pending.extend(batch)
+        if len(pending) >= OBSERVATION_BATCH_ROWS:
+            write(pending)
+            pending = []
+    if pending:
+        write(pending)
     return observed
