@@ -91,9 +91,8 @@ def rows_as_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> CsvFra
     """Rows (tuples in the order of `columns`) serialised for COPY as `as_csv` would, without
     pandas: the ingest step's outputs, whose process then never imports it."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
     marker = NULL_MARKER
-    writer.writerows([marker if value is None else value for value in row] for row in rows)
+    _copy_writer(buffer).writerows([marker if value is None else value for value in row] for row in rows)
     return CsvFrame(tuple(columns), buffer.getvalue(), len(rows))
 
 
@@ -180,11 +179,15 @@ def replace_keys(
         return _copy_and_merge(connection, table, columns, file, rows, "append", (), None)
 
 
+def _copy_writer(file: IO[str]) -> Any:
+    """A CSV writer in the form `_copy_and_merge` COPYs: every field quoted, NULL_MARKER for None."""
+    return csv.writer(file, quoting=csv.QUOTE_ALL, lineterminator="\n")
+
+
 def _write_csv(file: IO[str], table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> int:
     columns = [c.name for c in table.columns]
-    writer = csv.writer(file, quoting=csv.QUOTE_ALL, lineterminator="\n")
     marker = NULL_MARKER
-    writer.writerows([marker if row[c] is None else row[c] for c in columns] for row in rows)
+    _copy_writer(file).writerows([marker if row[c] is None else row[c] for c in columns] for row in rows)
     return len(rows)
 
 

@@ -121,8 +121,8 @@ class CsvChunks:
 
 
 class FrameSpill:
-    """DataFrames (or CsvFrames, or lists of row tuples) appended to an anonymous temporary
-    file, read back one at a time as FrameChunks (or CsvChunks, or the lists).
+    """CsvFrames (or lists of row tuples) appended to an anonymous temporary file, read back
+    one at a time as CsvChunks (or the lists).
 
     Lets an asset do its slow work in its own body (logged and timed there) and hand the
     IO manager the result at the end without holding it all in memory. The file vanishes
@@ -134,17 +134,13 @@ class FrameSpill:
         self.chunks = 0
         self.rows = 0
 
-    def append(self, frame: pd.DataFrame | CsvFrame | Sequence[tuple[Any, ...]]) -> None:
+    def append(self, frame: CsvFrame | Sequence[tuple[Any, ...]]) -> None:
         rows = frame.rows if isinstance(frame, CsvFrame) else len(frame)
         if not rows:
             return
         pickle.dump(frame, self._file, protocol=pickle.HIGHEST_PROTOCOL)
         self.chunks += 1
         self.rows += rows
-
-    def read_back(self) -> FrameChunks:
-        """The DataFrames appended."""
-        return FrameChunks(self._frames())
 
     def read_back_csv(self) -> CsvChunks:
         """The CsvFrames appended."""

@@ -25,18 +25,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from buffalo_assets.orders.records import FetchedOrder, FetchFailure
 from buffalo_assets.orders.vocabulary import STATUS_NAME, is_final_status
 from buffalo_assets.storage.tables import fetch_errors, list_walks
-
-if TYPE_CHECKING:
-    pass
-else:
-    pass
 
 # Failure kinds that mean the detail is not there for good (Buffalo's "does not exist"
 # answer, or a 4xx other than 429), as opposed to the API being unwell (retried kinds).
