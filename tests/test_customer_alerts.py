@@ -45,7 +45,7 @@ from dagster import (
 )
 
 from buffalo_assets.analytics.alerts import due_alerts
-from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
+from buffalo_assets.assets.analytics import ANALYTICS_ASSETS
 from buffalo_assets.assets.customer_alerts import (
     JOB_NAME,
     WEBHOOK_UNSET,
@@ -62,7 +62,10 @@ from tests.conftest import SandboxFactory
 from tests.pipeline import EVERYTHING, INGESTION, ROOT, metadata_of, resources, run
 
 DAY = 86_400.0
-ALL = [*EVERYTHING, *ANALYTICS_ASSETS, *ANALYTICS_CHECKS, customer_alerts]
+# Without the delay model's blocking check: whether a model trained on a small world made
+# today beats the naive baseline varies with the date (tests/test_analytics.py judges the
+# check); the outbox is checked here for whatever risk scores the run produced.
+ALL = [*EVERYTHING, *ANALYTICS_ASSETS, customer_alerts]
 TOKEN = "s3cret-hook-token"  # noqa: S105 - a made-up token the URL carries, to prove it is never logged
 OUTBOX = "analytics.customer_alerts"
 

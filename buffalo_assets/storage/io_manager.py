@@ -283,6 +283,12 @@ class PostgresIOManager(ConfigurableIOManager):
                     f"input {context.name!r}: chunk_rows must be a positive integer, not {chunk_rows!r}"
                 )
             return FrameChunks(_streamed(engine_for(self.url), query, chunk_rows))
+        # In key order: what an asset computes from a table must not depend on the order its
+        # rows happen to lie on disk (ingest finishes orders in any order, upserts move rows),
+        # or the same data could train a different delay model.
+        key = [c.name for c in spec.table.primary_key.columns]
+        if key:
+            query += f" ORDER BY {', '.join(quote(c) for c in key)}"
         with engine_for(self.url).connect() as connection:
             return pd.read_sql_query(sa.text(query), connection)
 
