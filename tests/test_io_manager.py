@@ -68,6 +68,34 @@ def test_a_downstream_asset_reads_chosen_columns_of_a_core_table_as_one_datafram
     assert len(frame) == ORDERS
 
 
+def test_an_input_asking_for_key_order_gets_the_rows_sorted_whatever_order_they_lie_in(
+    core_built: sa.Engine, pg_url: str, instance: DagsterInstance
+) -> None:
+    # Updating rows moves them to the end of the heap: disk order is no longer key order.
+    with core_built.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE core.clean_orders SET stage = stage WHERE order_id::bigint % 3 = 0")
+        )
+        on_disk = connection.execute(sa.text("SELECT order_id FROM core.clean_orders")).scalars().all()
+    assert on_disk != sorted(on_disk)
+    received: dict[str, pd.DataFrame] = {}
+
+    @asset(ins={"clean_orders": AssetIn(metadata={"columns": ["order_id"], "key_order": True})})
+    def in_order(clean_orders: pd.DataFrame) -> None:
+        received["sorted"] = clean_orders
+
+    @asset(ins={"clean_orders": AssetIn(metadata={"columns": ["order_id"]})})
+    def as_stored(clean_orders: pd.DataFrame) -> None:
+        received["plain"] = clean_orders
+
+    for reader in (in_order, as_stored):
+        ok, errors = read_downstream(pg_url, instance, reader)
+        assert ok, errors
+    assert list(received["sorted"].order_id) == sorted(on_disk)
+    # Without it, no sort is paid for: the rows come as they lie.
+    assert list(received["plain"].order_id) == on_disk
+
+
 def test_a_downstream_asset_reads_a_core_table_in_chunks_of_the_size_it_asks_for(
     core_built: sa.Engine, pg_url: str, instance: DagsterInstance
 ) -> None:

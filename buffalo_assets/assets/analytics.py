@@ -83,8 +83,11 @@ MIN_TEST_LATE = 20
 REPORT_PORT = 8766
 
 
-def _in(key: str, columns: list[str] | None = None) -> AssetIn:
-    return AssetIn(key=AssetKey(key), metadata={"columns": columns} if columns else None)
+def _in(key: str, columns: list[str] | None = None, *, key_order: bool = False) -> AssetIn:
+    metadata: dict[str, Any] = {"columns": columns} if columns else {}
+    if key_order:  # rows in primary-key order (the IO manager's `key_order`)
+        metadata["key_order"] = True
+    return AssetIn(key=AssetKey(key), metadata=metadata or None)
 
 
 def _table_metadata(table: sa.Table, *, preview: bool = True, **extra: Any) -> dict[str, Any]:
@@ -280,9 +283,11 @@ def _figures(evaluation: Mapping[str, Any]) -> dict[str, Any]:
 
 @asset(
     name="delay_model",
+    # In key order: the seeded sampling of training moments follows row positions, so the
+    # same stored data must arrive in the same order to train the same model.
     ins={
-        "clean_orders": _in("clean_orders", ORDER_COLUMNS),
-        "order_events": _in("order_events", EVENT_COLUMNS),
+        "clean_orders": _in("clean_orders", ORDER_COLUMNS, key_order=True),
+        "order_events": _in("order_events", EVENT_COLUMNS, key_order=True),
     },
     kinds={"scikit-learn", "postgres"},
     metadata=_table_metadata(tables.delay_models, preview=False, write_mode="append"),
