@@ -563,8 +563,7 @@ def _report_run(label: str, result: Any) -> None:
     failed_steps = {event.step_key for event in result.get_step_failure_events()}
     check_steps = {f"{key.asset_key.to_python_identifier()}_{key.name}" for key in analytics_checks}
     if not result.success and not (failed_steps and failed_steps <= check_steps):
-        failure = result.get_run_failure_event()
-        raise click.ClickException(f"{label} failed: {failure.message if failure else 'see the Dagster UI'}")
+        raise _run_failed(label, result)
     metadata = {
         event.asset_key.to_user_string(): {
             k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()
@@ -602,6 +601,11 @@ def _report_run(label: str, result: Any) -> None:
         click.echo(f"{'':10} analytics: {trained}; {verdict}")
 
 
+def _run_failed(label: str, result: Any) -> click.ClickException:
+    failure = result.get_run_failure_event()
+    return click.ClickException(f"{label} failed: {failure.message if failure else 'see the Dagster UI'}")
+
+
 def _score_anyway(job: Any, instance: Any) -> None:
     """What an operator does when the model check blocks: score with the stored model anyway.
 
@@ -622,8 +626,7 @@ def _score_anyway(job: Any, instance: Any) -> None:
         instance=instance, raise_on_error=False, run_config=QUIET, asset_selection=sorted(keys)
     )
     if not result.success:
-        failure = result.get_run_failure_event()
-        raise click.ClickException(f"scoring failed: {failure.message if failure else 'see the Dagster UI'}")
+        raise _run_failed("scoring", result)
     done = sorted(e.asset_key.to_user_string() for e in result.get_asset_materialization_events())
     click.echo(f"{'':10} materialized {', '.join(done)} ({result.run_id[:8]})")
 

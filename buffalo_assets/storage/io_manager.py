@@ -287,9 +287,9 @@ class PostgresIOManager(ConfigurableIOManager):
         # depends on row order (the delay model's seeded sampling); rows otherwise lie in
         # whatever order ingest and upserts left them. Sorting costs PostgreSQL about 1.3 s
         # per million rows, so only those inputs ask for it.
-        key = [c.name for c in spec.table.primary_key.columns]
-        if _plain(context.definition_metadata.get("key_order")) and key:
-            query += f" ORDER BY {', '.join(quote(c) for c in key)}"
+        if _plain(context.definition_metadata.get("key_order")):
+            key = [quote(c.name) for c in spec.table.primary_key.columns]
+            query += f" ORDER BY {', '.join(key)}" if key else ""
         with engine_for(self.url).connect() as connection:
             return pd.read_sql_query(sa.text(query), connection)
 
