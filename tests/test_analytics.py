@@ -35,12 +35,19 @@ from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.storage import tables
 from tests.conftest import SandboxFactory
-from tests.pipeline import EVERYTHING, INGESTION, check_results, metadata_of, resources, run, stop_group
+from tests.pipeline import (
+    EVERYTHING,
+    INGESTION,
+    UNCHECKED_ANALYTICS,
+    check_results,
+    metadata_of,
+    resources,
+    run,
+    stop_group,
+)
 
 DAY = 86_400.0
 ALL = [*EVERYTHING, *ANALYTICS_ASSETS, *ANALYTICS_CHECKS]
-# The same without the delay model's blocking check, for runs whose subject is not its verdict.
-UNCHECKED = [*EVERYTHING, *ANALYTICS_ASSETS]
 ANALYTICS_TABLES = (
     "analytics.order_stage_durations, analytics.order_status_now, analytics.delivery_kpis, "
     "analytics.delivery_late_shares, analytics.order_delay_risk, ops.delay_models, ops.delivery_reports"
@@ -113,7 +120,7 @@ def test_one_refresh_fills_every_analytics_table_and_later_runs_rescore_with_the
     if not beats:
         # Blocked: nothing was rescored. The next run without the check keeps the stored model
         # (younger than BUFFALO_MODEL_RETRAIN_HOURS) and scores with it.
-        unblocked = run(running, pg_url, instance, UNCHECKED)
+        unblocked = run(running, pg_url, instance, UNCHECKED_ANALYTICS)
         assert unblocked.success and metadata_of(unblocked, "delay_model")["retrained"] is False
     assert model_meta["trained"] is True, model_meta.get("note")
     for who in ("model", "baseline"):
@@ -160,7 +167,7 @@ def test_one_refresh_fills_every_analytics_table_and_later_runs_rescore_with_the
     # in flight are rescored with it, the report is rendered again.
     running.sandbox.advance(DAY)
     # (The check judges the kept model again, so it would block again had it blocked before.)
-    second = run(running, pg_url, instance, ALL if beats else UNCHECKED)
+    second = run(running, pg_url, instance, ALL if beats else UNCHECKED_ANALYTICS)
     assert second.success
     assert metadata_of(second, "delay_model")["retrained"] is False
     with engine.connect() as connection:
@@ -173,7 +180,7 @@ def test_one_refresh_fills_every_analytics_table_and_later_runs_rescore_with_the
     # Asked to retrain: a new version is stored and scores (without the check: the new
     # model's verdict is as date-dependent as the first one's).
     retrain = {"ops": {"delay_model": {"config": {"retrain": True}}}}
-    third = run(running, pg_url, instance, UNCHECKED, run_config=retrain)
+    third = run(running, pg_url, instance, UNCHECKED_ANALYTICS, run_config=retrain)
     assert third.success
     retrained = metadata_of(third, "delay_model")
     assert retrained["retrained"] is True and retrained["model_version"] != stored.model_version
