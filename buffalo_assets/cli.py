@@ -23,6 +23,7 @@ from buffalo_assets.sandbox.faults import (
     FaultPlan,
     check_shapes,
 )
+from buffalo_assets.sandbox.journeys import DELAY_PROCESSES, LANGUAGES, make_process
 
 
 @click.group()
@@ -55,6 +56,23 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             type=click.DateTime(),
             default=None,
             help="Sandbox clock start, UTC (default: now)",
+        ),
+        click.option(
+            "--delay-process",
+            type=click.Choice(DELAY_PROCESSES),
+            default="customs",
+            show_default=True,
+            help="How journeys run late: customs (weekly customs congestion, inspections, unpaid "
+            "duty), backlog (origin backlog, transshipments, courier disruptions; other texts) or "
+            "chance (nothing predicts it)",
+        ),
+        click.option(
+            "--event-texts",
+            "event_language",
+            type=click.Choice(LANGUAGES),
+            default="en",
+            show_default=True,
+            help="Language of the tracking events' texts (zh: Chinese, with --delay-process backlog)",
         ),
         click.option(
             "--faults",
@@ -140,11 +158,17 @@ def sandbox_config(
     expiry_style: str = "mixed",
     retry_after_format: str = "mixed",
     lenient: bool = False,
+    delay_process: str = "customs",
+    event_language: str = "en",
 ) -> SandboxConfig:
     try:
         chosen_shapes = check_shapes(shapes)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shapes") from None
+    try:
+        make_process(delay_process, seed, language=event_language)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--event-texts") from None
     plan = FaultPlan.mixed(
         fault_rate,
         latency_ms=latency_ms,
@@ -168,6 +192,8 @@ def sandbox_config(
         faults=plan,
         strict=not lenient,
         shapes=chosen_shapes,
+        delay_process=delay_process,
+        event_language=event_language,
     )
 
 

@@ -65,6 +65,8 @@ class SandboxConfig:
     arrivals_per_day: float | None = None  # default: the historical rate
     variation_rate: float = 0.0
     missing_rate: float = 0.0
+    delay_process: str = "customs"  # how journeys unfold and run late (sandbox/journeys.py)
+    event_language: str = "en"  # the tracking texts' language: en, or zh (backlog process only)
     congestion_scale: float = 5.0  # customs congestion of a week: 1 + scale * u^2
     duty_wait_weights: tuple[float, float, float] = (70, 20, 10)  # duty paid in <1, 2-5, 6-15 days
     rotate_keys: bool = False
@@ -86,6 +88,8 @@ class Sandbox:
             history_days=config.history_days,
             variation_rate=config.variation_rate,
             missing_rate=config.missing_rate,
+            delay_process=config.delay_process,
+            event_language=config.event_language,
             congestion_scale=config.congestion_scale,
             duty_wait_weights=config.duty_wait_weights,
             shapes=config.shapes,

@@ -5,45 +5,37 @@ list of creation times and nothing more until a detail is asked for. An order's 
 future (its journey plan) is fixed when it is generated; the sandbox clock only decides
 how much of it is visible: a detail shows the events up to "now".
 
-The delay process (hidden from the API, exposed as ground truth for scoring models):
-
-* Promise: delivery 10 business days after the order is created.
-* Warehouse processing 1-2 days, dispatch to outbound flight 1-2 days, flight 2-4 days to
-  Johannesburg (OR Tambo).
-* Customs takes about a day, multiplied by the arrival week's congestion: each ISO week has
-  a seeded congestion factor between 1 and 6 (1 + `congestion_scale` x u^2, scale 5 by
-  default), so whole weeks run late together.
-* Inspection: 5% of parcels, plus 20% more if heavier than 10 kg and 20% more if declared
-  above R5,000, are inspected, adding 3-7 days.
-* Duties: parcels declared above R500 owe duty (about 25% of the excess). Customs holds a
-  parcel until its duty is paid: most customers pay within a day, 20% take 2-5 days and
-  10% take 6-15 days (`duty_wait_weights`, default 70/20/10).
-* Local transit takes 1-2 days to metro provinces (Gauteng, Western Cape, KwaZulu-Natal)
-  and 3-6 days to the others.
-* Last mile: 6% of first delivery attempts fail (1-3 days more); 1.5% of parcels are
-  returned after failed attempts; 0.7% are lost in transit; 1% are cancelled before
-  dispatch.
-
-The delay cause of a late order is the stage that overran its typical duration the most.
+The journey itself comes from the book's delay process (`journeys.py`: `customs`, the
+original world, by default; `backlog` and `chance` as options), hidden from the API and
+exposed as ground truth for scoring models.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 from buffalo_assets.sandbox.faults import SHAPES
+from buffalo_assets.sandbox.journeys import (
+    DAY,
+    HOUR,
+    PROMISED_BUSINESS_DAYS,
+    SAST,
+    DelayProcess,
+    Event,
+    Parcel,
+    add_business_days,
+    make_process,
+)
+from buffalo_assets.sandbox.journeys import stable_seed as _stable_seed
 
-SAST = timezone(timedelta(hours=2), "SAST")
-DAY = 86_400.0
-HOUR = 3_600.0
+__all__ = ["DAY", "HOUR", "SAST", "Event", "OrderBook", "OrderPlan", "add_business_days"]
+
 FIRST_ORDER_ID = 31_000_001
-PROMISED_BUSINESS_DAYS = 10
 DUTY_FREE_VALUE = 500.0
 
 # Stage key -> statusname shown by the API.
@@ -114,14 +106,6 @@ GOODS = [
     ("Gaming keyboard", 400, 2500),
     ("Baby clothes", 80, 400),
 ]
-COURIERS = [("The Courier Guy", "TCG"), ("Pargo pick-up point", "PGO"), ("PostNet", "PNT")]
-
-
-@dataclass(frozen=True)
-class Event:
-    at: float  # epoch seconds, UTC
-    stage: str
-    content: str
 
 
 @dataclass(frozen=True)
@@ -177,23 +161,8 @@ class OrderPlan:
         return visible[-1].stage if visible else "processing"
 
 
-def add_business_days(start: float, days: int) -> float:
-    moment = datetime.fromtimestamp(start, UTC)
-    added = 0
-    while added < days:
-        moment += timedelta(days=1)
-        if moment.astimezone(SAST).weekday() < 5:
-            added += 1
-    return moment.timestamp()
-
-
 def sast_text(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, SAST).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _stable_seed(*parts: object) -> int:
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big")
 
 
 class OrderBook:
@@ -208,15 +177,22 @@ class OrderBook:
         history_days: float = 60.0,
         variation_rate: float = 0.0,
         missing_rate: float = 0.0,
+        delay_process: str = "customs",
+        event_language: str = "en",
         congestion_scale: float = 5.0,
         duty_wait_weights: tuple[float, float, float] = (70, 20, 10),
         shapes: tuple[str, ...] | None = None,
     ) -> None:
-        # The two delay knobs exist so a model can be tested on a world it was not built
-        # on; the defaults reproduce the original world exactly.
+        # The delay process and its knobs exist so a model can be judged on a world it was
+        # not built on; the defaults reproduce the original world exactly.
         self.seed = seed
-        self.congestion_scale = congestion_scale
-        self.duty_wait_weights = duty_wait_weights
+        self.process: DelayProcess = make_process(
+            delay_process,
+            seed,
+            language=event_language,
+            congestion_scale=congestion_scale,
+            duty_wait_weights=duty_wait_weights,
+        )
         self.variation_rate = variation_rate
         self.shapes = frozenset(SHAPES if shapes is None else shapes)
         self.missing_rate = missing_rate
@@ -258,12 +234,6 @@ class OrderBook:
             return False
         return random.Random(_stable_seed(self.seed, "missing", index)).random() < self.missing_rate
 
-    def congestion(self, arrival: float) -> float:
-        """The hidden customs congestion factor of the ISO week (SAST) of `arrival`."""
-        week = datetime.fromtimestamp(arrival, SAST).isocalendar()
-        draw = random.Random(_stable_seed(self.seed, "week", week.year, week.week)).random()
-        return 1 + self.congestion_scale * draw**2
-
     def plan(self, index: int) -> OrderPlan:
         return self._plan(index)
 
@@ -299,89 +269,19 @@ class OrderBook:
         cost = round(95 + 68 * billed, 2)
         duty = round(max(0.0, declared_total - DUTY_FREE_VALUE) * 0.25, 2)
 
-        events: list[Event] = []
-        overrun: dict[str, float] = {}
-
-        def at(moment: float, stage: str, content: str) -> float:
-            events.append(Event(moment, stage, content))
-            return moment
-
-        t = at(created, "processing", "Order received at Buffalo Guangzhou warehouse")
-        t = at(t + rng.uniform(0.3, 1.0) * DAY, "processing", "Parcel weighed and measured")
-        courier = rng.choice(COURIERS)
-        third_number = f"{courier[1]}{rng.randint(10**8, 10**9 - 1)}"
-        final_stage = "delivered"
-        delay_cause = "none"
-        duty_assessed = duty_paid = None
-        third_at = float("inf")
-
-        if rng.random() < 0.01:
-            at(t + rng.uniform(0.2, 2.0) * DAY, "cancelled", "Order cancelled at the customer's request")
-            final_stage, delay_cause = "cancelled", "cancelled"
-        else:
-            t = at(t + rng.uniform(0.5, 1.5) * DAY, "dispatched", "Dispatched from China warehouse")
-            flight = f"{rng.choice(['CZ', 'SA', 'ET', 'EK', 'QR'])}{rng.randint(100, 999)}"
-            t = at(t + rng.uniform(1.0, 2.0) * DAY, "in_transit", f"Departed Guangzhou on flight {flight}")
-            flight_days = rng.uniform(2.0, 4.0)
-            if rng.random() < 0.007:
-                at(t + 21 * DAY, "lost", "Parcel reported lost in transit; claim opened")
-                final_stage, delay_cause = "lost", "lost"
-            else:
-                t = at(t + flight_days * DAY, "arrived_hub", "Arrived at Johannesburg (OR Tambo) hub")
-                congestion = self.congestion(t)
-                customs_days = rng.uniform(0.6, 1.4) * congestion
-                overrun["customs_congestion"] = customs_days - 1.0
-                t = at(t + 0.2 * DAY, "customs", "Customs clearance in progress")
-                inspect_p = 0.05 + 0.2 * (weight > 10) + 0.2 * (declared_total > 5000)
-                if rng.random() < inspect_p:
-                    inspection = rng.uniform(3, 7)
-                    overrun["inspection"] = inspection
-                    at(t + 0.1 * DAY, "customs", "Held by customs for inspection")
-                    customs_days += inspection
-                release = t + customs_days * DAY
-                if duty > 0:
-                    duty_assessed = at(
-                        t + min(customs_days, 0.5) * DAY,
-                        "customs",
-                        f"Duties assessed: R{duty:.2f}, awaiting payment",
-                    )
-                    wait_days = rng.choices(
-                        [rng.uniform(0.05, 1.0), rng.uniform(2, 5), rng.uniform(6, 15)],
-                        weights=list(self.duty_wait_weights),
-                    )[0]
-                    duty_paid = at(duty_assessed + wait_days * DAY, "customs", "Duties paid")
-                    overrun["unpaid_duties"] = max(0.0, duty_paid - release) / DAY
-                    release = max(release, duty_paid + 0.1 * DAY)
-                t = at(release, "customs", "Released by customs")
-                metro = province in METRO_PROVINCES
-                local_days = rng.uniform(1, 2) if metro else rng.uniform(3, 6)
-                overrun["remote_province"] = local_days - 1.5
-                t = at(t + 0.2 * DAY, "in_transit", f"In transit to {city} depot")
-                t += local_days * DAY
-                third_at = at(t, "out_for_delivery", f"Handed to {courier[0]} for delivery ({third_number})")
-                failed = rng.random() < 0.06
-                if failed:
-                    t = at(
-                        t + 0.4 * DAY, "out_for_delivery", "Delivery attempt failed: recipient not available"
-                    )
-                    extra = rng.uniform(1, 3)
-                    overrun["failed_delivery"] = extra
-                    t += extra * DAY
-                    if rng.random() < 0.25:
-                        at(t, "returned", "Returned to sender after failed delivery attempts")
-                        final_stage, delay_cause = "returned", "returned"
-                if final_stage == "delivered":
-                    t = at(t + 0.1 * DAY, "out_for_delivery", "Out for delivery")
-                    done = (
-                        "Collected from pick-up point"
-                        if courier[1] == "PGO"
-                        else "Delivered, signed by recipient"
-                    )
-                    t = at(t + rng.uniform(0.1, 0.4) * DAY, "delivered", done)
-                    late = t > add_business_days(created, PROMISED_BUSINESS_DAYS)
-                    if late and overrun:
-                        delay_cause = max(overrun, key=lambda k: overrun[k])
-
+        journey = self.process.journey(
+            rng,
+            Parcel(
+                created=created,
+                city=city,
+                province=province,
+                metro=province in METRO_PROVINCES,
+                weight=weight,
+                volumetric_weight=volumetric,
+                declared_total=declared_total,
+                duty=duty,
+            ),
+        )
         suffix = "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(2))
         tracking_number = f"BUFZA{rng.randint(10**9, 10**10 - 1)}{suffix}"
         return OrderPlan(
@@ -398,14 +298,14 @@ class OrderBook:
             volumetric_weight=volumetric,
             cost=cost,
             duty=duty,
-            duty_assessed_at=duty_assessed,
-            duty_paid_at=duty_paid,
-            courier=courier,
-            third_number=third_number,
-            third_number_at=third_at,
-            events=sorted(events, key=lambda e: e.at),
-            final_stage=final_stage,
-            delay_cause=delay_cause,
+            duty_assessed_at=journey.duty_assessed_at,
+            duty_paid_at=journey.duty_paid_at,
+            courier=journey.courier,
+            third_number=journey.third_number,
+            third_number_at=journey.third_number_at,
+            events=sorted(journey.events, key=lambda e: e.at),
+            final_stage=journey.final_stage,
+            delay_cause=journey.delay_cause,
             variant=random.Random(_stable_seed(self.seed, "variant", index)).random() < self.variation_rate,
         )
 

@@ -32,6 +32,8 @@ class SandboxWorld:
     advances: list[float] = field(default_factory=list)  # each clock move, seconds, in order
     clock: float = 0.0  # the sandbox clock when recorded
     recorded_at: float = 0.0  # wall time when recorded
+    delay_process: str = "customs"
+    event_language: str = "en"
 
     @classmethod
     def of(cls, sandbox: Sandbox, advances: list[float]) -> SandboxWorld:
@@ -47,6 +49,8 @@ class SandboxWorld:
             advances=list(advances),
             clock=sandbox.now,
             recorded_at=time.time(),
+            delay_process=config.delay_process,
+            event_language=config.event_language,
         )
 
     def config(self) -> SandboxConfig:
@@ -57,6 +61,8 @@ class SandboxWorld:
             username=self.username,
             start=self.start,
             history_days=self.history_days,
+            delay_process=self.delay_process,
+            event_language=self.event_language,
         )
 
     def save(self, path: Path) -> Path:
