@@ -1,37 +1,31 @@
-"""Delay-model evaluation: model vs naive baseline vs knowable ceiling vs oracle, two worlds.
+"""Delay-model evaluation: model vs naive baseline vs knowable ceiling vs oracle, on two delay processes.
 
-    python -m bench.delay                      # both worlds (20,000 orders, 180 days) + scale
-    python -m bench.delay --skip-scale         # only the two worlds
-    python -m bench.delay --worlds dev --skip-scale   # a development world (seed 101)
+    python -m bench.delay                          # the evaluation worlds A, B, B-zh + scale
+    python -m bench.delay --skip-scale             # only the evaluation worlds
+    python -m bench.delay --worlds devA --skip-scale   # a development world
     python -m bench.delay --scale-only --orders 100000
     python -m bench.delay --report bench/results/report   # world A's HTML report and plots
 
-Each world is built in process from the sandbox's `OrderBook`: the order details the API
-would serve at the scoring time, parsed by `buffalo_assets.orders.parse.parse_order` (the
-transform's parser) into clean orders and events. The model is trained on what is visible
-then, and scored on every order still travelling; the answer comes from the sandbox's
-truth (`OrderBook.truth`, i.e. `/_sandbox/truth`): when each order is really delivered.
-Figures are for in-flight orders whose promise is at least 3 days after the scoring time,
-pooled over four scoring times 42 hours apart (a model trained at each); AUC is computed
-on the pooled margins p_late - threshold, so each scorer keeps its own threshold.
+Each world is built in process from the sandbox's `OrderBook` (`bench/worlds.py`): the order
+details the API would serve at the scoring time, parsed by the transform's own parser. At
+each of four scoring times 42 hours apart, the pipeline trains as `delay_model` does (the
+same windows, calibration and gate) on what was visible then and scores every order still
+travelling; the answer comes from the sandbox's truth (when each order is really delivered).
+Figures pool the in-flight orders whose promise is at least 3 days after their scoring time
+(cancelled ones left out); `at_risk` is p_late >= the policy threshold
+(`BUFFALO_FALSE_ALARM_COST`, default 2: 0.67) for every scorer alike.
 
-The oracle is the same pipeline given, per order, the sandbox's hidden plan: its arrival
-week's congestion, whether customs will inspect it and how long its duty will stay
-unpaid. It shows how much of the lateness is predictable at all, had one the future.
+The worlds: A is the `customs` delay process (weekly customs congestion, inspections,
+unpaid duty); B the `backlog` process, written apart from it (origin backlog that drifts
+from day to day, transshipments, bulky parcels, province courier disruptions; other texts);
+B-zh the same process with Chinese texts. The development worlds (`--worlds devA,devA2`:
+customs, seeds 101 and 102) are where features and settings are chosen; A, B and B-zh are
+run as they come out. `devB` (backlog, seed 101) exists to check the process runs, not to
+choose anything on.
 
-The knowable ceiling is the same pipeline given only the hidden facts a perfect analyst
-could in principle know at each moment (`ceiling_features`): the true congestion of that
-moment's own week (generous: early in a week the data barely reveal it), the true
-congestion of the order's arrival week once its hub arrival is visible, its true
-inspection probability and whether its inspection has shown yet; never a later week's
-congestion, a future inspection draw or how long a duty will stay unpaid. It shows whether
-the targets are reachable at all by a model that learns from data.
-
-World A (seed 20261130) has the default delay parameters; world B (seed 20261131) heavier
-congestion and slower duty payers. Nothing is tuned on either: the model's settings are
-its defaults, fixed on the small test worlds (seed 7) and the development worlds
-(`--worlds dev,dev2`: seeds 101 and 102, never run by default). Prints a table, writes
-JSON to bench/results/.
+Besides the model and the baseline, two scorers bound what is possible (`bench/worlds.py`):
+the knowable ceiling (the same pipeline given the hidden facts knowable at each moment) and
+the oracle (given the order's planned future). Prints a table, writes JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -44,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,15 +46,25 @@ import numpy as np
 import pandas as pd
 
 from bench import write_results
-from buffalo_assets.analytics._time import epoch_seconds
+from bench.worlds import (
+    CEILING_COLUMNS,
+    ORACLE_COLUMNS,
+    ceiling_features,
+    hidden_facts,
+    make_book,
+    oracle_features,
+    world_frames,
+)
 from buffalo_assets.analytics.features import FEATURE_COLUMNS, build_history, in_flight_features
+from buffalo_assets.analytics.gate import judge
+from buffalo_assets.analytics.measures import scorer_metrics
 from buffalo_assets.analytics.model import (
+    DEFAULT_FALSE_ALARM_COST,
     DelayModel,
-    classification_metrics,
+    risk_threshold,
     score_in_flight,
     train_delay_model,
 )
-from buffalo_assets.orders.parse import parse_order
 from buffalo_assets.sandbox.orders import DAY, OrderBook
 
 SCORING_TIME = datetime(2026, 11, 30, 10, 0, tzinfo=UTC).timestamp()
@@ -70,119 +73,25 @@ HORIZON_DAYS = 3.0
 # model trained on what was known then, so no single lucky or unlucky moment decides.
 MOMENTS = tuple(SCORING_TIME - k * 42 * 3600 for k in (3, 2, 1, 0))
 TARGETS = {"auc": 0.85, "precision": 0.8, "recall": 0.6, "f1_lead": 0.1}
+COVERAGE_TARGET = (0.7, 0.9)
 WORLDS: dict[str, dict[str, Any]] = {
-    "A": {"seed": 20261130, "congestion_scale": 5.0, "duty_wait_weights": (70, 20, 10)},
-    "B": {"seed": 20261131, "congestion_scale": 9.0, "duty_wait_weights": (45, 30, 25)},
+    "A": {"seed": 20261130, "delay_process": "customs"},
+    "B": {"seed": 20261131, "delay_process": "backlog"},
+    "B-zh": {"seed": 20261132, "delay_process": "backlog", "event_language": "zh"},
 }
-# Development worlds (never run by default): settings are tried here, never on A or B.
+# Development worlds (never run by default): settings are tried here, never on A, B or B-zh.
 DEV_WORLDS: dict[str, dict[str, Any]] = {
-    "dev": {"seed": 101, "congestion_scale": 5.0, "duty_wait_weights": (70, 20, 10)},
-    "dev2": {"seed": 102, "congestion_scale": 3.0, "duty_wait_weights": (55, 30, 15)},
+    "devA": {"seed": 101, "delay_process": "customs"},
+    "devA2": {
+        "seed": 102,
+        "delay_process": "customs",
+        "congestion_scale": 3.0,
+        "duty_wait_weights": (55, 30, 15),
+    },
+    "devB": {"seed": 101, "delay_process": "backlog"},
 }
-ORACLE_COLUMNS = ("oracle_congestion", "oracle_inspected", "oracle_duty_wait_days")
-CEILING_COLUMNS = (
-    "ceiling_week_congestion",
-    "ceiling_arrival_congestion",
-    "ceiling_inspection_p",
-    "ceiling_inspected",
-)
 SCORERS = ("model", "baseline", "ceiling", "oracle")
-
-
-def world_frames(book: OrderBook, now: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`core.clean_orders` and `core.order_events` as the transform would build them at `now`."""
-    at = datetime.fromtimestamp(now, UTC)
-    order_chunks: list[pd.DataFrame] = []
-    event_chunks: list[pd.DataFrame] = []
-    total = book.visible_count(now)
-    for start in range(0, total, 5_000):  # chunks, so a million event dicts never live at once
-        orders: list[dict[str, Any]] = []
-        events: list[dict[str, Any]] = []
-        for index in range(start, min(total, start + 5_000)):
-            parsed = parse_order(str(book.order_id(index)), book.detail(index, now), "bench", at)
-            orders.append(parsed.order)
-            events.extend(parsed.events)
-        order_chunks.append(pd.DataFrame(orders))
-        event_chunks.append(pd.DataFrame(events))
-        book._plan.cache_clear()  # the generator's cache is not the pipeline's memory
-    return pd.concat(order_chunks, ignore_index=True), pd.concat(event_chunks, ignore_index=True)
-
-
-def make_book(orders: int, days: float, seed: int, **params: Any) -> OrderBook:
-    return OrderBook(seed=seed, count=orders, start=SCORING_TIME, history_days=days, **params)
-
-
-def oracle_features(book: OrderBook, now: float) -> pd.DataFrame:
-    """The hidden plan per order: arrival-week congestion, inspection, days the duty stays unpaid.
-
-    Also the raw facts the knowable ceiling reads as of a moment (`CEILING_INPUTS`): when the
-    parcel reaches the hub, its inspection probability and when its inspection shows.
-    """
-    rows = []
-    for index in range(book.visible_count(now)):
-        plan = book.plan(index)
-        arrival = next((e.at for e in plan.events if e.stage == "arrived_hub"), None)
-        inspection = next((e.at for e in plan.events if "inspection" in e.content), None)
-        wait = (
-            (plan.duty_paid_at - plan.duty_assessed_at) / DAY
-            if plan.duty_paid_at is not None and plan.duty_assessed_at is not None
-            else 0.0
-        )
-        declared = sum(line["declaredvalue"] * line["number"] for box in plan.boxes for line in box)
-        rows.append(
-            {
-                "order_id": str(plan.order_id),
-                "oracle_congestion": book.congestion(arrival) if arrival is not None else np.nan,
-                "oracle_inspected": float(inspection is not None),
-                "oracle_duty_wait_days": wait,
-                "arrival_s": arrival if arrival is not None else np.nan,
-                "inspection_s": inspection if inspection is not None else np.nan,
-                # The sandbox's inspection chance: a fact of the parcel, not of its future.
-                "inspection_p": 0.05 + 0.2 * (plan.weight > 10) + 0.2 * (declared > 5000),
-            }
-        )
-    book._plan.cache_clear()
-    return pd.DataFrame(rows).set_index("order_id")
-
-
-def week_congestion(book: OrderBook, moments: np.ndarray) -> np.ndarray:
-    """The hidden congestion of the SAST ISO week of each moment (NaN for NaN)."""
-    moments = np.asarray(moments, dtype="float64")
-    out = np.full(len(moments), np.nan)
-    known = ~np.isnan(moments)
-    # Weeks start on Monday 00:00 SAST = Sunday 22:00 UTC, on the hour: the hour decides the week.
-    hours, inverse = np.unique(np.floor(moments[known] / 3600.0), return_inverse=True)
-    out[known] = np.array([book.congestion(h * 3600.0) for h in hours])[inverse]
-    return out
-
-
-def ceiling_features(book: OrderBook, hidden: pd.DataFrame) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """The hidden facts a perfect analyst could know at each row's moment, and nothing later.
-
-    Per (order, moment t): the true congestion of t's own SAST week (generous: early in a
-    week it is barely revealed by the data), the true congestion of the order's arrival week
-    only once its hub arrival is visible at t, its true inspection probability, and whether
-    its inspection has shown by t. Never a later week's congestion, a future inspection draw
-    or how long a duty will stay unpaid (the features already hold what is visible of duty).
-    """
-
-    def add(features: pd.DataFrame) -> pd.DataFrame:
-        at = epoch_seconds(features["at"])
-        joined = hidden.reindex(features["order_id"].astype(str).to_numpy())
-        arrival = joined["arrival_s"].to_numpy(dtype="float64")
-        inspection = joined["inspection_s"].to_numpy(dtype="float64")
-        arrived = arrival <= at  # NaN (never arrives) compares False
-        return pd.DataFrame(
-            {
-                "ceiling_week_congestion": week_congestion(book, at),
-                "ceiling_arrival_congestion": week_congestion(book, np.where(arrived, arrival, np.nan)),
-                "ceiling_inspection_p": joined["inspection_p"].to_numpy(dtype="float64"),
-                "ceiling_inspected": (inspection <= at).astype("float64"),
-            },
-            index=features.index,
-        )
-
-    return add
+POLICY_COSTS = (1.0, 1.5, 2.0, 3.0, 4.0)
 
 
 def outcomes(book: OrderBook, now: float, order_ids: pd.Series, promised: pd.Series) -> pd.DataFrame:
@@ -203,16 +112,22 @@ def outcomes(book: OrderBook, now: float, order_ids: pd.Series, promised: pd.Ser
     return pd.DataFrame(rows)
 
 
-def evaluate_world(name: str, orders: int, days: float, params: dict[str, Any]) -> dict[str, Any]:
-    """Train and score at each of `MOMENTS` scoring times; pool the in-flight orders of all."""
-    book = make_book(orders, days, **params)
+def evaluate_world(
+    name: str, orders: int, days: float, params: dict[str, Any], false_alarm_cost: float
+) -> dict[str, Any]:
+    """Train and score at each of `MOMENTS`; pool the in-flight orders of all."""
+    book = make_book(orders, days, SCORING_TIME, **params)
+    process = book.process.name
     started = time.perf_counter()
     clean, events = world_frames(book, SCORING_TIME)
     prepared = time.perf_counter() - started
-    hidden = oracle_features(book, SCORING_TIME)
+    hidden = hidden_facts(book, SCORING_TIME)
     knowable = ceiling_features(book, hidden)
+    planned = oracle_features(book, hidden)
+    threshold = risk_threshold(false_alarm_cost)
     pooled: dict[str, list[np.ndarray]] = {k: [] for k in ("late", *SCORERS)}
     errors: dict[str, list[np.ndarray]] = {k: [] for k in SCORERS}
+    inside: list[np.ndarray] = []
     per_moment = []
     train_seconds = 0.0
     for moment in MOMENTS:
@@ -220,11 +135,13 @@ def evaluate_world(name: str, orders: int, days: float, params: dict[str, Any]) 
         # Tables read at the last moment, taken as of an earlier one: events after it are
         # ignored (the leakage test proves features do not see them).
         history = build_history(clean, events, as_of)
-        trained = train_delay_model(history)
+        trained = train_delay_model(history, false_alarm_cost=false_alarm_cost)
+        verdict = judge(trained, history, None)
         train_seconds += trained.seconds
         model = trained.model
         features = in_flight_features(history)
-        risk = score_in_flight(model, features, as_of)
+        risk = score_in_flight(model, history, features, threshold, as_of)
+        predicted = model.predict(history, features)
         promised = pd.to_datetime(features["promised_delivery_at"], utc=True)
         truth = outcomes(book, moment, features["order_id"], promised)
         keep = (features["hours_to_promise"].to_numpy() >= HORIZON_DAYS * 24) & (
@@ -232,53 +149,44 @@ def evaluate_world(name: str, orders: int, days: float, params: dict[str, Any]) 
         ).to_numpy()
         late = truth["late"].to_numpy(dtype=bool)[keep]
         actual_days = _days_after(truth["actual_delivery_at"], as_of)[keep]
-        expected_days = _days_after(risk["expected_delivery_at"], as_of)[keep]
         base_p, base_days = model.baseline.predict(features)
 
-        oracle_template = DelayModel(feature_columns=(*FEATURE_COLUMNS, *ORACLE_COLUMNS))
-        oracle_facts = hidden[list(ORACLE_COLUMNS)]
-        oracle = train_delay_model(history, model=oracle_template, extra_features=oracle_facts).model
-        oracle_input = features.copy()
-        joined = oracle_facts.reindex(features["order_id"].to_numpy())
-        for column in ORACLE_COLUMNS:
-            oracle_input[column] = joined[column].to_numpy(dtype="float64")
-        oracle_pred = oracle.predict(oracle_input)
+        extra_scorers = {}
+        for who, facts, columns in (
+            ("ceiling", knowable, CEILING_COLUMNS[process]),
+            ("oracle", planned, ORACLE_COLUMNS[process]),
+        ):
+            helped = train_delay_model(
+                history,
+                false_alarm_cost=false_alarm_cost,
+                columns=(*FEATURE_COLUMNS, *columns),
+                extra_features=facts,
+            ).model
+            extra_scorers[who] = helped.predict(history, pd.concat([features, facts(features)], axis=1))
 
-        ceiling_template = DelayModel(feature_columns=(*FEATURE_COLUMNS, *CEILING_COLUMNS))
-        ceiling = train_delay_model(history, model=ceiling_template, extra_features=knowable).model
-        ceiling_input = pd.concat([features, knowable(features)], axis=1)
-        ceiling_pred = ceiling.predict(ceiling_input)
-
-        # Each scorer is judged at its own threshold: p above it means at risk.
-        flags = {
-            "model": risk["p_late"].to_numpy()[keep] - model.threshold,
-            "baseline": base_p[keep] - model.baseline.threshold,
-            "ceiling": ceiling_pred["p_late"].to_numpy()[keep] - ceiling.threshold,
-            "oracle": oracle_pred["p_late"].to_numpy()[keep] - oracle.threshold,
+        scores = {
+            "model": risk["p_late"].to_numpy()[keep],
+            "baseline": base_p[keep],
+            **{who: frame["p_late"].to_numpy()[keep] for who, frame in extra_scorers.items()},
         }
         pooled["late"].append(late)
-        for who, margin in flags.items():
-            pooled[who].append(margin)
-        errors["model"].append(np.abs(expected_days - actual_days))
+        for who, p in scores.items():
+            pooled[who].append(p)
+        errors["model"].append(np.abs(predicted["remaining_days"].to_numpy()[keep] - actual_days))
         errors["baseline"].append(np.abs(base_days[keep] - actual_days))
-        errors["ceiling"].append(np.abs(ceiling_pred["remaining_days"].to_numpy()[keep] - actual_days))
-        errors["oracle"].append(np.abs(oracle_pred["remaining_days"].to_numpy()[keep] - actual_days))
+        for who, frame in extra_scorers.items():
+            errors[who].append(np.abs(frame["remaining_days"].to_numpy()[keep] - actual_days))
+        low, high = predicted["low_days"].to_numpy()[keep], predicted["high_days"].to_numpy()[keep]
+        inside.append(np.where(np.isnan(actual_days), np.nan, (actual_days >= low) & (actual_days <= high)))
         per_moment.append(
             {
                 "scoring_time": as_of.isoformat(),
                 "in_flight": int(len(features)),
                 "evaluated": int(keep.sum()),
                 "late_share": float(late.mean()) if len(late) else float("nan"),
-                **{
-                    who: {
-                        **classification_metrics(late, margin, 0.0),
-                        "best_recall_at_precision": best_recall_at_precision(
-                            late, margin, TARGETS["precision"]
-                        ),
-                    }
-                    for who, margin in flags.items()
-                },
+                **{who: scorer_metrics(late, p, threshold) for who, p in scores.items()},
                 "model_version": model.version,
+                "verdict": {"status": verdict.status, "reason": verdict.reason},
                 "internal_evaluation": trained.evaluation,
             }
         )
@@ -288,9 +196,9 @@ def evaluate_world(name: str, orders: int, days: float, params: dict[str, Any]) 
     rows = [
         {
             "who": who,
-            **classification_metrics(late, np.concatenate(pooled[who]), 0.0, np.concatenate(errors[who])),
-            # Recall >= 0.6 at precision >= 0.8 with the best threshold in hindsight: is the
-            # target reachable by this scorer's ranking at all?
+            **scorer_metrics(late, np.concatenate(pooled[who]), threshold, np.concatenate(errors[who])),
+            # Recall at precision >= 0.8 with the best threshold in hindsight: is the target
+            # reachable by this scorer's ranking at all?
             "best_recall_at_precision": best_recall_at_precision(
                 late, np.concatenate(pooled[who]), TARGETS["precision"]
             ),
@@ -298,22 +206,36 @@ def evaluate_world(name: str, orders: int, days: float, params: dict[str, Any]) 
         for who in SCORERS
     ]
     by = {r["who"]: r for r in rows}
-    met = _targets_met(by["model"], by["baseline"])
+    # The model's at_risk at other false-alarm costs (the setting operators choose).
+    model_p = np.concatenate(pooled["model"])
+    policies = {
+        str(cost): {
+            k: v
+            for k, v in scorer_metrics(late, model_p, risk_threshold(cost)).items()
+            if k in ("precision", "recall", "f1", "flagged", "threshold")
+        }
+        for cost in POLICY_COSTS
+    }
+    covered = np.concatenate(inside)
+    coverage = float(np.nanmean(covered)) if (~np.isnan(covered)).any() else float("nan")
     return {
         "world": name,
+        "process": process,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
         "orders": orders,
         "history_days": days,
+        "threshold": threshold,
         "scoring_times": [datetime.fromtimestamp(m, UTC).isoformat() for m in MOMENTS],
         "evaluated": int(len(late)),
         "evaluated_late_share": float(late.mean()) if len(late) else float("nan"),
+        "band_coverage": coverage,
         "prepare_seconds": prepared,
         "train_seconds": train_seconds,
         "results": rows,
-        "targets_met": met,
-        # Whether the knowable ceiling and the oracle themselves reach the targets.
-        "ceiling_targets_met": _targets_met(by["ceiling"], by["baseline"]),
-        "oracle_targets_met": _targets_met(by["oracle"], by["baseline"]),
+        "policies": policies,
+        "targets_met": _targets_met(by["model"], by["baseline"], coverage),
+        "ceiling_targets_met": _targets_met(by["ceiling"], by["baseline"], None),
+        "oracle_targets_met": _targets_met(by["oracle"], by["baseline"], None),
         "per_moment": per_moment,
     }
 
@@ -334,13 +256,19 @@ def best_recall_at_precision(late: np.ndarray, score: np.ndarray, precision: flo
     return float(hits[ok].max() / late.sum()) if ok.any() else 0.0
 
 
-def _targets_met(scorer: dict[str, float], baseline: dict[str, float]) -> dict[str, bool]:
-    return {
+def _targets_met(
+    scorer: dict[str, float], baseline: dict[str, float], coverage: float | None
+) -> dict[str, bool]:
+    met = {
         "auc": scorer["auc"] >= TARGETS["auc"],
         "precision": scorer["precision"] >= TARGETS["precision"],
         "recall": scorer["recall"] >= TARGETS["recall"],
         "f1_lead": scorer["f1"] >= baseline["f1"] + TARGETS["f1_lead"],
+        "brier": scorer["brier"] < baseline["brier"],
     }
+    if coverage is not None:
+        met["band_coverage"] = COVERAGE_TARGET[0] <= coverage <= COVERAGE_TARGET[1]
+    return met
 
 
 def _days_after(moments: pd.Series, as_of: datetime) -> np.ndarray:
@@ -352,19 +280,28 @@ def write_report(target: Path, orders: int, days: float) -> dict[str, Path]:
     """Render the analytics report of world A at the last scoring time into `target`."""
     from buffalo_assets.analytics.durations import order_stage_durations
     from buffalo_assets.analytics.kpis import delivery_kpis
-    from buffalo_assets.analytics.report import render_report
+    from buffalo_assets.analytics.report import ModelStanding, render_report
     from buffalo_assets.analytics.status import order_status_now
 
-    book = make_book(orders, days, **WORLDS["A"])
+    book = make_book(orders, days, SCORING_TIME, **WORLDS["A"])
     clean, events = world_frames(book, SCORING_TIME)
     as_of = datetime.fromtimestamp(SCORING_TIME, UTC)
+    history = build_history(clean, events, as_of)
     durations = order_stage_durations(events, as_of)
     status = order_status_now(clean, durations, as_of)
     kpis = delivery_kpis(status, durations, as_of, events=events)
-    history = build_history(clean, events, as_of)
     trained = train_delay_model(history)
-    risk = score_in_flight(trained.model, in_flight_features(history), as_of)
-    page, figures = render_report(status, kpis, risk, trained.evaluation, generated_at=as_of)
+    verdict = judge(trained, history, None)
+    threshold = risk_threshold(DEFAULT_FALSE_ALARM_COST)
+    risk = score_in_flight(trained.model, history, in_flight_features(history), threshold, as_of)
+    standing = ModelStanding(
+        champion=trained.model.version,
+        evaluation=trained.evaluation,
+        newest=trained.model.version,
+        newest_status=verdict.status,
+        newest_note=verdict.reason,
+    )
+    page, figures = render_report(status, kpis, risk, standing, generated_at=as_of)
     target.mkdir(parents=True, exist_ok=True)
     written = {"html": target / "report.html"}
     written["html"].write_text(page)
@@ -380,12 +317,12 @@ def _cpu_seconds() -> float:
 
 
 def scale(orders: int, changed: int) -> dict[str, Any]:
-    """Training + scoring time and peak RSS at `orders` orders; then rescoring `changed` of them.
+    """Training + judging + scoring time and peak RSS at `orders` orders; then rescoring `changed`.
 
     The frames are built in one process and read by a second one, which only does what the
-    analytics assets do (hold the core tables, train, score), so its peak RSS is theirs.
+    analytics assets do (hold the core tables, train, judge, score), so its peak RSS is theirs.
     """
-    book = make_book(orders, 180.0, seed=WORLDS["A"]["seed"])
+    book = make_book(orders, 180.0, SCORING_TIME, **WORLDS["A"])
     started = time.perf_counter()
     clean, events = world_frames(book, SCORING_TIME)
     prepared = time.perf_counter() - started
@@ -406,11 +343,13 @@ def scale_from(frames: Path, changed: int) -> dict[str, Any]:
     clean, events = pd.read_pickle(frames)  # noqa: S301 - written by this benchmark a moment ago
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     as_of = datetime.fromtimestamp(SCORING_TIME, UTC)
+    threshold = risk_threshold(DEFAULT_FALSE_ALARM_COST)
     started = time.perf_counter()
     cpu_started = _cpu_seconds()
     history = build_history(clean, events, as_of)
     trained = train_delay_model(history)
-    risk = score_in_flight(trained.model, in_flight_features(history), as_of)
+    judge(trained, history, None)
+    risk = score_in_flight(trained.model, history, in_flight_features(history), threshold, as_of)
     full = time.perf_counter() - started
     full_cpu = _cpu_seconds() - cpu_started
     stored = trained.model.to_bytes()
@@ -421,7 +360,7 @@ def scale_from(frames: Path, changed: int) -> dict[str, Any]:
     cpu_started = _cpu_seconds()
     model = DelayModel.from_bytes(stored)
     history = build_history(clean, events, as_of)
-    rescored = score_in_flight(model, in_flight_features(history, travelling), as_of)
+    rescored = score_in_flight(model, history, in_flight_features(history, travelling), threshold, as_of)
     incremental = time.perf_counter() - started
     incremental_cpu = _cpu_seconds() - cpu_started
     return {
@@ -444,19 +383,28 @@ def scale_from(frames: Path, changed: int) -> dict[str, Any]:
 
 def _table(worlds: list[dict[str, Any]]) -> str:
     lines = [
-        f"{'world':6} {'who':9} {'AUC':>6} {'prec':>6} {'recall':>6} {'F1':>6} {'MAE d':>6} {'R@P.8*':>6}"
+        f"{'world':6} {'who':9} {'AUC':>6} {'AP':>6} {'Brier':>6} {'prec':>6} {'recall':>6} {'F1':>6} "
+        f"{'MAE d':>6} {'R@P.8*':>6}"
     ]
     for world in worlds:
         for row in world["results"]:
             lines.append(
-                f"{world['world']:6} {row['who']:9} {row['auc']:6.3f} {row['precision']:6.3f} "
-                f"{row['recall']:6.3f} {row['f1']:6.3f} {row['mae_days']:6.2f} "
+                f"{world['world']:6} {row['who']:9} {row['auc']:6.3f} {row['ap']:6.3f} {row['brier']:6.3f} "
+                f"{row['precision']:6.3f} {row['recall']:6.3f} {row['f1']:6.3f} {row['mae_days']:6.2f} "
                 f"{row['best_recall_at_precision']:6.3f}"
             )
         missed = [k for k, ok in world["targets_met"].items() if not ok]
         beyond = [k for k, ok in world["ceiling_targets_met"].items() if not ok]
+        verdicts = ", ".join(m["verdict"]["status"] for m in world["per_moment"])
+        lines.append(
+            f"{'':6} model at_risk by false-alarm cost: "
+            + "; ".join(
+                f"{cost}: P {p['precision']:.2f} R {p['recall']:.2f}" for cost, p in world["policies"].items()
+            )
+        )
         lines.append(
             f"{'':6} {world['evaluated']} orders evaluated ({world['evaluated_late_share']:.0%} late); "
+            f"band coverage {world['band_coverage']:.0%}; gate: {verdicts}; "
             f"targets missed: {', '.join(missed) or 'none'}; "
             f"missed by the ceiling itself: {', '.join(beyond) or 'none'}"
         )
@@ -474,9 +422,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--changed", type=int, default=1_000)
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument(
+        "--false-alarm-cost", type=float, default=DEFAULT_FALSE_ALARM_COST, help="the at_risk policy"
+    )
+    parser.add_argument(
         "--worlds",
-        default="A,B",
-        help="comma-separated worlds to evaluate: A, B (the evaluation) or dev, dev2 (for development)",
+        default=",".join(WORLDS),
+        help=f"comma-separated worlds: {', '.join(WORLDS)} (the evaluation) or {', '.join(DEV_WORLDS)}",
     )
     parser.add_argument("--scale-only", action="store_true", help="only the scale step (--orders orders)")
     parser.add_argument(
@@ -510,12 +461,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--worlds: unknown world(s) {', '.join(unknown)}; known: {', '.join(known)}")
     worlds = []
     for name in chosen:
-        params = known[name]
-        result = evaluate_world(name, args.orders, args.days, params)
+        result = evaluate_world(name, args.orders, args.days, known[name], args.false_alarm_cost)
         worlds.append(result)
         print(
             f"world {name}: prepared in {result['prepare_seconds']:.0f}s, "
-            f"model trained {len(MOMENTS)} times in {result['train_seconds']:.0f}s",
+            f"models trained {len(MOMENTS)} times in {result['train_seconds']:.0f}s",
             flush=True,
         )
     print(_table(worlds))
@@ -530,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def _print_scale(s: dict[str, Any]) -> None:
     print(
         f"scale  {s['orders']} orders ({s['events']} events): "
-        f"train + score {s['train_and_score_seconds']:.1f}s wall, "
+        f"train + judge + score {s['train_and_score_seconds']:.1f}s wall, "
         f"{s['train_and_score_cpu_seconds']:.1f}s CPU "
         f"({s['training_rows']} training rows, {s['scored']} scored), peak RSS {s['peak_rss_mb']:.0f} MB "
         f"({s['rss_with_tables_loaded_mb']:.0f} MB with the tables loaded); "

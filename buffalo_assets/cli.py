@@ -514,10 +514,9 @@ def demo(orders: int, advance_days: float) -> None:
             )
             moved = SandboxControl(running.url).advance(days=advance_days)
             click.echo(f"clock      +{advance_days:g} day(s): {moved['new_orders']} new orders arrived")
-            second = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
-            _report_run("run 2", second)
-            if not second.success:  # only the model's check failed: _report_run ends the demo otherwise
-                _score_anyway(job, instance)
+            _report_run(
+                "run 2", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+            )
         # `buffalo dev --demo` starts this same world again, so the UI continues the story.
         SandboxWorld.of(running.sandbox, advances=[advance_days * 86_400]).save(demo_world_path())
     _print_store_summary(url)
@@ -582,14 +581,9 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def _report_run(label: str, result: Any) -> None:
     from buffalo_assets.assets.analytics import ANALYTICS_CHECKS
 
-    analytics_checks = {key for check in ANALYTICS_CHECKS for key in check.check_keys}
-    # A delay model worse than its baseline fails its blocking check, and so the run: the
-    # previous risk scores stay. The demo reports that (below) and carries on; anything
-    # else failing ends it.
-    failed_steps = {event.step_key for event in result.get_step_failure_events()}
-    check_steps = {f"{key.asset_key.to_python_identifier()}_{key.name}" for key in analytics_checks}
-    if not result.success and not (failed_steps and failed_steps <= check_steps):
+    if not result.success:
         raise _run_failed(label, result)
+    analytics_checks = {key for check in ANALYTICS_CHECKS for key in check.check_keys}
     metadata = {
         event.asset_key.to_user_string(): {
             k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()
@@ -599,7 +593,6 @@ def _report_run(label: str, result: Any) -> None:
     ids, raw, clean = metadata["order_ids"], metadata["raw_orders"], metadata["clean_orders"]
     evaluations = result.get_asset_check_evaluations()
     checks = [e.passed for e in evaluations if e.asset_check_key not in analytics_checks]
-    model_checks = [e for e in evaluations if e.asset_check_key in analytics_checks]
     click.echo(
         f"{label:10} {ids['total']} orders ({ids['new_since_last_run']} new, "
         f"{ids['pages']} list pages); fetched {raw['fetched']}: {raw['new_versions']} new versions, "
@@ -611,18 +604,18 @@ def _report_run(label: str, result: Any) -> None:
         f"{clean['transform_errors']} errors; checks {sum(checks)}/{len(checks)} passed"
     )
     model = metadata.get("delay_model", {})
+    gate = next((e for e in evaluations if e.asset_check_key in analytics_checks), None)
     if model:
-        if not model.get("trained"):
-            trained = "no model (not enough history)"
-        elif model.get("retrained"):
-            trained = f"model {model['model_version']} trained in {model['train_s']:.1f}s"
+        if model.get("retrained"):
+            trained = f"challenger {model['model_version']} trained in {model['train_s']:.1f}s"
+        elif model.get("status") == "untrained":
+            trained = "no model trained (not enough history)"
         else:
-            trained = f"model {model['model_version']} kept (trained {model['model_age_hours']:.1f} h ago)"
-        verdict = ", ".join(
-            f"{e.check_name} passed"
-            if e.passed
-            else f"{e.check_name} FAILED ({e.severity.value}): {e.description}"
-            for e in model_checks
+            trained = f"no training (newest {model.get('model_age_hours', 0):.1f} h old)"
+        verdict = (
+            f"{gate.check_name}: {'passed' if gate.passed else gate.severity.value}, {gate.description}"
+            if gate is not None
+            else "gate not run"
         )
         click.echo(f"{'':10} analytics: {trained}; {verdict}")
 
@@ -630,31 +623,6 @@ def _report_run(label: str, result: Any) -> None:
 def _run_failed(label: str, result: Any) -> click.ClickException:
     failure = result.get_run_failure_event()
     return click.ClickException(f"{label} failed: {failure.message if failure else 'see the Dagster UI'}")
-
-
-def _score_anyway(job: Any, instance: Any) -> None:
-    """What an operator does when the model check blocks: score with the stored model anyway.
-
-    Materializing `order_delay_risk` and what follows it, without `delay_model`, runs no
-    model check; the risk scores then come from the newest stored model, the one that lost.
-    """
-    from dagster import AssetSelection
-
-    from buffalo_assets.definitions import defs
-
-    keys = AssetSelection.assets("order_delay_risk").downstream().resolve(defs.resolve_asset_graph())
-    click.echo(
-        "scoring    the model lost to the baseline on this world's test weeks, so the demo scores "
-        "with it anyway, as an operator would: materialize order_delay_risk and what follows "
-        "it, without delay_model (whose check blocked)"
-    )
-    result = job.execute_in_process(
-        instance=instance, raise_on_error=False, run_config=QUIET, asset_selection=sorted(keys)
-    )
-    if not result.success:
-        raise _run_failed("scoring", result)
-    done = sorted(e.asset_key.to_user_string() for e in result.get_asset_materialization_events())
-    click.echo(f"{'':10} materialized {', '.join(done)} ({result.run_id[:8]})")
 
 
 def _print_store_summary(url: str) -> None:
@@ -682,6 +650,7 @@ def _print_analytics_summary(url: str) -> None:
     """Late share, the delay model against its baseline, orders at risk, and where the report is."""
     import sqlalchemy as sa
 
+    from buffalo_assets.storage import model_store
     from buffalo_assets.storage.resource import engine_for
 
     with engine_for(url).connect() as connection:
@@ -691,8 +660,11 @@ def _print_analytics_summary(url: str) -> None:
                 "WHERE delivered_at IS NOT NULL"
             )
         ).one()
-        in_flight, at_risk = connection.execute(
-            sa.text("SELECT count(*), count(*) FILTER (WHERE at_risk) FROM analytics.order_delay_risk")
+        in_flight, scored, at_risk = connection.execute(
+            sa.text(
+                "SELECT count(*), count(p_late), count(*) FILTER (WHERE at_risk) "
+                "FROM analytics.order_delay_risk"
+            )
         ).one()
         unsent = connection.execute(
             sa.text(
@@ -700,25 +672,25 @@ def _print_analytics_summary(url: str) -> None:
                 "WHERE sent_at IS NULL AND gave_up_at IS NULL GROUP BY reason ORDER BY count(*) DESC, reason"
             )
         ).all()
-        model = connection.execute(
-            sa.text(
-                "SELECT model_version, metrics, note, training_rows FROM ops.delay_models "
-                "ORDER BY trained_at DESC, model_version DESC LIMIT 1"
-            )
-        ).first()
+        champion = model_store.champion(connection)
+        newest = model_store.newest(connection)
     share = f"{late / delivered:.1%} of {delivered} delivered orders" if delivered else "no deliveries yet"
     click.echo(f"analytics  late share {share}")
-    if model is None or model.note:
-        click.echo(f"model      none: {model.note if model is not None else 'delay_model did not run'}")
+    if newest is not None and (champion is None or newest.model_version != champion.model_version):
+        click.echo(f"gate       newest training {newest.model_version}: {newest.status}: {newest.note}")
+    if champion is None:
+        click.echo("model      no champion yet: the orders in flight are listed unscored")
     else:
-        ours, base = model.metrics.get("model", {}), model.metrics.get("baseline", {})
+        ours, base = champion.metrics.get("model", {}), champion.metrics.get("baseline", {})
+        test = champion.metrics.get("test", {})
         click.echo(
-            f"model      {model.model_version}: "
-            f"AUC {_figure(ours.get('auc'))} / F1 {_figure(ours.get('f1'))} "
-            f"vs baseline AUC {_figure(base.get('auc'))} / F1 {_figure(base.get('f1'))} "
-            f"({model.metrics.get('test_rows', 0)} test moments)"
+            f"model      champion {champion.model_version}: AUC {_figure(ours.get('auc'))} / "
+            f"AP {_figure(ours.get('ap'))} / Brier {_figure(ours.get('brier'))} vs baseline AUC "
+            f"{_figure(base.get('auc'))} / AP {_figure(base.get('ap'))} / Brier {_figure(base.get('brier'))} "
+            f"({test.get('orders', 0)} test orders); at risk: precision {_figure(ours.get('precision'))}, "
+            f"recall {_figure(ours.get('recall'))}"
         )
-    click.echo(f"at risk    {at_risk} of {in_flight} orders in flight")
+    click.echo(f"at risk    {at_risk} of {in_flight} orders in flight ({scored} scored)")
     by_reason = ", ".join(f"{reason} {count}" for reason, count in unsent) or "none"
     webhook = "BUFFALO_CUSTOMER_ALERT_WEBHOOK" if settings.load().customer_alert_webhook else "a webhook"
     click.echo(
@@ -756,7 +728,10 @@ def _top_inbound(url: str, top: int = 5) -> str:
 
 
 def _figure(value: Any) -> str:
-    return f"{float(value):.3f}" if value is not None else "n/a"
+    """A figure for the summary; a missing one (None, NaN) as n/a."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    return f"{float(value):.3f}"
 
 
 def write_latest_report(url: str, path: Path) -> Path | None:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The sandbox the quickstart and tests start when no real API is configured.
@@ -140,9 +140,16 @@ class Settings(BaseSettings):
     )
     model_retrain_hours: float = _setting(
         24.0,
-        "the delay model is retrained when its newest version is older than this; in between, "
-        "runs after an ingest only rescore the orders in flight",
+        "a new delay model (a challenger) is trained when the newest one is older than this; in "
+        "between, runs after an ingest only rescore the orders in flight with the champion",
         shown="`24`",
+    )
+    false_alarm_cost: float = _setting(
+        2.0,
+        "what one false alarm (an at-risk alert for a parcel that then arrives on time) costs, in "
+        "missed late parcels: an order is `at_risk` when its calibrated p_late is at least "
+        "cost / (1 + cost), 0.67 by default; the same rule judges the model and the baseline",
+        shown="`2`",
     )
     # -- customer alerts -----------------------------------------------------------------
     alert_cooldown_hours: float = _setting(
@@ -210,6 +217,13 @@ class Settings(BaseSettings):
         shown="nearest folder up with `workspace.yaml`",
     )
     demo_db: str = _setting("buffalo_demo", "database the demo recreates on the server", where="local")
+
+    @field_validator("false_alarm_cost")
+    @classmethod
+    def _positive_cost(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be above 0 (a false alarm always costs something)")
+        return value
 
     # -- derived -------------------------------------------------------------------------
     @property

@@ -1,8 +1,10 @@
-"""The analytics core (stage durations, status, KPIs, delay model, report) against the sandbox's truth.
+"""The analytics core (stage durations, status, KPIs, delay model, gate, report) against the sandbox's truth.
 
-A small sandbox world (seed 7) is read the way the transform reads it: the order details
-the API serves at a moment, parsed by `parse_order` into clean orders and events. No
-database is needed here: these are the plain functions the analytics assets call.
+Small sandbox worlds with a fixed start (seed 7; the `customs` delay process unless a test
+says otherwise) are read the way the transform reads them: the order details the API serves
+at a moment, parsed by `parse_order` into clean orders and events. No database is needed
+here: these are the plain functions the analytics assets call, so every figure is the same
+on every run and every date.
 """
 
 from __future__ import annotations
@@ -13,24 +15,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.delay import world_frames
+from bench.worlds import world_frames
 from buffalo_assets.analytics.durations import order_stage_durations
+from buffalo_assets.analytics.event_stages import learn_event_stages, relabel
 from buffalo_assets.analytics.features import (
-    FEATURE_COLUMNS,
+    BASE_FEATURES,
+    NotEnoughHistory,
     build_history,
     in_flight_features,
     snapshot_features,
 )
+from buffalo_assets.analytics.gate import judge
 from buffalo_assets.analytics.kpis import delivery_kpis, late_share_by
+from buffalo_assets.analytics.measures import scorer_metrics
 from buffalo_assets.analytics.model import (
     DELAY_RISK_COLUMNS,
     DelayModel,
-    choose_threshold,
-    classification_metrics,
+    risk_threshold,
     score_in_flight,
     train_delay_model,
 )
-from buffalo_assets.analytics.report import FIGURES, render_report
+from buffalo_assets.analytics.report import FIGURES, ModelStanding, render_report
 from buffalo_assets.analytics.stages import TERMINAL_STAGES
 from buffalo_assets.analytics.status import STATUS_NOW_COLUMNS, order_status_now, promised_delivery
 from buffalo_assets.sandbox.orders import DAY, OrderBook
@@ -152,27 +157,37 @@ def test_late_shares_by_cause_add_up_to_the_late_share_of_the_period(world: dict
     assert "customs" in causes
 
 
+def _in_flight_truth(book: OrderBook, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Late (by the sandbox's truth) and kept (not cancelled) for in-flight orders' features."""
+    truth = pd.DataFrame([book.truth(book.index_of(o), NOW.timestamp()) for o in features["order_id"]])
+    actual = pd.to_datetime(truth["actual_delivery_at"], utc=True)
+    promised = pd.to_datetime(features["promised_delivery_at"], utc=True)
+    late = (actual.isna() | (actual > promised)).to_numpy()
+    return late, (truth["final_stage"] != "cancelled").to_numpy()
+
+
 def test_the_model_beats_the_naive_baseline_on_orders_delivered_after_training(
     book: OrderBook, trained: tuple
 ) -> None:
     history, result = trained
     model = result.model
-    # The internal time split: thresholds from validation, figures from the later test orders.
+    # The internal time split: the newest orders, at every day from dispatch to 3 days ahead.
     internal = result.evaluation
     assert internal["model"]["auc"] > internal["baseline"]["auc"]
+    assert internal["comparison"]["auc_vs_baseline"][1] > 0, "the interval's lower end must clear 0"
     # And the real thing: the orders in flight now, against when the sandbox delivers them.
     features = in_flight_features(history)
     features = features[features["hours_to_promise"] >= 72].reset_index(drop=True)
-    truth = pd.DataFrame([book.truth(book.index_of(o), NOW.timestamp()) for o in features["order_id"]])
-    keep = (truth["final_stage"] != "cancelled").to_numpy()
-    actual = pd.to_datetime(truth["actual_delivery_at"], utc=True)
-    late = (actual.isna() | (actual > pd.to_datetime(features["promised_delivery_at"], utc=True))).to_numpy()
-    risk = score_in_flight(model, features, NOW)
+    late, keep = _in_flight_truth(book, features)
+    threshold = risk_threshold(2.0)
+    risk = score_in_flight(model, history, features, threshold, NOW)
     base_p, _ = model.baseline.predict(features)
-    ours = classification_metrics(late[keep], risk["p_late"].to_numpy()[keep], model.threshold)
-    naive = classification_metrics(late[keep], base_p[keep], model.baseline.threshold)
+    ours = scorer_metrics(late[keep], risk["p_late"].to_numpy()[keep], threshold)
+    naive = scorer_metrics(late[keep], base_p[keep], threshold)
     assert keep.sum() > 100 and 0.1 < late[keep].mean() < 0.9
     assert ours["auc"] > naive["auc"] + 0.05, (ours, naive)
+    assert ours["ap"] > naive["ap"] + 0.05, (ours, naive)
+    assert ours["brier"] < naive["brier"], (ours, naive)
     assert ours["f1"] > naive["f1"], (ours, naive)
 
 
@@ -195,83 +210,108 @@ def test_a_feature_at_a_moment_does_not_change_when_later_events_arrive(
     assert (
         after.order_ids[np.searchsorted(after.order_ids, before.order_ids[pos])] == before.order_ids[pos]
     ).all()
+    # Text ids number each history's own templates: compare the templates they stand for.
+    for column in ("last_text_id", "prev_text_id"):
+        for frame, history in ((first, before), (second, after)):
+            ids = frame[column].to_numpy()
+            frame[column] = np.where(ids >= 0, history.texts[np.clip(ids, 0, None)], None)
     pd.testing.assert_frame_equal(first.reset_index(drop=True), second.reset_index(drop=True))
-    assert first["hours_since_customs_entry"].notna().sum() > 100
+    assert first["stage_dwell_7d"].notna().sum() > 100
+    assert first["weight_kg"].isna().any() and first["weight_kg"].notna().any(), "mass shows once weighed"
 
 
-def test_the_at_risk_threshold_gives_up_precision_down_to_0_8_for_recall() -> None:
-    # 100 sure late parcels; 100 less sure ones, 62 of them late (the 38 on time score
-    # highest among them); 200 unlikely ones, 40 of them late.
-    p = np.r_[np.linspace(0.99, 0.9, 100), np.linspace(0.8, 0.7, 100), np.linspace(0.45, 0.05, 200)]
-    late = np.r_[np.ones(100), np.zeros(38), np.ones(62), np.zeros(160), np.ones(40)].astype(bool)
-    threshold = choose_threshold(late, p)
-    chosen = classification_metrics(late, p, threshold)
-    # Flagging the first 200 keeps precision 0.81 and finds 80% of the late ones; stopping
-    # at the sure ones (precision 1) would find under half.
-    assert chosen["precision"] >= 0.8 and chosen["recall"] >= 0.75, chosen
-    assert chosen["flagged"] == 200
-    # Out of reach (at most a third are late anywhere): the best F1, not nothing flagged.
-    thin = np.r_[np.ones(30), np.zeros(60), np.ones(10), np.zeros(100)].astype(bool)
-    fallback = classification_metrics(
-        thin, np.linspace(1, 0, 200), choose_threshold(thin, np.linspace(1, 0, 200))
-    )
-    assert fallback["flagged"] > 0 and fallback["recall"] >= 0.75, fallback
+def test_at_risk_follows_the_cost_of_a_false_alarm_for_model_and_baseline_alike(trained: tuple) -> None:
+    history, result = trained
+    # Alerting costs (1 - p) x cost, silence p: alert from p = cost / (1 + cost).
+    assert risk_threshold(2.0) == pytest.approx(2 / 3) and risk_threshold(1.0) == 0.5
+    with pytest.raises(ValueError, match="above 0"):
+        risk_threshold(0.0)
+    evaluation = result.evaluation
+    assert evaluation["threshold"] == pytest.approx(2 / 3)
+    for who in ("model", "baseline"):
+        assert evaluation[who]["threshold"] == evaluation["threshold"], who
+    features = in_flight_features(history)
+    strict = score_in_flight(result.model, history, features, risk_threshold(4.0), NOW)
+    lenient = score_in_flight(result.model, history, features, risk_threshold(1.0), NOW)
+    assert (lenient["p_late"] == strict["p_late"]).all()
+    assert (strict["at_risk"] == (strict["p_late"] >= 0.8)).all()
+    assert lenient["at_risk"].sum() > strict["at_risk"].sum() > 0
 
 
-def test_a_parcel_not_yet_in_customs_is_judged_by_the_week_it_is_expected_there(
-    world: dict[str, pd.DataFrame],
-) -> None:
-    history = build_history(world["clean"], world["events"], NOW)
-    # Saturday evening (SAST): most parcels still in China reach customs next week.
-    at_s = datetime(2026, 10, 24, 17, 0, tzinfo=UTC).timestamp()
-    pos = np.flatnonzero((history.created_s <= at_s) & ~(history.customs_entered_s <= at_s))
-    pos = pos[~(history.end_s[pos] <= at_s) & ~np.isnan(history.customs_entered_s[pos])]
-    features = snapshot_features(history, pos, np.full(len(pos), at_s))
-    expected_at = at_s + features["hours_to_customs"].to_numpy() * 3600
-    actual_at = history.customs_entered_s[pos]
-    # The expected arrival is close to the real one (which the features never saw).
-    assert len(pos) > 50
-    assert np.median(np.abs(expected_at - actual_at)) < 1.5 * DAY
-    ahead = features["customs_weeks_ahead"].to_numpy()
-    assert (ahead == 1).sum() > 20 and (ahead == 0).sum() > 5
-    # Next week's customs has seen nobody yet: no figures borrowed from this week's.
-    assert (features.loc[ahead == 1, "cohort_arrivals"] == 0).all()
-    assert features.loc[ahead == 1, "cohort_open_share"].isna().all()
-    assert (features.loc[ahead == 0, "cohort_arrivals"] > 0).all()
+def test_p_late_is_calibrated_and_the_expected_range_holds_about_four_times_in_five(trained: tuple) -> None:
+    _, result = trained
+    evaluation = result.evaluation
+    for who in ("model", "baseline"):
+        table = evaluation["reliability"][who]
+        assert sum(row["rows"] for row in table) == evaluation["test"]["moments"], who
+        assert all(0 <= row["predicted"] <= 1 and 0 <= row["observed"] <= 1 for row in table), who
+    assert evaluation["model"]["brier"] < evaluation["baseline"]["brier"]
+    # Predicted and observed late shares agree overall, within the week-to-week drift of congestion.
+    table = evaluation["reliability"]["model"]
+    predicted = sum(r["predicted"] * r["rows"] for r in table) / sum(r["rows"] for r in table)
+    assert abs(predicted - evaluation["model"]["late_share"]) < 0.15
+    band = evaluation["band"]
+    assert band["judged"] > 500
+    assert 0.7 <= band["coverage"] <= 0.9, band
 
 
 def test_a_model_stored_as_bytes_scores_exactly_the_same(trained: tuple) -> None:
     history, result = trained
     features = in_flight_features(history)
-    original = score_in_flight(result.model, features, NOW)
+    threshold = risk_threshold(2.0)
+    original = score_in_flight(result.model, history, features, threshold, NOW)
     data = result.model.to_bytes()
     assert isinstance(data, bytes)
     restored = DelayModel.from_bytes(data)
-    again = score_in_flight(restored, features, NOW)
+    again = score_in_flight(restored, history, features, threshold, NOW)
     pd.testing.assert_frame_equal(original, again)
     assert list(original.columns) == list(DELAY_RISK_COLUMNS)
     assert restored.version == result.model.version
-    assert original["p_late"].between(0, 1).all()
+    assert original["p_late"].between(0, 1).all() and original["unscored_reason"].isna().all()
     assert (original["expected_low_at"] <= original["expected_delivery_at"]).all()
     assert (original["expected_delivery_at"] <= original["expected_high_at"]).all()
     overdue = features["hours_to_promise"].to_numpy() < 0
     assert overdue.any() and original.loc[overdue, "at_risk"].all()
     with pytest.raises(ValueError, match="not a DelayModel"):
         DelayModel.from_bytes(__import__("pickle").dumps({"not": "a model"}))
-    assert set(FEATURE_COLUMNS) <= set(features.columns)
+    assert set(BASE_FEATURES) <= set(features.columns)
+    assert restored.libraries["scikit-learn"] and restored.libraries["numpy"]
 
 
-def test_the_report_page_shows_the_four_plots(world: dict[str, pd.DataFrame], trained: tuple) -> None:
+def test_the_report_page_shows_the_four_plots_and_the_gate_s_figures(
+    world: dict[str, pd.DataFrame], trained: tuple
+) -> None:
     history, result = trained
     kpis = delivery_kpis(world["status"], world["durations"], NOW)
-    risk = score_in_flight(result.model, in_flight_features(history), NOW)
-    html, figures = render_report(world["status"], kpis, risk, result.evaluation, generated_at=NOW)
+    risk = score_in_flight(result.model, history, in_flight_features(history), risk_threshold(2.0), NOW)
+    version = result.model.version
+    standing = ModelStanding(version, result.evaluation, version, "champion", "promoted: beats the baseline")
+    html, figures = render_report(world["status"], kpis, risk, standing, generated_at=NOW)
     assert set(figures) == set(FIGURES)
     for name, png in figures.items():
         assert png.startswith(b"\x89PNG"), name
         assert f"data-figure='{name}' src='data:image/png;base64," in html
     assert html.count("data:image/png;base64,") == 4
     assert "Generated 2026-11-02 08:00 UTC" in html and "baseline" in html
+    assert "Reliability" in html and "Brier" in html and "promoted" in html
+
+
+def test_the_report_renders_whatever_figures_are_missing() -> None:
+    # A world that ended months ago: no test window, no champion, nothing in flight scored.
+    status = pd.DataFrame(columns=list(STATUS_NOW_COLUMNS))
+    kpis = delivery_kpis(
+        status, order_stage_durations(pd.DataFrame(columns=["order_id", "event_at", "stage"]), NOW), NOW
+    )
+    risk = pd.DataFrame({"order_id": ["1"], "p_late": [np.nan], "at_risk": [None]})
+    hollow = {"test": {"orders": 0}, "model": {"auc": None, "intervals": {"auc": [None, None]}}, "band": {}}
+    for standing in (
+        ModelStanding(),
+        ModelStanding(None, None, "untrained-1", "untrained", "not enough history to train"),
+        ModelStanding("m1", hollow, "m2", "not_judged", "not judged: 0 test orders"),
+    ):
+        html, figures = render_report(status, kpis, risk, standing, generated_at=NOW)
+        assert len(figures) == 4 and "Delay model" in html
+    assert "not judged (not_judged)" in html and "-" in html
 
 
 def test_empty_core_tables_give_empty_outputs_and_a_clear_refusal_to_train(
@@ -285,37 +325,53 @@ def test_empty_core_tables_give_empty_outputs_and_a_clear_refusal_to_train(
     assert len(durations) == len(status) == len(kpis) == len(in_flight_features(history)) == 0
     html, figures = render_report(status, kpis, pd.DataFrame(columns=list(DELAY_RISK_COLUMNS)))
     assert html.count("data:image/png;base64,") == len(figures) == 4
-    with pytest.raises(ValueError, match="cannot train the delay model: 0 labelled moments"):
+    with pytest.raises(NotEnoughHistory, match="the training window has 0 orders"):
         train_delay_model(history)
+
+
+def test_a_feature_with_no_value_in_the_training_rows_is_dropped_and_listed(
+    world: dict[str, pd.DataFrame],
+) -> None:
+    # An account whose API never sends a mass, nor a province the platform knows.
+    clean = world["clean"].assign(weight_kg=None, volumetric_weight_kg=None, province="Atlantis")
+    history = build_history(clean, world["events"], NOW)
+    result = train_delay_model(history, model=DelayModel(max_iter=40))
+    dropped = result.model.dropped_features
+    assert dropped["weight_kg"] == dropped["province_code"] == "no value in the training rows"
+    assert not {"weight_kg", "volumetric_weight_kg", "province_code"} & set(result.model.feature_columns)
+    assert result.evaluation["features"]["dropped"] == dropped
+    risk = score_in_flight(result.model, history, in_flight_features(history), risk_threshold(2.0), NOW)
+    assert risk["p_late"].notna().all()
 
 
 def test_the_knowable_ceiling_sees_this_week_s_congestion_but_never_a_later_week_or_a_future_draw(
     book: OrderBook, world: dict[str, pd.DataFrame]
 ) -> None:
     # bench.delay's "ceiling" scorer: the hidden facts knowable at each moment, nothing later.
-    from bench.delay import CEILING_COLUMNS, ceiling_features, oracle_features
+    from bench.worlds import CEILING_COLUMNS, ORACLE_COLUMNS, ceiling_features, hidden_facts
 
-    hidden = oracle_features(book, NOW.timestamp())
+    congestion = book.process.congestion  # type: ignore[attr-defined]
+    hidden = hidden_facts(book, NOW.timestamp())
     knowable = ceiling_features(book, hidden)
     history = build_history(world["clean"], world["events"], NOW)
     # Saturday evening SAST, then the Monday after: a new week with its own congestion.
     saturday = datetime(2026, 10, 24, 17, 0, tzinfo=UTC)
     monday = datetime(2026, 10, 26, 6, 0, tzinfo=UTC)
-    assert book.congestion(saturday.timestamp()) != book.congestion(monday.timestamp())
+    assert congestion(saturday.timestamp()) != congestion(monday.timestamp())
     for moment in (saturday, monday):
         t = moment.timestamp()
         pos = np.flatnonzero((history.created_s <= t) & ~(history.end_s <= t))
         rows = snapshot_features(history, pos, np.full(len(pos), t))
         facts = knowable(rows)
-        assert list(facts.columns) == list(CEILING_COLUMNS)
+        assert list(facts.columns) == list(CEILING_COLUMNS["customs"])
         # Everyone gets the true congestion of the moment's own week ...
-        assert (facts["ceiling_week_congestion"] == book.congestion(t)).all()
+        assert (facts["ceiling_week_congestion"] == congestion(t)).all()
         # ... and of its arrival week only once the hub arrival has happened.
         arrival = hidden["arrival_s"].reindex(rows["order_id"]).to_numpy()
         arrived = arrival <= t
         assert arrived.sum() > 20 and (~arrived).sum() > 20
         assert facts.loc[~arrived, "ceiling_arrival_congestion"].isna().all()
-        expected = [book.congestion(a) for a in arrival[arrived]]
+        expected = [congestion(a) for a in arrival[arrived]]
         assert facts.loc[arrived, "ceiling_arrival_congestion"].tolist() == expected
         # An inspection still to come is not seen, only one that has shown.
         inspection = hidden["inspection_s"].reindex(rows["order_id"]).to_numpy()
@@ -324,4 +380,87 @@ def test_the_knowable_ceiling_sees_this_week_s_congestion_but_never_a_later_week
         assert facts["ceiling_inspection_p"].between(0.05, 0.45).all()
     # The duty wait, the future inspection draw and the arrival week's congestion for
     # parcels still travelling are the oracle's alone.
-    assert not {"oracle_duty_wait_days", "oracle_inspected", "oracle_congestion"} & set(CEILING_COLUMNS)
+    assert not set(ORACLE_COLUMNS["customs"]) & set(CEILING_COLUMNS["customs"])
+
+
+# -- accounts worded otherwise, and the gate ------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["en", "zh"])
+def backlog_world(request: pytest.FixtureRequest) -> tuple[OrderBook, pd.DataFrame, pd.DataFrame]:
+    """The `backlog` delay process: other causes, other rhythm, texts worded otherwise or in Chinese."""
+    book = OrderBook(
+        seed=11, count=6_000, start=NOW.timestamp(), history_days=120.0,
+        delay_process="backlog", event_language=request.param,
+    )  # fmt: skip
+    clean, events = world_frames(book, NOW.timestamp())
+    return book, clean, events
+
+
+def test_event_stages_are_learned_from_the_account_s_own_statuses(
+    backlog_world: tuple[OrderBook, pd.DataFrame, pd.DataFrame],
+) -> None:
+    book, clean, events = backlog_world
+    truth = {
+        (str(book.order_id(i)), e.content): e.stage for i in range(book.visible_count(NOW.timestamp()))
+        for e in book.plan(i).events
+    }  # fmt: skip
+    actual = np.array([truth[(o, d)] for o, d in zip(events["order_id"], events["description"], strict=True)])
+    learned = learn_event_stages(clean, events)
+    relabelled = relabel(events, learned)["stage"].to_numpy()
+    keywords = events["stage"].to_numpy()
+    # The keyword rules read these texts badly (Chinese: not at all); the learned stages mostly right.
+    assert (relabelled == actual).mean() > 0.75
+    assert (relabelled == actual).mean() > (keywords == actual).mean() + 0.2
+    assert (relabelled != "unknown").all()
+    summary = learned.summary()
+    assert summary["status"] > summary["neighbours"] + summary["similar"], summary
+
+
+def test_a_model_trains_and_beats_the_baseline_on_texts_it_was_never_written_for(
+    backlog_world: tuple[OrderBook, pd.DataFrame, pd.DataFrame],
+) -> None:
+    _, clean, events = backlog_world
+    history = build_history(clean, events, NOW)
+    result = train_delay_model(history)
+    verdict = judge(result, history, champion=None)
+    assert verdict.status == "champion", verdict.reason
+    evaluation = result.evaluation
+    assert evaluation["model"]["auc"] > evaluation["baseline"]["auc"] + 0.05
+    assert evaluation["model"]["brier"] < evaluation["baseline"]["brier"]
+    # What the texts say was learned from them: some template reads as a warning.
+    assert max(result.model.text.risk.values()) > 0.2
+
+
+def test_the_gate_rejects_a_model_where_there_is_nothing_to_learn() -> None:
+    book = OrderBook(seed=5, count=3_000, start=NOW.timestamp(), history_days=120.0, delay_process="chance")
+    clean, events = world_frames(book, NOW.timestamp())
+    history = build_history(clean, events, NOW)
+    result = train_delay_model(history)
+    verdict = judge(result, history, champion=None)
+    assert (verdict.status, verdict.judged) == ("rejected", True), verdict.reason
+    assert "does not clearly beat the baseline" in verdict.reason
+    low = result.evaluation["comparison"]["auc_vs_baseline"][1]
+    assert low <= 0, result.evaluation["comparison"]
+
+
+def test_a_challenger_the_champion_clearly_beats_is_rejected_and_one_as_good_is_promoted(
+    trained: tuple,
+) -> None:
+    history, champion = trained
+    weak = train_delay_model(history, model=DelayModel(max_iter=3, learning_rate=0.02))
+    verdict = judge(weak, history, champion.model, "champion-1")
+    assert verdict.status == "rejected" and "champion is clearly better" in verdict.reason, verdict.reason
+    assert weak.evaluation["champion"]["version"] == "champion-1"
+    equal = train_delay_model(history, model=DelayModel(max_iter=80, seed=1))
+    verdict = judge(equal, history, champion.model, "champion-1")
+    assert verdict.status == "champion" and "not worse than the champion" in verdict.reason, verdict.reason
+
+
+def test_a_challenger_with_too_few_test_orders_is_not_judged(world: dict[str, pd.DataFrame]) -> None:
+    few = world["clean"].sample(400, random_state=3)
+    history = build_history(few, world["events"][world["events"]["order_id"].isin(few["order_id"])], NOW)
+    result = train_delay_model(history, model=DelayModel(max_iter=40))
+    verdict = judge(result, history, champion=None)
+    assert (verdict.status, verdict.judged) == ("not_judged", False)
+    assert verdict.reason.startswith("not judged:") and "test orders" in verdict.reason

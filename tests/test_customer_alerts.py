@@ -59,11 +59,11 @@ from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.server import running_sandbox
 from buffalo_assets.storage.resource import PostgresResource
 from tests.conftest import SandboxFactory
-from tests.pipeline import EVERYTHING, INGESTION, ROOT, UNCHECKED_ANALYTICS, metadata_of, resources, run
+from tests.pipeline import ANALYTICS, EVERYTHING, INGESTION, ROOT, metadata_of, resources, run
 
 DAY = 86_400.0
 # The outbox is checked for whatever risk scores the run produced.
-ALL = [*UNCHECKED_ANALYTICS, customer_alerts]
+ALL = [*ANALYTICS, customer_alerts]
 TOKEN = "s3cret-hook-token"  # noqa: S105 - a made-up token the URL carries, to prove it is never logged
 OUTBOX = "analytics.customer_alerts"
 

@@ -130,7 +130,7 @@ ROWS = [
     "('31000001', '{\"statusname\": \"Delivered\"}', 'hash-1b', now() - interval '1 day', now(), 'run-2'), "
     "('31000001', '{\"statusname\": \"In transit\"}', 'hash-1a', now() - interval '2 days', "
     "now() - interval '1 day', 'run-1'), "
-    "('31000002', '{\"statusname\": \"Processing\", \"note\": \"quotes '' and ; unicode \u00e9\"}', "
+    '(\'31000002\', \'{"statusname": "Processing", "note": "quotes \'\' and ; unicode \u00e9"}\', '
     "'hash-2', now(), now(), NULL)",
     "INSERT INTO ops.fetch_errors (order_id, kind, http_status, message, run_id) VALUES "
     "('31000003', 'http', 503, 'Service Unavailable', 'run-1'), ('31000004', 'timeout', NULL, 'slow', NULL)",

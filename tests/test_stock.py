@@ -35,11 +35,11 @@ from buffalo_assets.assets.stock import STOCK_ASSETS
 from buffalo_assets.cli import main
 from buffalo_assets.storage import tables
 from tests.conftest import SandboxFactory
-from tests.pipeline import UNCHECKED_ANALYTICS, metadata_of, run
+from tests.pipeline import ANALYTICS, metadata_of, run
 
 DAY = 86_400.0
 # The stock figures are checked for whatever risk scores the run produced.
-ALL = [*UNCHECKED_ANALYTICS, *STOCK_ASSETS]
+ALL = [*ANALYTICS, *STOCK_ASSETS]
 STOCK_TABLES = "analytics.inbound_stock, analytics.stock_cover, ops.stock_levels"
 ANALYTICS_TABLES = (
     "analytics.order_stage_durations, analytics.order_status_now, analytics.delivery_kpis, "

@@ -132,9 +132,7 @@ def test_ingestion_skips_exactly_the_orders_the_core_tables_call_terminal(empty_
     payloads["later-collected"] = {"id": 901, "statusname": "Collected"}
     payloads["later-undelivered"] = {"id": 902, "statusname": "Undelivered"}
     with empty_store.begin() as connection:
-        connection.execute(
-            sa.text("INSERT INTO raw.order_ids VALUES ('never-fetched', :t, :t)"), {"t": NOW}
-        )
+        connection.execute(sa.text("INSERT INTO raw.order_ids VALUES ('never-fetched', :t, :t)"), {"t": NOW})
 
     to_fetch = set(order_ids_to_fetch(empty_store, full_refresh=False))
 

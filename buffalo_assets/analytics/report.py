@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,28 @@ TITLES = {
     "customs_dwell_by_week": "Hours in customs, by week the parcel left customs",
     "in_flight_risk": "Orders in flight by chance of arriving late",
 }
+
+
+@dataclass(frozen=True)
+class ModelStanding:
+    """What the report says about the delay model: the champion's evaluation, the newest verdict."""
+
+    champion: str | None = None
+    evaluation: Mapping[str, Any] | None = None  # the champion's, from its training
+    newest: str | None = None
+    newest_status: str | None = None
+    newest_note: str | None = None
+
+
+def _number(value: Any, style: str = ".3f") -> str:
+    """A figure as text; a missing one (None, NaN) as a dash, never an error."""
+    if value is None:
+        return "-"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    return format(number, style) if math.isfinite(number) else "-"
 
 
 def _png(draw: Callable[[Any], None]) -> bytes:
@@ -50,13 +74,14 @@ def render_report(
     status_now: pd.DataFrame,
     kpis: pd.DataFrame,
     risk: pd.DataFrame,
-    evaluation: dict[str, Any] | None = None,
+    standing: ModelStanding | None = None,
     generated_at: datetime | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """The HTML page and its plots as PNG bytes by name (`FIGURES`).
 
     `status_now`, `kpis` and `risk` are the `order_status_now`, `delivery_kpis` and
-    `score_in_flight` outputs; `evaluation` (model vs baseline metrics) adds a table.
+    `order_delay_risk` outputs; `standing` (the gate's verdict and the champion's test
+    figures) adds the model's section. Any figure may be missing: it shows as a dash.
     """
     delivered = status_now[status_now["delivered_at"].notna()]
     door = (
@@ -95,10 +120,11 @@ def render_report(
         axes.set_xlabel("week")
 
     def in_flight(axes: Any) -> None:
-        if risk.empty:
+        scored = risk[risk["p_late"].notna()]
+        if scored.empty:
             return _no_data(axes)
-        p = risk["p_late"].to_numpy(dtype="float64")
-        at_risk = risk["at_risk"].to_numpy(dtype=bool)
+        p = scored["p_late"].to_numpy(dtype="float64")
+        at_risk = scored["at_risk"].fillna(False).to_numpy(dtype=bool)
         bins = np.linspace(0, 1, 21)
         axes.hist([p[~at_risk], p[at_risk]], bins=bins, stacked=True, color=["#7f7f7f", "#c0504d"])
         axes.legend(["not at risk", f"at risk ({int(at_risk.sum())})"])
@@ -122,7 +148,8 @@ def render_report(
         else ("late share of delivered", "-"),
         ("late now (incl. overdue)", f"{int(late.astype(bool).sum()):,}"),
         ("in flight", f"{len(risk):,}"),
-        ("at risk", f"{int(risk['at_risk'].sum()) if len(risk) else 0:,}"),
+        ("scored by the model", f"{int(risk['p_late'].notna().sum()) if len(risk) else 0:,}"),
+        ("at risk", f"{int(risk['at_risk'].fillna(False).astype(bool).sum()) if len(risk) else 0:,}"),
     ]
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -135,18 +162,7 @@ def render_report(
         + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in summary),
         "</table>",
     ]
-    if evaluation and "model" in evaluation and "baseline" in evaluation:
-        header = "<tr><th></th><th>AUC</th><th>precision</th><th>recall</th><th>F1</th><th>MAE days</th></tr>"
-        rows = "".join(
-            f"<tr><td>{who}</td>"
-            + "".join(
-                f"<td>{evaluation[who].get(k, float('nan')):.3f}</td>"
-                for k in ("auc", "precision", "recall", "f1", "mae_days")
-            )
-            + "</tr>"
-            for who in ("model", "baseline")
-        )
-        parts.append(f"<h2>Delay model on the latest orders (time split)</h2><table>{header}{rows}</table>")
+    parts.extend(_model_section(standing or ModelStanding()))
     for name in FIGURES:
         data = base64.b64encode(figures[name]).decode("ascii")
         parts.append(
@@ -155,3 +171,83 @@ def render_report(
         )
     parts.append("</body></html>")
     return "\n".join(parts), figures
+
+
+def _model_section(standing: ModelStanding) -> list[str]:
+    """The gate's verdict, the champion against the baseline, calibration and the range's coverage."""
+    out = ["<h2>Delay model</h2>"]
+    if standing.newest is None:
+        out.append("<p>No delay model has been trained yet.</p>")
+    else:
+        judged = standing.newest_status in ("champion", "retired", "rejected")
+        status = standing.newest_status if judged else f"not judged ({standing.newest_status})"
+        out.append(
+            f"<p>Newest training <code>{html.escape(standing.newest)}</code>: "
+            f"<b>{html.escape(str(status))}</b> &mdash; {html.escape(standing.newest_note or '')}</p>"
+        )
+    if standing.champion is None:
+        out.append("<p>No champion: the orders in flight are listed without a p_late.</p>")
+        return out
+    evaluation = standing.evaluation or {}
+    test = evaluation.get("test", {})
+    out.append(
+        f"<p>Champion <code>{html.escape(standing.champion)}</code>, judged on "
+        f"{_number(test.get('orders'), ',.0f')} orders promised in its last "
+        f"{_number(test.get('promise_days'), '.0f')} days ({_number(test.get('moments'), ',.0f')} moments "
+        f"from dispatch to {_number(evaluation.get('horizon_days'), 'g')} days before the promise; "
+        f"{_number(test.get('late_orders'), ',.0f')} late, {_number(test.get('on_time_orders'), ',.0f')} "
+        f"on time). At risk from p_late {_number(evaluation.get('threshold'), '.2f')}. Intervals: "
+        "5th-95th percentile of a bootstrap over promise days.</p>"
+    )
+    header = (
+        "<tr><th></th><th>AUC</th><th>average precision</th><th>Brier</th><th>precision</th>"
+        "<th>recall</th><th>F1</th><th>MAE days</th></tr>"
+    )
+    rows = []
+    for who in ("model", "baseline"):
+        figures = evaluation.get(who, {})
+        intervals = figures.get("intervals", {})
+
+        def cell(
+            name: str, figures: Mapping[str, Any] = figures, intervals: Mapping[str, Any] = intervals
+        ) -> str:
+            low, high = (intervals.get(name) or [None, None])[:2]
+            band = f" ({_number(low, '.2f')}-{_number(high, '.2f')})" if name in intervals else ""
+            return f"<td>{_number(figures.get(name))}{band}</td>"
+
+        rows.append(
+            f"<tr><td>{who}</td>"
+            + "".join(cell(name) for name in ("auc", "ap", "brier", "precision", "recall", "f1", "mae_days"))
+            + "</tr>"
+        )
+    out.append(f"<table>{header}{''.join(rows)}</table>")
+    band = evaluation.get("band", {})
+    out.append(
+        f"<p>Expected range (10th-90th percentile): the delivery fell inside it for "
+        f"{_number(band.get('coverage'), '.0%')} of {_number(band.get('judged'), ',.0f')} "
+        "test moments "
+        f"(earlier for {_number(band.get('below'), '.0%')}, "
+        f"later for {_number(band.get('above'), '.0%')}).</p>"
+    )
+    reliability = evaluation.get("reliability", {})
+    if reliability:
+        out.append("<h3>Reliability: predicted against observed late share</h3>")
+        out.append(
+            "<table><tr><th>p_late</th><th>model: moments</th><th>predicted</th><th>observed</th>"
+            "<th>baseline: moments</th><th>predicted</th><th>observed</th></tr>"
+        )
+        by_bin: dict[float, dict[str, Any]] = {}
+        for who in ("model", "baseline"):
+            for row in reliability.get(who, []):
+                by_bin.setdefault(row["low"], {"high": row["high"]})[who] = row
+        for low in sorted(by_bin):
+            entry = by_bin[low]
+            cells = "".join(
+                f"<td>{_number(entry.get(who, {}).get('rows'), ',.0f')}</td>"
+                f"<td>{_number(entry.get(who, {}).get('predicted'), '.2f')}</td>"
+                f"<td>{_number(entry.get(who, {}).get('observed'), '.2f')}</td>"
+                for who in ("model", "baseline")
+            )
+            out.append(f"<tr><td>{low:.1f}-{entry['high']:.1f}</td>{cells}</tr>")
+        out.append("</table>")
+    return out

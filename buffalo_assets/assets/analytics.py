@@ -7,13 +7,16 @@ back to the IO manager, which writes the declared tables. They are eager: whenev
 changes (the `core_automation` sensor, or job `refresh_all`), they follow.
 
 Small worlds are normal here (a new deployment, the demo, tests): without enough delivered
-history `delay_model` stores a row with a note instead of a model, its check passes saying
-so, and `order_delay_risk` stays empty with the same note; no run fails for it.
+history `delay_model` records an `untrained` row saying why, its check `delay_model_gate`
+warns "not judged", and `order_delay_risk` lists the orders in flight unscored with the same
+reason; no run fails for it. A fault (a bug, a broken input) fails the asset with its error.
+The stages of tracking events are read as learned from the account's own data
+(`analytics/event_stages.py`), here and in the delay model alike.
 scikit-learn and matplotlib are imported inside the analytics functions, never at import.
 """
 
-import json
 import math
+import pickle
 import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -49,7 +52,7 @@ from buffalo_assets.analytics.kpis import (
 from buffalo_assets.analytics.model import DELAY_RISK_COLUMNS
 from buffalo_assets.analytics.status import STATUS_NOW_COLUMNS, order_status_now
 from buffalo_assets.assets.ingestion import OWNERS
-from buffalo_assets.storage import tables
+from buffalo_assets.storage import model_store, tables
 from buffalo_assets.storage.io_manager import DataFrame, column_schema
 from buffalo_assets.storage.resource import PostgresResource
 
@@ -69,17 +72,15 @@ ORDER_COLUMNS = [
     "delivered_at",
     "province",
     "weight_kg",
+    "volumetric_weight_kg",
     "declared_value_zar",
     "duty_zar",
     "duty_status",
 ]
 EVENT_COLUMNS = ["order_id", "event_at", "stage", "description"]
-# Below these, a delay model is not trained (too few outcomes to learn from) and a trained
-# model is not judged against the baseline (too few test moments for the comparison to mean
-# anything). Both say so in the metadata instead of failing the run.
+# Below this a delay model is not trained (too few outcomes to learn from); the row and the
+# metadata say so. (Too few test orders to judge a trained one: analytics/gate.py.)
 MIN_DELIVERED_ORDERS = 150
-MIN_TEST_ROWS = 200
-MIN_TEST_LATE = 20
 REPORT_PORT = 8766
 
 
@@ -117,24 +118,37 @@ def _now() -> datetime:
 
 @asset(
     name="order_stage_durations",
-    ins={"order_events": _in("order_events", ["order_id", "event_at", "stage"])},
+    ins={
+        "order_events": _in("order_events", EVENT_COLUMNS),
+        "clean_orders": _in("clean_orders", ["order_id", "stage"]),
+    },
     kinds=KINDS,
     metadata=_table_metadata(tables.order_stage_durations),
     **_common(),
 )
-def order_stage_durations_asset(context: AssetExecutionContext, order_events: DataFrame) -> Output:
+def order_stage_durations_asset(
+    context: AssetExecutionContext, order_events: DataFrame, clean_orders: DataFrame
+) -> Output:
     """Every stage each order passed through, in journey order: when it entered and left the
     stage and the hours it spent there. Consecutive tracking events of the same stage are one
     visit; the stage an order is in now is open (`is_open`) and ends at the time of the run;
     delivered, returned, cancelled and lost are visits of zero hours. Stage names are the
-    vocabulary's (`orders/vocabulary.py`), the same as in `core`."""
+    vocabulary's (`orders/vocabulary.py`). An event's stage is learned from the account's own
+    data: which stage an order's status names while a text is its newest event (metadata
+    `event_stages` counts the events by how their stage was decided), so texts worded otherwise,
+    or in Chinese, still have stages where `core`'s keyword rules say `unknown`."""
+    from buffalo_assets.analytics.event_stages import learn_event_stages, relabel
+
     as_of = _now()
-    durations = order_stage_durations(order_events, as_of)[list(STAGE_DURATION_COLUMNS)]
+    learned = learn_event_stages(clean_orders, order_events)
+    events = relabel(order_events, learned)
+    durations = order_stage_durations(events, as_of)[list(STAGE_DURATION_COLUMNS)]
     return Output(
         durations,
         metadata={
             "orders": MetadataValue.int(int(durations["order_id"].nunique())),
             "open_visits": MetadataValue.int(int(durations["is_open"].sum())),
+            "event_stages": MetadataValue.json(learned.summary()),
             "as_of": as_of.isoformat(),
         },
     )
@@ -250,35 +264,57 @@ def delivery_kpis_and_late_shares(
 class DelayModelConfig(Config):
     retrain: bool = Field(
         default=False,
-        description="Train a new model even if the newest one is younger than BUFFALO_MODEL_RETRAIN_HOURS",
+        description="Train a challenger even if the newest training is younger than "
+        "BUFFALO_MODEL_RETRAIN_HOURS",
     )
 
 
-def _finite(value: Any) -> Any:
-    """JSON for jsonb: NaN and infinities become null, numpy numbers plain numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def _figure(value: Any) -> MetadataValue:
+    return (
+        MetadataValue.float(round(float(value), 4))
+        if value is not None and math.isfinite(float(value))
+        else MetadataValue.text("n/a")
+    )
 
 
 def _figures(evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """Model and baseline test metrics as flat metadata entries."""
-    out: dict[str, Any] = {}
-    for who in ("model", "baseline"):
-        for name in ("auc", "precision", "recall", "f1", "mae_days"):
-            value = evaluation.get(who, {}).get(name)
-            out[f"{who}_{name}"] = (
-                MetadataValue.float(round(float(value), 4))
-                if value is not None and math.isfinite(float(value))
-                else MetadataValue.text("n/a")
-            )
-    return out
+    """Model and baseline test measures as flat metadata entries."""
+    return {
+        f"{who}_{name}": _figure(evaluation.get(who, {}).get(name))
+        for who in ("model", "baseline")
+        for name in ("auc", "ap", "brier", "precision", "recall", "f1", "mae_days")
+    }
+
+
+def training_as_of(events: pd.DataFrame, now: datetime) -> datetime:
+    """The newest tracking event at or before `now` (else `now`): the moment a model is trained as of.
+
+    Its test window is then the last days the data cover, so a feed that stopped a while
+    ago, or a sandbox world that ended months ago, is still judged on its own last days.
+    """
+    at = (
+        pd.to_datetime(events["event_at"], utc=True)
+        if len(events)
+        else pd.Series(dtype="datetime64[ns, UTC]")
+    )
+    newest = at[at <= pd.Timestamp(now)].max()
+    return now if pd.isna(newest) else newest.to_pydatetime()
+
+
+def _load_champion(row: model_store.ModelRow | None, context: AssetExecutionContext) -> Any:
+    """The champion's model, or None (with a warning) when this release cannot read its bytes."""
+    from buffalo_assets.analytics.model import DelayModel
+
+    if row is None or row.model is None:
+        return None
+    try:
+        return DelayModel.from_bytes(row.model)
+    except (pickle.UnpicklingError, AttributeError, ImportError, ValueError, TypeError) as exc:
+        context.log.warning(
+            f"champion {row.model_version} cannot be read by this release ({type(exc).__name__}: {exc}); "
+            "the challenger is compared with the baseline only"
+        )
+        return None
 
 
 @asset(
@@ -300,200 +336,204 @@ def delay_model(
     order_events: DataFrame,
     postgres: PostgresResource,
 ) -> Output:
-    """The delay-risk model: gradient boosting (scikit-learn) trained on delivered history to
-    give every order in flight its chance of arriving after the promise and an expected
-    delivery date, from what is known at that moment (stage, time in stage, age, weekday,
-    weight, declared value, duty status, province, and how fast customs is releasing parcels
-    now), never the outcome.
+    """Trains a challenger delay model and lets the gate judge it: gradient boosting
+    (scikit-learn) on what was known at each moment of past journeys (stage, time in it, age,
+    time to the promise, province, mass and declared value once weighed, what the account's own
+    tracking texts say, and how long each stage is taking lately), never the outcome. Event
+    stages and text meanings are learned from the account's own data, not from fixed wording.
 
-    Evaluated on a time split (trained on orders promised before a cut, tested on the later
-    ones) against a naive baseline (median remaining time per current stage); the at-risk
-    threshold is chosen on validation orders between the two. Each training is a new version
-    in `ops.delay_models` (model bytes, threshold, metrics), so no model lives on a local disk.
-    With too little delivered history the row carries a note and no model.
+    Fitted on the oldest orders, calibrated on the next 14 days' (p_late is a probability), judged
+    on the newest 14 days' orders at every day of their journeys from dispatch to 3 days before
+    the promise. It is promoted to champion, and scores, only if it beats the naive baseline
+    (median remaining time per stage) on AUC and average precision with bootstrap intervals,
+    and the current champion is not clearly better; else it is kept as rejected, with the reason.
+    Every training is a row in `ops.delay_models` (status, verdict, figures, the model's bytes).
 
-    Retrained when the newest model is older than BUFFALO_MODEL_RETRAIN_HOURS (default 24)
-    or on config `retrain: true`; in between, a run keeps that model (no new row), so an
-    automation run after an ingest only rescores `order_delay_risk`."""
-    from buffalo_assets.analytics.features import build_history
+    Trained when the newest training is older than BUFFALO_MODEL_RETRAIN_HOURS (default 24) or on
+    config `retrain: true`; in between a run trains nothing and the champion keeps scoring."""
+    from buffalo_assets.analytics.features import NotEnoughHistory, build_history
+    from buffalo_assets.analytics.gate import judge
     from buffalo_assets.analytics.model import train_delay_model
 
-    as_of = _now()
+    now = _now()
     current = settings.load()
-    promise_days = current.promise_business_days
-    with postgres.get_engine().connect() as connection:
-        latest = latest_model_row(connection, trained=True)
-    if latest is not None and not config.retrain:
-        age_h = (as_of - latest.trained_at).total_seconds() / 3600
+    engine = postgres.get_engine()
+    with engine.connect() as connection:
+        champion = model_store.champion(connection)
+        last = model_store.newest(connection, statuses=model_store.TRAININGS)
+    if last is not None and not config.retrain:
+        age_h = (now - last.trained_at).total_seconds() / 3600
         if age_h < current.model_retrain_hours:
-            context.log.info(f"keeping model {latest.model_version}, trained {age_h:.1f} hours ago")
-            # None: the IO manager writes nothing; the stored row stays the model of record.
-            return Output(
-                None,
-                metadata={
-                    "model_version": latest.model_version,
-                    "trained": MetadataValue.bool(True),
-                    "retrained": MetadataValue.bool(False),
-                    "model_age_hours": MetadataValue.float(round(age_h, 2)),
-                    "threshold": MetadataValue.float(round(float(latest.threshold), 4)),
-                    "training_rows": MetadataValue.int(int(latest.training_rows)),
-                    **_figures(latest.metrics or {}),
-                },
-            )
-    history = build_history(clean_orders, order_events, as_of, promise_days)
+            context.log.info(f"no training: the newest ({last.model_version}) is {age_h:.1f} hours old")
+            return Output(None, metadata=_standing(champion, last, age_h))
+    as_of = training_as_of(order_events, now)
+    history = build_history(clean_orders, order_events, as_of, current.promise_business_days)
     delivered = int((~pd.isna(history.delivered_s)).sum())
     started = time.perf_counter()
-    model = None
-    note: str | None = None
-    evaluation: dict[str, Any] = {}
-    if delivered < MIN_DELIVERED_ORDERS:
-        note = (
-            f"not enough history: {delivered} delivered orders, at least {MIN_DELIVERED_ORDERS} "
-            "are needed to train; order_delay_risk stays empty until then"
-        )
-    else:
-        try:
-            result = train_delay_model(history)
-        # e.g. every order on time (both outcomes are needed), or no order promised in a split
-        except (ValueError, IndexError) as exc:
-            note = f"not enough history to train: {exc}"
-        else:
-            model, evaluation = result.model, _finite(result.evaluation)
-    train_s = time.perf_counter() - started
-    if note:
+    try:
+        if delivered < MIN_DELIVERED_ORDERS:
+            raise NotEnoughHistory(
+                f"{delivered} delivered orders, at least {MIN_DELIVERED_ORDERS} are needed"
+            )
+        result = train_delay_model(history, false_alarm_cost=current.false_alarm_cost)
+    except NotEnoughHistory as exc:
+        note = f"not enough history to train: {exc}; order_delay_risk lists the orders in flight unscored"
         context.log.warning(note)
-    version = model.version if model is not None else f"untrained-{as_of.strftime('%Y%m%dT%H%M%SZ')}"
-    row = pd.DataFrame(
-        [
-            {
+        version = f"untrained-{now:%Y%m%dT%H%M%SZ}"
+        model_store.record(
+            engine, model_version=version, trained_at=now, status="untrained", note=note,
+            metrics={"delivered_orders": delivered}, run_id=context.run_id, as_of=as_of,
+        )  # fmt: skip
+        return Output(
+            None,
+            metadata={
                 "model_version": version,
-                "trained_at": as_of,
-                # COPY's CSV reads bytea in PostgreSQL's hex format.
-                "model": "\\x" + model.to_bytes().hex() if model is not None else None,
-                "threshold": float(model.threshold) if model is not None else None,
-                "training_rows": int(model.training_rows) if model is not None else 0,
-                "metrics": json.dumps(evaluation),
+                "status": "untrained",
+                "trained": MetadataValue.bool(False),
+                "retrained": MetadataValue.bool(False),
+                "judged": MetadataValue.bool(False),
+                "delivered_orders": MetadataValue.int(delivered),
                 "note": note,
-                "run_id": context.run_id,
-            }
-        ]
+                "champion": champion.model_version if champion else "none",
+            },
+        )
+    verdict = judge(
+        result, history, _load_champion(champion, context), champion.model_version if champion else None
     )
-    metadata: dict[str, Any] = {
-        "model_version": version,
-        "trained": MetadataValue.bool(model is not None),
-        "retrained": MetadataValue.bool(model is not None),
-        "delivered_orders": MetadataValue.int(delivered),
-        "train_s": MetadataValue.float(round(train_s, 2)),
+    model = result.model
+    evaluation = result.evaluation | {
+        "verdict": {"status": verdict.status, "reason": verdict.reason, "judged": verdict.judged},
+        "delivered_orders": delivered,
+        "event_stages": history.stages.summary() if history.stages is not None else {},
     }
-    if model is not None:
-        metadata |= {
-            "threshold": MetadataValue.float(round(float(model.threshold), 4)),
-            "baseline_threshold": MetadataValue.float(round(float(model.baseline.threshold), 4)),
+    model.evaluation = evaluation
+    model_store.record(
+        engine, model_version=model.version, trained_at=now, status=verdict.status, note=verdict.reason,
+        metrics=evaluation, run_id=context.run_id, model=model.to_bytes(),
+        threshold=float(evaluation["threshold"]), training_rows=model.training_rows, as_of=as_of,
+    )  # fmt: skip
+    (context.log.info if verdict.promoted else context.log.warning)(
+        f"challenger {model.version} {verdict.reason}"
+    )
+    test = evaluation["test"]
+    return Output(
+        None,
+        metadata={
+            "model_version": model.version,
+            "status": verdict.status,
+            "verdict": verdict.reason,
+            "trained": MetadataValue.bool(True),
+            "retrained": MetadataValue.bool(True),
+            "judged": MetadataValue.bool(verdict.judged),
+            "champion": model.version
+            if verdict.promoted
+            else (champion.model_version if champion else "none"),
+            "train_s": MetadataValue.float(round(time.perf_counter() - started, 2)),
+            "as_of": as_of.isoformat(),
+            "delivered_orders": MetadataValue.int(delivered),
             "training_rows": MetadataValue.int(int(model.training_rows)),
-            "test_rows": MetadataValue.int(int(evaluation.get("test_rows", 0))),
-            "test_cut": str(evaluation.get("cut", "")),
+            "test_orders": MetadataValue.int(int(test["orders"])),
+            "test_moments": MetadataValue.int(int(test["moments"])),
+            "threshold": _figure(evaluation["threshold"]),
+            "band_coverage": _figure(evaluation.get("band", {}).get("coverage")),
+            "features_dropped": MetadataValue.json(evaluation["features"]["dropped"]),
+            "event_stages": MetadataValue.json(evaluation["event_stages"]),
             **_figures(evaluation),
+        },
+    )
+
+
+def _standing(
+    champion: model_store.ModelRow | None, last: model_store.ModelRow, age_h: float
+) -> dict[str, Any]:
+    """Metadata of a run that trained nothing: the champion, and the newest training's verdict."""
+    metadata: dict[str, Any] = {
+        "model_version": champion.model_version if champion else "none",
+        "status": "kept" if champion else "no champion",
+        "trained": MetadataValue.bool(champion is not None),
+        "retrained": MetadataValue.bool(False),
+        "newest_training": f"{last.model_version} ({last.status}, {age_h:.1f} hours ago): {last.note}",
+        "model_age_hours": MetadataValue.float(round(age_h, 2)),
+    }
+    if champion is not None:
+        metadata |= {
+            "training_rows": MetadataValue.int(int(champion.training_rows)),
+            "threshold": _figure(champion.threshold),
+            **_figures(champion.metrics),
         }
-    if note:
-        metadata["note"] = note
-    return Output(row, metadata=metadata)
-
-
-def latest_model_row(
-    connection: sa.Connection, *, trained: bool, run_id: str | None = None
-) -> sa.Row[Any] | None:
-    """The newest `ops.delay_models` row (with a model, when `trained`; of `run_id`, when given)."""
-    conditions = [
-        c for c in ("model IS NOT NULL" if trained else "", "run_id = :run_id" if run_id else "") if c
-    ]
-    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    return connection.execute(
-        sa.text(
-            "SELECT model_version, trained_at, model, threshold, training_rows, metrics, note "
-            f"FROM ops.delay_models {where} ORDER BY trained_at DESC, model_version DESC LIMIT 1"
-        ),
-        {"run_id": run_id} if run_id else {},
-    ).first()
+    return metadata
 
 
 @asset_check(
     asset=delay_model,
-    name="model_beats_the_naive_baseline",
-    # Blocking: a model that loses to the naive baseline fails the run before its scores
-    # replace the previous ones (order_delay_risk is not materialized).
-    blocking=True,
+    name="delay_model_gate",
+    # Not blocking: the gate is in delay_model itself (a challenger never scores before it is
+    # judged), and nothing downstream should wait on it; this check reports the verdict.
+    blocking=False,
     description=(
-        "The model must beat the naive baseline (median remaining time per stage) on both F1 "
-        "and AUC on the time-split test orders; a failure is an error that blocks the run "
-        "(order_delay_risk is not rescored; the figures are in the check's metadata and "
-        "ops.delay_models). "
-        f"Passes, saying why, when there is no model yet or fewer than {MIN_TEST_ROWS} test "
-        f"moments ({MIN_TEST_LATE} late) to judge on."
+        "The gate's verdict on this run's challenger: passes when it was promoted (it beats the naive "
+        "baseline on AUC and average precision with bootstrap intervals, and is not worse than the "
+        "champion) or, when the run trained nothing, when a champion scores; a WARN failure when it "
+        "was rejected (the champion keeps scoring) or could not be judged (not enough history), "
+        "never a pass for a model nobody judged."
     ),
 )
-def model_beats_the_naive_baseline(
-    context: AssetCheckExecutionContext, postgres: PostgresResource
-) -> AssetCheckResult:
+def delay_model_gate(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
     with postgres.get_engine().connect() as connection:
-        # The model this run trained; the newest one when the check runs by itself.
-        row = latest_model_row(connection, trained=False, run_id=context.run.run_id) or latest_model_row(
-            connection, trained=False
-        )
-    if row is None:
+        mine = model_store.newest(connection, run_id=context.run.run_id)
+        champion = model_store.champion(connection)
+        newest = mine or model_store.newest(connection)
+    return gate_result(mine, champion, newest)
+
+
+def gate_result(
+    mine: model_store.ModelRow | None,
+    champion: model_store.ModelRow | None,
+    newest: model_store.ModelRow | None,
+) -> AssetCheckResult:
+    """The check's result from this run's training (if any), the champion and the newest training."""
+    scoring = f"champion {champion.model_version} scores" if champion else "no champion: nothing is scored"
+    if mine is None:
+        if champion is not None:
+            return AssetCheckResult(
+                passed=True,
+                description=f"no training in this run; {scoring} ({champion.note})",
+                metadata={"judged": True, "status": "kept", "champion": champion.model_version},
+            )
+        reason = f"{newest.model_version}: {newest.note}" if newest else "delay_model has not run"
         return AssetCheckResult(
-            passed=False, description="no row in ops.delay_models: delay_model wrote nothing"
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description=f"not judged: {scoring}; newest training {reason}",
+            metadata={"judged": False, "status": "no champion", "champion": "none"},
         )
-    metrics = row.metrics or {}
-    if row.model is None:
-        return AssetCheckResult(
-            passed=True, description=f"not judged: {row.note}", metadata={"judged": False}
-        )
-    model, baseline = metrics.get("model", {}), metrics.get("baseline", {})
-    test_rows = int(metrics.get("test_rows", 0))
-    late_share = model.get("late_share")
-    late = round(test_rows * float(late_share)) if late_share is not None else 0
+    judged = mine.status in ("champion", "rejected")
+    metrics = mine.metrics or {}
     figures = {
-        "model_version": row.model_version,
-        "test_rows": test_rows,
-        **{
-            f"{who}_{k}": metrics[who][k]
-            for who in ("model", "baseline")
-            for k in ("auc", "f1")
-            if metrics.get(who, {}).get(k) is not None
-        },
+        f"{who}_{name}": metrics[who][name]
+        for who in ("model", "baseline")
+        for name in ("auc", "ap", "brier")
+        if metrics.get(who, {}).get(name) is not None
     }
-    if test_rows < MIN_TEST_ROWS or late < MIN_TEST_LATE:
+    metadata = {
+        "judged": judged,
+        "status": mine.status,
+        "model_version": mine.model_version,
+        "champion": champion.model_version if champion else "none",
+        **figures,
+    }
+    if mine.status == "champion":
         return AssetCheckResult(
-            passed=True,
-            description=(
-                f"not judged: {test_rows} test moments ({late} late); at least {MIN_TEST_ROWS} "
-                f"({MIN_TEST_LATE} late) are needed"
-            ),
-            metadata={"judged": False, **figures},
+            passed=True, description=f"{mine.model_version} {mine.note}", metadata=metadata
         )
-    better_f1 = _above(model.get("f1"), baseline.get("f1"))
-    better_auc = _above(model.get("auc"), baseline.get("auc"))
-    verdict = (
-        f"F1 {_fmt(model.get('f1'))} vs baseline {_fmt(baseline.get('f1'))}, "
-        f"AUC {_fmt(model.get('auc'))} vs baseline {_fmt(baseline.get('auc'))}"
-    )
+    prefix = "" if judged else "not judged: "
+    note = mine.note or ""
     return AssetCheckResult(
-        passed=better_f1 and better_auc,
-        severity=AssetCheckSeverity.ERROR,
-        description=("model beats the baseline: " if better_f1 and better_auc else "model is NOT better: ")
-        + verdict,
-        metadata={"judged": True, **figures},
+        passed=False,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{prefix}{mine.model_version} {note.removeprefix('not judged: ')}; {scoring}",
+        metadata=metadata,
     )
-
-
-def _above(ours: Any, theirs: Any) -> bool:
-    if ours is None:
-        return False
-    return theirs is None or float(ours) > float(theirs)
-
-
-def _fmt(value: Any) -> str:
-    return f"{float(value):.3f}" if value is not None else "n/a"
 
 
 @asset(
@@ -513,33 +553,49 @@ def order_delay_risk(
     order_events: DataFrame,
     postgres: PostgresResource,
 ) -> Output:
-    """Every order in flight, scored by the latest delay model: `p_late` (0..1, the chance of
-    arriving after the promise), `at_risk` (p_late above the threshold chosen on validation
-    data), the promised and expected delivery dates (with a 10th-90th percentile range), when
-    it was scored and by which `model_version`. An order already past its promise has p_late 1.
-    Empty, with a note, until a model could be trained."""
+    """Every order in flight, scored by the champion delay model: `p_late` (the calibrated
+    chance of arriving after the promise), `at_risk` (p_late at or above the alert threshold of
+    BUFFALO_FALSE_ALARM_COST), the promised and expected delivery dates (with a 10th-90th
+    percentile range), when it was scored and by which `model_version`. An order already past
+    its promise has p_late 1. With no champion yet, every order in flight is still listed,
+    with p_late empty and `unscored_reason` saying why."""
     from buffalo_assets.analytics.features import build_history, in_flight_features
-    from buffalo_assets.analytics.model import DelayModel, score_in_flight
+    from buffalo_assets.analytics.model import (
+        DelayModel,
+        risk_threshold,
+        score_in_flight,
+        unscored_in_flight,
+    )
 
     as_of = _now()
+    current = settings.load()
     with postgres.get_engine().connect() as connection:
-        row = latest_model_row(connection, trained=True)
-    empty = pd.DataFrame(columns=list(DELAY_RISK_COLUMNS))
-    if row is None:
-        note = "no delay model yet (not enough delivered history): nothing scored"
-        context.log.warning(note)
-        return Output(empty, metadata={"note": note, "in_flight": MetadataValue.int(0)})
-    model = DelayModel.from_bytes(bytes(row.model))
-    history = build_history(clean_orders, order_events, as_of, settings.load().promise_business_days)
+        champion = model_store.champion(connection)
+        newest = model_store.newest(connection)
+    history = build_history(clean_orders, order_events, as_of, current.promise_business_days)
     features = in_flight_features(history)
-    risk = score_in_flight(model, features, as_of)[list(DELAY_RISK_COLUMNS)] if len(features) else empty
+    threshold = risk_threshold(current.false_alarm_cost)
+    if champion is None or champion.model is None:
+        reason = "no champion delay model yet: " + (
+            f"the newest training, {newest.model_version}, was {newest.status} ({newest.note})"
+            if newest
+            else "delay_model has not run"
+        )
+        context.log.warning(reason)
+        risk = unscored_in_flight(features, reason, as_of)
+        metadata: dict[str, Any] = {"note": reason, "model_version": "none"}
+    else:
+        model = DelayModel.from_bytes(champion.model)
+        risk = score_in_flight(model, history, features, threshold, as_of)
+        metadata = {"model_version": model.version}
     return Output(
-        risk,
+        risk[list(DELAY_RISK_COLUMNS)],
         metadata={
-            "model_version": model.version,
-            "threshold": MetadataValue.float(round(float(model.threshold), 4)),
+            **metadata,
+            "threshold": MetadataValue.float(round(threshold, 4)),
             "in_flight": MetadataValue.int(len(risk)),
-            "at_risk": MetadataValue.int(int(risk["at_risk"].sum()) if len(risk) else 0),
+            "scored": MetadataValue.int(int(risk["p_late"].notna().sum())),
+            "at_risk": MetadataValue.int(int(risk["at_risk"].fillna(False).astype(bool).sum())),
             "scored_at": as_of.isoformat(),
         },
     )
@@ -568,16 +624,25 @@ def delivery_report(
     postgres: PostgresResource,
 ) -> Output:
     """A static HTML page people look at: door-to-door days of delivered orders, the late share
-    by week, customs dwell by week, and the risk of what is in flight, with the delay model's
-    test figures next to the baseline's. Stored in `ops.delivery_reports`; `buffalo report`
-    writes the latest to a file (or serves it on 127.0.0.1)."""
-    from buffalo_assets.analytics.report import render_report
+    by week, customs dwell by week, and the risk of what is in flight, with the gate's verdict
+    on the newest delay model and the champion's test figures next to the baseline's (AUC,
+    average precision and Brier score with intervals, a reliability table, how often the
+    expected range held). Stored in `ops.delivery_reports`; `buffalo report` writes the latest
+    to a file (or serves it on 127.0.0.1)."""
+    from buffalo_assets.analytics.report import ModelStanding, render_report
 
     generated = _now()
     with postgres.get_engine().connect() as connection:
-        row = latest_model_row(connection, trained=True)
-    evaluation = row.metrics if row is not None else None
-    page, figures = render_report(order_status_now, delivery_kpis, order_delay_risk, evaluation, generated)
+        champion = model_store.champion(connection)
+        newest = model_store.newest(connection)
+    standing = ModelStanding(
+        champion=champion.model_version if champion else None,
+        evaluation=champion.metrics if champion else None,
+        newest=newest.model_version if newest else None,
+        newest_status=newest.status if newest else None,
+        newest_note=newest.note if newest else None,
+    )
+    page, figures = render_report(order_status_now, delivery_kpis, order_delay_risk, standing, generated)
     report_id = f"{generated:%Y%m%dT%H%M%SZ}-{context.run_id[:8]}"
     frame = pd.DataFrame(
         [{"report_id": report_id, "generated_at": generated, "html": page, "run_id": context.run_id}]
@@ -612,4 +677,4 @@ ANALYTICS_ASSETS = [
     order_delay_risk,
     delivery_report,
 ]
-ANALYTICS_CHECKS = [model_beats_the_naive_baseline]
+ANALYTICS_CHECKS = [delay_model_gate]

@@ -51,6 +51,7 @@ BATCH_ORDERS = 2_000
 RAW = AssetKey(RAW_ORDERS)
 PERSONAL_COLUMNS = ("address", "street", "suburb")
 
+
 def _lineage(sources: dict[str, list[str]]) -> TableColumnLineage:
     return TableColumnLineage(
         deps_by_column={

@@ -359,35 +359,63 @@ order_delay_risk = sa.Table(
     metadata,
     _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
     _column("promised_delivery_at", _TS, "The promise the risk is about"),
-    _column("expected_delivery_at", _TS, "Model's median expected delivery"),
-    _column("p_late", _FLOAT, "Chance of arriving after the promise, 0..1", nullable=False),
-    _column("at_risk", sa.Boolean, "p_late above the threshold chosen on validation data", nullable=False),
-    _column("scored_at", _TS, "When it was scored", nullable=False),
+    _column("expected_delivery_at", _TS, "Model's median expected delivery (null when not scored)"),
+    _column("p_late", _FLOAT, "Calibrated chance of arriving after the promise, 0..1 (null when not scored)"),
     _column(
-        "model_version",
-        sa.Text,
-        "ops.delay_models version that scored it (baseline-... without a model)",
-        nullable=False,
+        "at_risk",
+        sa.Boolean,
+        "p_late at or above the alert threshold (BUFFALO_FALSE_ALARM_COST); null when not scored",
     ),
+    _column("scored_at", _TS, "When it was scored", nullable=False),
+    _column("model_version", sa.Text, "The champion in ops.delay_models that scored it (null: none yet)"),
     _column("expected_low_at", _TS, "Early end of the expected range (10th percentile)"),
     _column("expected_high_at", _TS, "Late end of the expected range (90th percentile)"),
+    _column("unscored_reason", sa.Text, "Why p_late is empty (no champion model yet), else null"),
     schema="analytics",
-    comment="Every in-flight order's chance of arriving late, from the latest delay model.",
+    comment="Every in-flight order's chance of arriving late, from the champion delay model.",
 )
+
+MODEL_STATUSES = ("champion", "retired", "rejected", "not_judged", "untrained", "legacy")
+MODEL_STATUS_CHECK = "status IN (" + ", ".join(f"'{status}'" for status in MODEL_STATUSES) + ")"
 
 delay_models = sa.Table(
     "delay_models",
     metadata,
     _column("model_version", sa.Text, "UTC training time + hash of the fitted estimators", primary_key=True),
     _column("trained_at", _TS, "When it was trained", nullable=False),
-    _column("model", sa.LargeBinary, "The pickled DelayModel (estimators, baseline, thresholds)"),
-    _column("threshold", _FLOAT, "at_risk threshold on p_late, chosen on validation data"),
+    _column(
+        "model", sa.LargeBinary, "The pickled DelayModel (estimators, calibration, text signals, baseline)"
+    ),
+    _column("threshold", _FLOAT, "at_risk threshold on p_late when it was judged (BUFFALO_FALSE_ALARM_COST)"),
     _column("training_rows", sa.Integer, "Labelled moments it was fitted on", nullable=False),
-    _column("metrics", JSONB, "Test metrics of model and baseline (time split)", nullable=False),
-    _column("note", sa.Text, "Why there is no model (not enough history), when there is none"),
+    _column(
+        "metrics",
+        JSONB,
+        "Its evaluation: test figures of model, baseline and champion, the verdict",
+        nullable=False,
+    ),
+    _column("note", sa.Text, "The gate's verdict and why, or why no model was trained"),
     _column("run_id", sa.Text, "Dagster run that trained it"),
+    _column(
+        "status",
+        sa.Text,
+        "champion (scores now), retired (was champion), rejected, not_judged, untrained (not enough "
+        "history), legacy (trained by a release before the gate; never scores)",
+        nullable=False,
+    ),
+    _column("as_of", _TS, "The moment it was trained as of (newest tracking event seen)"),
+    _column("promoted_at", _TS, "When it became the champion"),
+    _column("retired_at", _TS, "When a newer champion replaced it"),
+    sa.CheckConstraint(MODEL_STATUS_CHECK, name="delay_models_status"),
     schema="ops",
-    comment="Versioned delay models; the latest with a model scores analytics.order_delay_risk.",
+    comment="Every delay model trained, with its verdict; the champion scores analytics.order_delay_risk.",
+)
+# At most one champion, whatever runs race.
+sa.Index(
+    "delay_models_one_champion",
+    delay_models.c.status,
+    unique=True,
+    postgresql_where=sa.text("status = 'champion'"),
 )
 
 delivery_reports = sa.Table(
