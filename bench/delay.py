@@ -369,6 +369,7 @@ def scale_from(frames: Path, changed: int) -> dict[str, Any]:
         "train_and_score_cpu_seconds": full_cpu,
         "train_seconds": trained.seconds,
         "training_rows": trained.model.training_rows,
+        "trees": trained.evaluation["trees"],
         "scored": int(len(risk)),
         "model_bytes": len(stored),
         "rescored": int(len(rescored)),
@@ -482,7 +483,8 @@ def _print_scale(s: dict[str, Any]) -> None:
         f"scale  {s['orders']} orders ({s['events']} events): "
         f"train + judge + score {s['train_and_score_seconds']:.1f}s wall, "
         f"{s['train_and_score_cpu_seconds']:.1f}s CPU "
-        f"({s['training_rows']} training rows, {s['scored']} scored), peak RSS {s['peak_rss_mb']:.0f} MB "
+        f"({s['training_rows']} training rows, trees {s['trees']}, {s['scored']} scored), "
+        f"peak RSS {s['peak_rss_mb']:.0f} MB "
         f"({s['rss_with_tables_loaded_mb']:.0f} MB with the tables loaded); "
         f"rescoring {s['rescored']} changed orders {s['incremental_seconds']:.1f}s "
         f"(load average {s['load_average_1min']:.1f} on {s['cpu_count']} CPUs)"

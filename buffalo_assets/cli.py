@@ -574,8 +574,9 @@ def demo_database_url(*, fresh: bool) -> str:
     return make_url(database_url()).set(database=name).render_as_string(hide_password=False)
 
 
-# The demo prints its own summary; Dagster's console logger only reports problems.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The demo prints its own summary (the gate's verdict included); Dagster's console logger
+# only reports errors.
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def _report_run(label: str, result: Any) -> None:
@@ -606,18 +607,39 @@ def _report_run(label: str, result: Any) -> None:
     model = metadata.get("delay_model", {})
     gate = next((e for e in evaluations if e.asset_check_key in analytics_checks), None)
     if model:
-        if model.get("retrained"):
-            trained = f"challenger {model['model_version']} trained in {model['train_s']:.1f}s"
-        elif model.get("status") == "untrained":
-            trained = "no model trained (not enough history)"
-        else:
-            trained = f"no training (newest {model.get('model_age_hours', 0):.1f} h old)"
-        verdict = (
-            f"{gate.check_name}: {'passed' if gate.passed else gate.severity.value}, {gate.description}"
-            if gate is not None
-            else "gate not run"
+        click.echo(f"{'':10} analytics: {_model_words(model)}; {_gate_words(gate)}")
+
+
+def _model_words(model: dict[str, Any]) -> str:
+    """What delay_model did in a run, from its materialization metadata."""
+    champion = model.get("champion", "none")
+    scoring = (
+        f"champion {champion} scores" if champion != "none" else "no champion: orders in flight unscored"
+    )
+    if model.get("retrained"):
+        figures = (
+            f"AUC {_figure(model.get('model_auc'))} vs baseline {_figure(model.get('baseline_auc'))}, "
+            f"AP {_figure(model.get('model_ap'))} vs {_figure(model.get('baseline_ap'))}"
         )
-        click.echo(f"{'':10} analytics: {trained}; {verdict}")
+        outcome = {
+            "champion": "promoted to champion",
+            "rejected": f"rejected ({scoring})",
+            "not_judged": f"not judged: too few test orders ({scoring})",
+        }[model["status"]]
+        return f"challenger {model['model_version']} trained in {model['train_s']:.1f}s, {outcome}; {figures}"
+    if model.get("status") == "untrained":
+        return f"no model: {model.get('note', 'not enough history')}"
+    return f"no training (newest {model.get('model_age_hours', 0):.1f} h old); {scoring}"
+
+
+def _gate_words(gate: Any) -> str:
+    if gate is None:
+        return "gate not run"
+    if gate.passed:
+        return f"{gate.check_name} passed"
+    judged = gate.metadata.get("judged")
+    state = "failed" if judged is not None and judged.value else "not judged"
+    return f"{gate.check_name} {state} ({gate.severity.value})"
 
 
 def _run_failed(label: str, result: Any) -> click.ClickException:
@@ -677,7 +699,7 @@ def _print_analytics_summary(url: str) -> None:
     share = f"{late / delivered:.1%} of {delivered} delivered orders" if delivered else "no deliveries yet"
     click.echo(f"analytics  late share {share}")
     if newest is not None and (champion is None or newest.model_version != champion.model_version):
-        click.echo(f"gate       newest training {newest.model_version}: {newest.status}: {newest.note}")
+        click.echo(f"gate       newest training {newest.model_version}: {newest.note}")
     if champion is None:
         click.echo("model      no champion yet: the orders in flight are listed unscored")
     else:
@@ -728,8 +750,8 @@ def _top_inbound(url: str, top: int = 5) -> str:
 
 
 def _figure(value: Any) -> str:
-    """A figure for the summary; a missing one (None, NaN) as n/a."""
-    if value is None or (isinstance(value, float) and value != value):
+    """A figure for the summary; a missing one (None, NaN, not a number) as n/a."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return "n/a"
     return f"{float(value):.3f}"
 

@@ -158,7 +158,12 @@ def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, 
     assert "300 orders (300 new" in run1 and "fetched 300: 300 new versions" in run1 and "0 failed" in run1
     assert any(line.startswith("run 2") for line in lines)
     assert sum("checks 11/11 passed" in line for line in lines) == 2
-    assert sum("model_beats_the_naive_baseline passed" in line for line in lines) == 2
+    # 300 orders are too few to judge a delay model: the demo says so, never "passed", no trace.
+    analytics = [line for line in lines if "analytics: " in line]
+    assert len(analytics) == 2 and all("delay_model_gate not judged (WARN)" in line for line in analytics)
+    assert "not judged: too few test orders" in analytics[0]
+    assert any(line.startswith("model      no champion yet") for line in lines)
+    assert "Traceback" not in result.stdout + result.stderr
     assert any(line.startswith("analytics  late share") for line in lines)
     assert any(line.startswith("at risk ") for line in lines)
     inbound = next(line for line in lines if line.startswith("inbound "))

@@ -354,14 +354,9 @@ class DelayModel:
 
         with threadpool_limits(limits=self.threads):
             predicted = self.regressor.predict(self.design(history, rows.features[known]))
-        residual = np.log1p(np.clip(rows.remaining_days[known], 0, None)) - predicted
-        stage = rows.features["stage_code"].to_numpy()[known]
-        offsets = {-1: (float(np.quantile(residual, 0.1)), float(np.quantile(residual, 0.9)))}
-        for code in np.unique(stage[~np.isnan(stage)]):
-            mine = residual[stage == code]
-            if len(mine) >= 30:
-                offsets[int(code)] = (float(np.quantile(mine, 0.1)), float(np.quantile(mine, 0.9)))
-        return offsets
+        return range_offsets(
+            predicted, rows.remaining_days[known], rows.features["stage_code"].to_numpy()[known]
+        )
 
     def to_bytes(self) -> bytes:
         """The whole model (estimators, calibration, text signals, baseline, evaluation) as bytes."""
@@ -376,6 +371,19 @@ class DelayModel:
         if not isinstance(model, DelayModel):
             raise ValueError(f"stored model is a {type(model).__name__}, not a DelayModel")
         return model
+
+
+def range_offsets(
+    predicted_log_days: np.ndarray, remaining_days: np.ndarray, stage: np.ndarray
+) -> dict[int, tuple[float, float]]:
+    """10th/90th percentile of log1p(actual days) - predicted, per stage code (-1: all stages)."""
+    residual = np.log1p(np.clip(remaining_days, 0, None)) - predicted_log_days
+    offsets = {-1: (float(np.quantile(residual, 0.1)), float(np.quantile(residual, 0.9)))}
+    for code in np.unique(stage[~np.isnan(stage)]):
+        mine = residual[stage == code]
+        if len(mine) >= 30:
+            offsets[int(code)] = (float(np.quantile(mine, 0.1)), float(np.quantile(mine, 0.9)))
+    return offsets
 
 
 @dataclass
@@ -468,6 +476,8 @@ def train_delay_model(
             "promise_days": int(len(np.unique(promise_days(test.promise_s)))) if len(test.late) else 0,
         },
         "features": {"used": list(fitted.feature_columns), "dropped": dict(fitted.dropped_features)},
+        # Trees each estimator kept: it stops growing when the validation orders stop gaining.
+        "trees": {"classifier": int(fitted.classifier.n_iter_), "regressor": int(fitted.regressor.n_iter_)},
         "libraries": dict(fitted.libraries),
     }
     if len(test.late):

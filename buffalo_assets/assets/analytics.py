@@ -286,7 +286,7 @@ def _figures(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def training_as_of(events: pd.DataFrame, now: datetime) -> datetime:
+def training_as_of(events: "pd.DataFrame", now: datetime) -> datetime:
     """The newest tracking event at or before `now` (else `now`): the moment a model is trained as of.
 
     Its test window is then the last days the data cover, so a feed that stopped a while
@@ -449,6 +449,7 @@ def _standing(
     """Metadata of a run that trained nothing: the champion, and the newest training's verdict."""
     metadata: dict[str, Any] = {
         "model_version": champion.model_version if champion else "none",
+        "champion": champion.model_version if champion else "none",
         "status": "kept" if champion else "no champion",
         "trained": MetadataValue.bool(champion is not None),
         "retrained": MetadataValue.bool(False),
