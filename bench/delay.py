@@ -7,7 +7,7 @@
     python -m bench.delay --report bench/results/report   # world A's HTML report and plots
 
 Each world is built in process from the sandbox's `OrderBook` (`bench/worlds.py`): the order
-details the API would serve at the scoring time, parsed by the transform's own parser. At
+details the API would serve at each scoring time, parsed by the transform's own parser. At
 each of four scoring times 42 hours apart, the pipeline trains as `delay_model` does (the
 same windows, calibration and gate) on what was visible then and scores every order still
 travelling; the answer comes from the sandbox's truth (when each order is really delivered).
@@ -118,9 +118,7 @@ def evaluate_world(
     """Train and score at each of `MOMENTS`; pool the in-flight orders of all."""
     book = make_book(orders, days, SCORING_TIME, **params)
     process = book.process.name
-    started = time.perf_counter()
-    clean, events = world_frames(book, SCORING_TIME)
-    prepared = time.perf_counter() - started
+    prepared = 0.0
     hidden = hidden_facts(book, SCORING_TIME)
     knowable = ceiling_features(book, hidden)
     planned = oracle_features(book, hidden)
@@ -132,8 +130,10 @@ def evaluate_world(
     train_seconds = 0.0
     for moment in MOMENTS:
         as_of = datetime.fromtimestamp(moment, UTC)
-        # Tables read at the last moment, taken as of an earlier one: events after it are
-        # ignored (the leakage test proves features do not see them).
+        # The tables as the transform would hold them at that moment (statuses included).
+        started = time.perf_counter()
+        clean, events = world_frames(book, moment)
+        prepared += time.perf_counter() - started
         history = build_history(clean, events, as_of)
         trained = train_delay_model(history, false_alarm_cost=false_alarm_cost)
         verdict = judge(trained, history, None)

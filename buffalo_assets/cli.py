@@ -474,7 +474,23 @@ def stock_import(file: Path) -> None:
 @main.command()
 @click.option("--orders", default=2_000, show_default=True, help="Orders in the demo sandbox")
 @click.option("--advance-days", default=1.0, show_default=True, help="Sandbox days between the two runs")
-def demo(orders: int, advance_days: float) -> None:
+@click.option("--seed", default=7, show_default=True, help="Seed of the sandbox's orders")
+@click.option(
+    "--delay-process",
+    type=click.Choice(DELAY_PROCESSES),
+    default="customs",
+    show_default=True,
+    help="How the sandbox's journeys run late (as `buffalo sandbox --delay-process`)",
+)
+@click.option(
+    "--event-texts",
+    "event_language",
+    type=click.Choice(LANGUAGES),
+    default="en",
+    show_default=True,
+    help="Language of the tracking texts (zh: with --delay-process backlog)",
+)
+def demo(orders: int, advance_days: float, seed: int, delay_process: str, event_language: str) -> None:
     """The main job: Postgres + sandbox, ingest through Dagster, advance the clock, ingest again."""
     from buffalo_assets.sandbox.control import SandboxControl
     from buffalo_assets.sandbox.server import running_sandbox
@@ -488,9 +504,24 @@ def demo(orders: int, advance_days: float) -> None:
     click.echo(f"database   {safe_url(url)} (recreated on {where})")
     # The sandbox clock starts in the past so that after moving it forward it is "now":
     # tracking events are never dated in the future.
-    config = SandboxConfig(orders=orders, start=time.time() - advance_days * 86_400 - 60)
+    try:
+        make_process(delay_process, seed, language=event_language)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--event-texts") from None
+    config = SandboxConfig(
+        orders=orders,
+        seed=seed,
+        start=time.time() - advance_days * 86_400 - 60,
+        delay_process=delay_process,
+        event_language=event_language,
+    )
     with running_sandbox(config) as running:
-        click.echo(f"sandbox    {running.url} with {orders} orders (user {config.username})")
+        world = (
+            ""
+            if delay_process == "customs" and event_language == "en"
+            else (f", delay process {delay_process}, texts in {event_language}")
+        )
+        click.echo(f"sandbox    {running.url} with {orders} orders (user {config.username}{world})")
         # The documented hand-over: the in-process Dagster run reads its EnvVars here.
         os.environ.update(
             dagster_environment(url)

@@ -40,7 +40,7 @@ from buffalo_assets.assets.analytics import ANALYTICS_ASSETS
 from buffalo_assets.assets.customer_alerts import customer_alerts
 from buffalo_assets.assets.stock import STOCK_ASSETS
 from buffalo_assets.assets.transform import transform_orders
-from buffalo_assets.storage import tables
+from buffalo_assets.storage import model_store, tables
 from tests.conftest import SandboxFactory
 from tests.pipeline import (
     ANALYTICS,
@@ -343,3 +343,23 @@ def test_a_change_in_core_makes_automation_request_every_analytics_asset(
     after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     for key in ANALYTICS_KEYS:
         assert after.get_num_requested(AssetKey(key)) == 1, key
+
+
+def test_a_champion_promoted_by_another_run_is_never_replaced_unseen(analytics_store: sa.Engine) -> None:
+    engine = analytics_store
+    now = datetime.now(UTC)
+
+    def promote(version: str, replaces: str | None) -> None:
+        model_store.record(
+            engine, model_version=version, trained_at=now, status="champion", note="promoted",
+            metrics={"auc": float("nan")}, run_id=None, replaces=replaces,
+        )  # fmt: skip
+
+    promote("a", None)
+    # "b" was judged while there was no champion; "a" came in meanwhile: b is not stored.
+    with pytest.raises(model_store.ChampionChanged, match="b was judged against champion none, but a"):
+        promote("b", None)
+    promote("c", "a")
+    models = _models(engine)
+    assert models[["model_version", "status"]].values.tolist() == [["a", "retired"], ["c", "champion"]]
+    assert models.iloc[0]["retired_at"] == models.iloc[1]["promoted_at"]

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bench.worlds import world_frames
+from buffalo_assets.analytics._time import epoch_seconds
 from buffalo_assets.analytics.durations import order_stage_durations
 from buffalo_assets.analytics.event_stages import learn_event_stages, relabel
 from buffalo_assets.analytics.features import (
@@ -23,7 +24,9 @@ from buffalo_assets.analytics.features import (
     NotEnoughHistory,
     build_history,
     in_flight_features,
+    last_at_or_before,
     snapshot_features,
+    snapshots,
 )
 from buffalo_assets.analytics.gate import judge
 from buffalo_assets.analytics.kpis import delivery_kpis, late_share_by
@@ -38,6 +41,7 @@ from buffalo_assets.analytics.model import (
 from buffalo_assets.analytics.report import FIGURES, ModelStanding, render_report
 from buffalo_assets.analytics.stages import TERMINAL_STAGES
 from buffalo_assets.analytics.status import STATUS_NOW_COLUMNS, order_status_now, promised_delivery
+from buffalo_assets.analytics.text_signals import TextSignals
 from buffalo_assets.sandbox.orders import DAY, OrderBook
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -464,3 +468,47 @@ def test_a_challenger_with_too_few_test_orders_is_not_judged(world: dict[str, pd
     verdict = judge(result, history, champion=None)
     assert (verdict.status, verdict.judged) == ("not_judged", False)
     assert verdict.reason.startswith("not judged:") and "test orders" in verdict.reason
+
+
+def test_the_last_event_at_or_before_a_moment_is_found_exactly_whatever_the_size() -> None:
+    # Many orders and times a float key could not tell apart (order * 1e10 + seconds).
+    rng = np.random.default_rng(4)
+    order = np.sort(rng.integers(0, 3_000_000, 5_000))
+    moments = 1.8e9 + rng.integers(0, 5, len(order)).astype("float64")
+    sequence = np.lexsort((moments, order))
+    order, moments = order[sequence], moments[sequence]
+    query_order = rng.choice(order, 2_000)
+    query_at = 1.8e9 + rng.integers(-1, 6, 2_000) + rng.choice([0.0, 0.4], 2_000)
+    found = last_at_or_before(order, moments, query_order, query_at)
+    frame = pd.DataFrame({"order": order, "at": moments, "index": np.arange(len(order))})
+    for k in range(len(query_order)):
+        mine = frame[(frame["order"] == query_order[k]) & (frame["at"] <= query_at[k])]
+        assert found[k] == (mine["index"].iloc[-1] if len(mine) else -1), k
+
+
+def test_a_training_window_learns_nothing_said_or_delivered_after_its_end(
+    world: dict[str, pd.DataFrame],
+) -> None:
+    # A wording first used after the window's end (by an order promised within it).
+    events = world["events"]
+    first = events.iloc[:1].assign(
+        event_id="late-news", event_at=NOW - timedelta(days=5), description="Parcel re-routed via Nairobi 7"
+    )
+    history = build_history(world["clean"], pd.concat([events, first], ignore_index=True), NOW)
+    end = NOW.timestamp() - 40 * DAY
+    rows = snapshots(history, promised_by_s=end, known_by_s=end)
+    # A delivery after the window's end is not known to it: the row's remaining days stop there.
+    later = history.delivered_s[pd.Index(history.order_ids).get_indexer(rows.features["order_id"])] > end
+    assert later.any()
+    at = epoch_seconds(rows.features["at"])
+    assert not rows.delivered[later].any()
+    assert np.allclose(rows.remaining_days[later], (end - at[later]) / DAY)
+    # Texts: only templates some event showed by the window's end get a code or a risk.
+    position = pd.Index(history.order_ids).get_indexer(rows.features["order_id"])
+    signals = TextSignals.fit(
+        history, np.unique(position), rows.late[np.unique(position, return_index=True)[1]], end
+    )
+    said_by_end = set(history.texts[np.unique(history.event_text[history.event_at <= end])])
+    assert set(signals.risk) <= said_by_end and set(signals.code) <= said_by_end
+    assert "parcel re-routed via nairobi #" in set(history.texts) - said_by_end
+    assert "parcel re-routed via nairobi #" not in signals.risk

@@ -142,6 +142,48 @@ def test_db_url_prints_the_configured_database(pg_url: str) -> None:
     assert result.stdout.strip() == pg_url
 
 
+def test_the_main_job_on_a_world_worded_in_chinese_summarises_its_verdict_without_a_trace(
+    pg_url: str,
+) -> None:
+    demo_db = f"{make_url(pg_url).database}_demo_zh"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "buffalo_assets.cli",
+            "demo",
+            "--delay-process",
+            "backlog",
+            "--event-texts",
+            "zh",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "BUFFALO_PG_URL": pg_url, "BUFFALO_DEMO_DB": demo_db},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    try:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Traceback" not in result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert "delay process backlog, texts in zh" in next(
+            line for line in lines if line.startswith("sandbox ")
+        )
+        first = next(line for line in lines if "analytics: challenger" in line)
+        model = next(line for line in lines if line.startswith("model "))
+        at_risk = next(line for line in lines if line.startswith("at risk "))
+        # Whatever the verdict on this world, the summary says the same as the gate.
+        if "promoted to champion" in first:
+            assert "delay_model_gate passed" in first and model.startswith("model      champion ")
+            assert "(0 scored)" not in at_risk
+        else:
+            assert "delay_model_gate" in first and "passed" not in first
+            assert model.startswith("model      no champion yet") and "(0 scored)" in at_risk
+    finally:
+        drop_database(pg_url, demo_db)
+
+
 def test_the_main_job_ingests_through_dagster_twice_and_summarises(pg_url: str, tmp_path: Path) -> None:
     demo_db = f"{make_url(pg_url).database}_demo"
     result = subprocess.run(

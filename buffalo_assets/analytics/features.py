@@ -1,10 +1,10 @@
 """Delay-model features as they were known at a moment: no outcome, no future event.
 
 Everything starts from `History` (the orders and their events, read once; event stages as
-learned from the account's own data by `event_stages.py`). A feature of order o at moment t
-uses only o's events at or before t, what o's static fields said by then, and what other
-parcels did up to t. Appending events after t never changes it
-(`tests/test_analytics_core.py` checks exactly that).
+learned from the account's own data by `event_stages.py`, from nothing later than the
+history's `as_of`). A feature of order o at moment t uses only o's events at or before t,
+what o's static fields said by then, and what other parcels did up to t: events after t
+never enter it (`tests/test_analytics_core.py` checks that appending them changes nothing).
 
 Nothing here knows how the sandbox, or Buffalo, words a text or when it resets a queue:
 
@@ -141,6 +141,34 @@ def _first_time(order_pos: np.ndarray, at: np.ndarray, mask: np.ndarray, n: int)
     return out
 
 
+def last_at_or_before(
+    order: np.ndarray, moments: np.ndarray, query_order: np.ndarray, query_at: np.ndarray
+) -> np.ndarray:
+    """For each query (order position, moment): the index of the last entry of that order at
+    or before the moment, in entries sorted by (order, moment); -1 when there is none.
+
+    Exact for any number of orders and any times (no combined float key to lose precision).
+    """
+    query_order = np.asarray(query_order, dtype="int64")
+    n, q = len(order), len(query_order)
+    if not n or not q:
+        return np.full(q, -1, dtype="int64")
+    merged_order = np.concatenate([np.asarray(order, dtype="int64"), query_order])
+    merged_at = np.concatenate([np.asarray(moments, dtype="float64"), np.asarray(query_at, dtype="float64")])
+    is_query = np.concatenate([np.zeros(n, dtype=bool), np.ones(q, dtype=bool)])
+    # By order, then time; at equal times entries before queries ("at or before").
+    sequence = np.lexsort((is_query, merged_at, merged_order))
+    entries_so_far = np.cumsum(~is_query[sequence])
+    found = np.full(q, -1, dtype="int64")
+    queries = is_query[sequence]
+    last = entries_so_far[queries] - 1
+    positions = sequence[queries] - n
+    same = last >= 0
+    same[same] = order[last[same]] == query_order[positions[same]]
+    found[positions[same]] = last[same]
+    return found
+
+
 def _firsts(sorted_order: np.ndarray, n: int) -> np.ndarray:
     """Per order position: index of its first entry in `sorted_order` (-1 when none)."""
     out = np.full(n, -1, dtype="int64")
@@ -158,16 +186,21 @@ def build_history(
 ) -> History:
     """Index `core.clean_orders` and `core.order_events` for as-of feature queries.
 
-    Event stages are relabelled as learned from the data (`event_stages`). Events after
-    `as_of` or without a time are ignored. Orders without a creation time cannot have a
-    promise and are left out.
+    Events after `as_of` or without a time are ignored, and so are orders created after it.
+    Event stages are relabelled as learned (`event_stages`) from the events up to `as_of`
+    and the orders' statuses in `clean_orders`, which should be read at `as_of` (the assets
+    read them now and take `as_of` from them): what a wording means is then learned from
+    nothing later than the moment. Orders without a creation time have no promise and are
+    left out.
     """
     now_s = as_utc(as_of).timestamp()
+    if len(events):
+        moments = pd.to_datetime(events["event_at"], utc=True)
+        events = events[moments.notna() & (moments <= pd.Timestamp(now_s, unit="s", tz="UTC"))]
     stages = learn_event_stages(clean_orders, events)
     events = relabel(events, stages)
     created_all = pd.to_datetime(clean_orders["created_at"], utc=True)
-    # Orders created after as_of do not exist yet; stages come from events up to as_of, so
-    # a history can be taken "as of" an earlier moment from later tables.
+    # Orders created after as_of do not exist yet.
     orders = clean_orders[created_all.notna() & (created_all <= pd.Timestamp(now_s, unit="s", tz="UTC"))]
     orders = orders.reset_index(drop=True)
     ids = orders["order_id"].astype(str).to_numpy()
@@ -333,15 +366,13 @@ def snapshot_features(history: History, order_pos: np.ndarray, at_s: np.ndarray)
     h = history
     created = h.created_s[order_pos]
     promise = h.promise_s[order_pos]
-    scale = 1e10  # epoch seconds stay below it, so (order, time) sort as one float key
 
     # The visit in progress at t: the last visit of the order entered at or before t.
     processing = float(STAGES.index("processing"))
-    visit_keys = h.visit_order * scale + h.visit_entered
-    idx = np.searchsorted(visit_keys, order_pos * scale + at, side="right") - 1
-    if len(visit_keys):
+    idx = last_at_or_before(h.visit_order, h.visit_entered, order_pos, at)
+    if len(h.visit_order):
         safe = np.clip(idx, 0, None)
-        found = (idx >= 0) & (h.visit_order[safe] == order_pos)
+        found = idx >= 0
         stage_code = np.where(found, h.visit_stage[safe], processing).astype("float64")
         entered = np.where(found, h.visit_entered[safe], created)
         visits = np.where(found, idx - h.first_visit[order_pos] + 1, 0).astype("float64")
@@ -351,11 +382,10 @@ def snapshot_features(history: History, order_pos: np.ndarray, at_s: np.ndarray)
         visits = np.zeros(len(order_pos))
 
     # The newest and the previous event at t.
-    event_keys = h.event_order * scale + h.event_at
-    last = np.searchsorted(event_keys, order_pos * scale + at, side="right") - 1
-    if len(event_keys):
+    last = last_at_or_before(h.event_order, h.event_at, order_pos, at)
+    if len(h.event_order):
         safe = np.clip(last, 0, None)
-        has_last = (last >= 0) & (h.event_order[safe] == order_pos)
+        has_last = last >= 0
         has_prev = has_last & (last - 1 >= h.first_event[order_pos])
         last_text = np.where(has_last, h.event_text[safe], NO_EVENT)
         prev_text = np.where(has_prev, h.event_text[np.clip(last - 1, 0, None)], NO_EVENT)
@@ -458,6 +488,7 @@ def snapshots(
     max_per_order: int = 16,
     max_rows: int | None = None,
     seed: int = 0,
+    known_by_s: float | None = None,
 ) -> Snapshots:
     """Past moments of orders whose promise fell in (promised_after, promised_by], with labels.
 
@@ -467,8 +498,10 @@ def snapshots(
     `max_per_order` of them, drawn at random (the default keeps every day of a journey, so
     slow orders weigh as much as they do among the parcels in flight at any moment), and
     at most `max_rows` in all. The label is known for every such order, since its promise
-    has passed: late unless delivered by it. `remaining_days` of an order still travelling
-    at `as_of` is the lower bound `as_of - t`.
+    has passed: late unless delivered by it. `remaining_days` is what was known at
+    `known_by_s` (default `as_of`): the days to delivery if it was delivered by then, else,
+    while still travelling then, the lower bound `known_by - t`; a training window's rows
+    so never learn of a delivery after the window's end.
     """
     h = history
     promised_by = h.as_of_s if promised_by_s is None else min(promised_by_s, h.as_of_s)
@@ -502,15 +535,17 @@ def snapshots(
     at = times[rows, cols]
     delivered = h.delivered_s[order_pos]
     promise = h.promise_s[order_pos]
-    travelling = np.isnan(h.end_s[order_pos])
+    known_by = h.as_of_s if known_by_s is None else min(known_by_s, h.as_of_s)
+    delivered_then = delivered <= known_by  # NaN compares False
+    travelling_then = ~(h.end_s[order_pos] <= known_by)
     remaining = np.where(
-        ~np.isnan(delivered), (delivered - at) / DAY_S, np.where(travelling, (h.as_of_s - at) / DAY_S, np.nan)
+        delivered_then, (delivered - at) / DAY_S, np.where(travelling_then, (known_by - at) / DAY_S, np.nan)
     )
     return Snapshots(
         features=snapshot_features(h, order_pos, at),
         late=~(delivered <= promise),
         remaining_days=remaining,
-        delivered=~np.isnan(delivered),
+        delivered=delivered_then,
         promise_s=promise,
     )
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 # too few of either outcome, for a comparison to mean anything.
 MIN_TEST_ORDERS = 100
 MIN_TEST_OUTCOME_ORDERS = 20
+# The bootstrap resamples promise days: with fewer, its intervals mean little.
+MIN_TEST_PROMISE_DAYS = 7
 
 
 @dataclass
@@ -42,27 +44,34 @@ class Verdict:
 
 
 def judge(
-    result: TrainingResult, history: History, champion: DelayModel | None, champion_version: str | None = None
+    result: TrainingResult,
+    history: History,
+    champion: DelayModel | None,
+    champion_version: str | None = None,
+    champion_problem: str | None = None,
 ) -> Verdict:
     """Promote the challenger only if it beats the baseline and is not worse than the champion.
 
     Both on AUC and average precision of the test moments: beating means the bootstrap's 5th
     percentile of the difference is above 0; not worse means its 95th percentile is at least
     0 (the champion is not clearly better). The champion scores the same test moments with
-    its own text signals; one that cannot (a feature it needs is gone) is not compared, and
-    the verdict says so.
+    its own text signals. A champion that cannot be compared (this release cannot read its
+    bytes: `champion_problem`; or a feature it needs is gone) cannot keep scoring either: the
+    challenger is then judged against the baseline alone, and the verdict says so.
     """
     evaluation = result.evaluation
     test = evaluation["test"]
     if (
         test["orders"] < MIN_TEST_ORDERS
         or min(test["late_orders"], test["on_time_orders"]) < MIN_TEST_OUTCOME_ORDERS
+        or test["promise_days"] < MIN_TEST_PROMISE_DAYS
     ):
         return Verdict(
             "not_judged",
             f"not judged: {test['orders']} test orders ({test['late_orders']} late, "
-            f"{test['on_time_orders']} on time); at least {MIN_TEST_ORDERS}, with "
-            f"{MIN_TEST_OUTCOME_ORDERS} of each outcome, are needed",
+            f"{test['on_time_orders']} on time) promised on {test['promise_days']} days; at least "
+            f"{MIN_TEST_ORDERS}, with {MIN_TEST_OUTCOME_ORDERS} of each outcome, on "
+            f"{MIN_TEST_PROMISE_DAYS} days, are needed",
             judged=False,
         )
     comparison = evaluation["comparison"]
@@ -75,7 +84,9 @@ def judge(
     }
     reasons = [f"AUC {figures['auc']}", f"AP {figures['ap']}"]
     not_worse = True
-    if champion is not None:
+    if champion_problem is not None:
+        reasons.append(f"champion {champion_version} {champion_problem}: not compared")
+    elif champion is not None:
         compared = _against_champion(result, history, champion, evaluation["threshold"])
         if compared is None:
             reasons.append(f"champion {champion_version} cannot score today's features: not compared")

@@ -1,4 +1,4 @@
-"""The delay-risk model, its naive baseline, their evaluation, the gate, and scoring.
+"""The delay-risk model, its naive baseline, their training and evaluation, and scoring.
 
 * `DelayModel`: scikit-learn gradient boosting on the as-of features of `features.py` and
   the text signals it learns itself (`TextSignals`): a classifier for p_late (delivered
@@ -13,9 +13,7 @@
   (vcut, cut], judge on the orders promised after cut, at every day of their journeys from
   dispatch until `horizon_days` before the promise. The model that is judged is the model
   that scores: there is no refit, so what the figures say is what is deployed.
-* `judge`: the gate. A newly trained model is a challenger; it is promoted only if, on the
-  test orders, it beats the baseline and is not worse than the champion on AUC and average
-  precision, each difference with an interval from a bootstrap over promise days.
+  The figures (`measures.py`) are what the gate (`gate.py`) judges the new model by.
 * `at_risk` follows one policy for model and baseline alike: p_late at or above
   `risk_threshold(false_alarm_cost)`, the probability above which alerting costs less than
   staying silent when a false alarm costs `false_alarm_cost` times a missed late parcel.
@@ -231,8 +229,12 @@ class DelayModel:
         train: Snapshots,
         columns: tuple[str, ...],
         validation: Snapshots | None = None,
+        until_s: float | None = None,
     ) -> DelayModel:
         """Learn the text signals, drop columns without a value, fit (at most `max_rows` rows).
+
+        Text signals read the events up to `until_s` (default: all of `history`): pass the end
+        of the training window, so the validation and test weeks' texts never reach the model.
 
         With `validation` (later orders), each estimator stops adding trees once its loss on
         them has not improved for `PATIENCE` trees: a small history gets a simple model, a
@@ -241,10 +243,17 @@ class DelayModel:
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
         with threadpool_limits(limits=self.threads):
-            return self._fit(history, train, columns, validation)
+            return self._fit(
+                history, train, columns, validation, history.as_of_s if until_s is None else until_s
+            )
 
     def _fit(
-        self, history: History, train: Snapshots, columns: tuple[str, ...], validation: Snapshots | None
+        self,
+        history: History,
+        train: Snapshots,
+        columns: tuple[str, ...],
+        validation: Snapshots | None,
+        until_s: float,
     ) -> DelayModel:
         import numpy
         import sklearn  # type: ignore[import-untyped]
@@ -264,7 +273,9 @@ class DelayModel:
         features = train.features.iloc[rows].reset_index(drop=True)
         position = pd.Index(history.order_ids).get_indexer(features["order_id"].astype(str))
         order_late = pd.Series(late).groupby(position).max()
-        self.text = TextSignals.fit(history, order_late.index.to_numpy(), order_late.to_numpy(), self.seed)
+        self.text = TextSignals.fit(
+            history, order_late.index.to_numpy(), order_late.to_numpy(), until_s=until_s, seed=self.seed
+        )
         frame = self.text.transform(history, features, out_of_fold=True)
         self.dropped_features = {}
         kept = []
@@ -436,8 +447,10 @@ def train_delay_model(
                 snap.features[column] = added[column].to_numpy(dtype="float64")
         return snap
 
-    train = rows(promised_by_s=vcut)
-    validation = rows(promised_after_s=vcut, promised_by_s=cut)
+    # Each window knows deliveries only up to its own end (`known_by_s`): no training or
+    # validation row learns how long a parcel took from a delivery in a later window.
+    train = rows(promised_by_s=vcut, known_by_s=vcut)
+    validation = rows(promised_after_s=vcut, promised_by_s=cut, known_by_s=cut)
     test = rows(promised_after_s=cut, from_dispatch=True, min_hours_to_promise=horizon_days * 24)
     for name, window in (("training", train), ("validation", validation)):
         if not len(window.late) or window.late.all() or not window.late.any():
@@ -452,7 +465,7 @@ def train_delay_model(
         seed=seed,
         threads=template.threads,
     )
-    fitted.fit(history, train, columns or FEATURE_COLUMNS, validation)
+    fitted.fit(history, train, columns or FEATURE_COLUMNS, validation, until_s=vcut)
     raw = fitted.predict(history, validation.features)["raw"].to_numpy()
     fitted.calibration = PlattScaling().fit(raw, validation.late)
     base_raw, _ = fitted.baseline.predict_raw(validation.features)

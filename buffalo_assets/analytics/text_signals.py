@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from buffalo_assets.analytics._time import epoch_seconds
-from buffalo_assets.analytics.features import History
+from buffalo_assets.analytics.features import History, last_at_or_before
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,7 +34,9 @@ class TextSignals:
     towards the overall share and taken relative to it (`text_risk_last`: of the newest
     event's template; `text_risk_max`: the highest among the templates seen so far). On the
     training rows themselves the risk of a template comes from the other folds of orders, so
-    an order's own outcome never feeds its own feature.
+    an order's own outcome never feeds its own feature. Only events up to `until_s` (the end
+    of the training window) are read, so nothing the validation or test weeks said reaches
+    the model through its text signals.
     """
 
     code: dict[str, int] = field(default_factory=dict)
@@ -42,21 +44,27 @@ class TextSignals:
     _oof: tuple[np.ndarray, np.ndarray] | None = None  # (fold per order position, risk per fold x text)
 
     @classmethod
-    def fit(cls, history: History, train_orders: np.ndarray, late: np.ndarray, seed: int = 0) -> TextSignals:
-        """Learn from the training orders (positions in `history`) and their outcomes."""
+    def fit(
+        cls, history: History, train_orders: np.ndarray, late: np.ndarray, until_s: float, seed: int = 0
+    ) -> TextSignals:
+        """Learn from the training orders (positions in `history`), their outcomes, and the
+        events up to `until_s`."""
         h = history
-        frequency = np.bincount(h.event_text[h.event_text >= 0], minlength=len(h.texts))
+        orders = np.asarray(train_orders, dtype="int64")
+        if len(orders) and (orders.min() < 0 or orders.max() >= h.size):
+            raise ValueError("training orders must be positions of orders in the history")
+        seen_then = (h.event_text >= 0) & (h.event_at <= until_s)
+        frequency = np.bincount(h.event_text[seen_then], minlength=len(h.texts))
         ranked = np.argsort(-frequency, kind="stable")[: min(TEXT_CODES, int((frequency > 0).sum()))]
         code = {str(h.texts[t]): k for k, t in enumerate(ranked)}
-        orders = np.asarray(train_orders, dtype="int64")
         outcome = np.zeros(h.size, dtype="float64")
         outcome[orders] = np.asarray(late, dtype="float64")
         training = np.zeros(h.size, dtype=bool)
         training[orders] = True
         fold = np.random.default_rng(seed).integers(0, TEXT_FOLDS, h.size)
         # Each (order, template) once: did the order show the template at all.
-        shown = pd.DataFrame({"order": h.event_order, "text": h.event_text})
-        shown = shown[(shown["text"] >= 0) & training[shown["order"].to_numpy()]].drop_duplicates()
+        shown = pd.DataFrame({"order": h.event_order, "text": h.event_text})[seen_then]
+        shown = shown[training[shown["order"].to_numpy()]].drop_duplicates()
         order, text = shown["order"].to_numpy(), shown["text"].to_numpy()
         size = len(h.texts)
         seen = np.zeros((TEXT_FOLDS, size))
@@ -99,15 +107,11 @@ class TextSignals:
             else event_risk
         )
         # The row's newest event: the last event of its order at or before its moment.
-        scale = 1e10
-        at = epoch_seconds(features["at"])
-        index = np.searchsorted(h.event_order * scale + h.event_at, position * scale + at, side="right") - 1
-        safe = np.clip(index, 0, None)
-        has = (
-            (index >= 0) & (position >= 0) & (h.event_order[safe] == position)
-            if len(h.event_order)
-            else index < -1
+        index = last_at_or_before(
+            h.event_order, h.event_at, np.clip(position, 0, None), epoch_seconds(features["at"])
         )
+        safe = np.clip(index, 0, None)
+        has = (index >= 0) & (position >= 0)
         out["text_risk_max"] = np.where(has, running[safe] if len(running) else np.nan, np.nan)
         out.loc[~np.isfinite(out["text_risk_max"].to_numpy(dtype="float64")), "text_risk_max"] = np.nan
         out["text_risk_last"] = np.where(has, event_risk[safe] if len(event_risk) else np.nan, np.nan)

@@ -301,20 +301,20 @@ def training_as_of(events: "pd.DataFrame", now: datetime) -> datetime:
     return now if pd.isna(newest) else newest.to_pydatetime()
 
 
-def _load_champion(row: model_store.ModelRow | None, context: AssetExecutionContext) -> Any:
-    """The champion's model, or None (with a warning) when this release cannot read its bytes."""
+def _load_champion(row: model_store.ModelRow | None) -> tuple[Any, str | None]:
+    """The champion's model, or None and why this release cannot read its bytes.
+
+    Only the errors of reading a pickle written by other code are caught (a class or module
+    renamed, another library version); any other error fails the asset.
+    """
     from buffalo_assets.analytics.model import DelayModel
 
     if row is None or row.model is None:
-        return None
+        return None, None
     try:
-        return DelayModel.from_bytes(row.model)
-    except (pickle.UnpicklingError, AttributeError, ImportError, ValueError, TypeError) as exc:
-        context.log.warning(
-            f"champion {row.model_version} cannot be read by this release ({type(exc).__name__}: {exc}); "
-            "the challenger is compared with the baseline only"
-        )
-        return None
+        return DelayModel.from_bytes(row.model), None
+    except (pickle.UnpicklingError, ImportError, AttributeError) as exc:
+        return None, f"cannot be read by this release ({type(exc).__name__}: {exc})"
 
 
 @asset(
@@ -379,7 +379,7 @@ def delay_model(
     except NotEnoughHistory as exc:
         note = f"not enough history to train: {exc}; order_delay_risk lists the orders in flight unscored"
         context.log.warning(note)
-        version = f"untrained-{now:%Y%m%dT%H%M%SZ}"
+        version = f"untrained-{now:%Y%m%dT%H%M%SZ}-{context.run_id[:8]}"
         model_store.record(
             engine, model_version=version, trained_at=now, status="untrained", note=note,
             metrics={"delivered_orders": delivered}, run_id=context.run_id, as_of=as_of,
@@ -397,9 +397,10 @@ def delay_model(
                 "champion": champion.model_version if champion else "none",
             },
         )
-    verdict = judge(
-        result, history, _load_champion(champion, context), champion.model_version if champion else None
-    )
+    champion_model, problem = _load_champion(champion)
+    if problem is not None:
+        context.log.warning(f"champion {champion.model_version if champion else ''} {problem}")
+    verdict = judge(result, history, champion_model, champion.model_version if champion else None, problem)
     model = result.model
     evaluation = result.evaluation | {
         "verdict": {"status": verdict.status, "reason": verdict.reason, "judged": verdict.judged},
@@ -411,6 +412,7 @@ def delay_model(
         engine, model_version=model.version, trained_at=now, status=verdict.status, note=verdict.reason,
         metrics=evaluation, run_id=context.run_id, model=model.to_bytes(),
         threshold=float(evaluation["threshold"]), training_rows=model.training_rows, as_of=as_of,
+        replaces=champion.model_version if champion else None,
     )  # fmt: skip
     (context.log.info if verdict.promoted else context.log.warning)(
         f"challenger {model.version} {verdict.reason}"

@@ -99,8 +99,14 @@ def record(
     threshold: float | None = None,
     training_rows: int = 0,
     as_of: datetime | None = None,
+    replaces: str | None = None,
 ) -> None:
-    """Store one training's row; a `champion` retires the previous champion in the same transaction."""
+    """Store one training's row; a `champion` retires the previous champion in the same transaction.
+
+    `replaces` is the champion the new one was judged against (None: there was none). If
+    another run promoted a different champion meanwhile, nothing is written and
+    `ChampionChanged` says so: the new model was never compared with that one.
+    """
     row = {
         "model_version": model_version,
         "trained_at": trained_at,
@@ -119,6 +125,15 @@ def record(
         if status == "champion":
             # Two promotions at once take turns instead of tripping the one-champion index.
             connection.execute(sa.text("LOCK TABLE ops.delay_models IN SHARE ROW EXCLUSIVE MODE"))
+            now_champion = connection.execute(
+                sa.text("SELECT model_version FROM ops.delay_models WHERE status = 'champion'")
+            ).scalar()
+            if now_champion != replaces:
+                raise ChampionChanged(
+                    f"{model_version} was judged against champion {replaces or 'none'}, but {now_champion} "
+                    "was promoted by another run meanwhile: nothing stored; train again to judge it "
+                    "against that one"
+                )
             connection.execute(
                 sa.text(
                     "UPDATE ops.delay_models SET status = 'retired', retired_at = :now "
@@ -127,6 +142,10 @@ def record(
                 {"now": trained_at},
             )
         connection.execute(sa.insert(delay_models).values(**row))
+
+
+class ChampionChanged(RuntimeError):
+    """Another run promoted a champion while this challenger was being judged."""
 
 
 def jsonable(value: Any) -> Any:
