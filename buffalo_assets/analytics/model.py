@@ -478,6 +478,8 @@ def train_delay_model(
         "cut": from_epoch(np.array([cut])).iloc[0].isoformat(),
         "validation_cut": from_epoch(np.array([vcut])).iloc[0].isoformat(),
         "horizon_days": horizon_days,
+        "test_days": test_days,
+        "validation_days": validation_days,
         "false_alarm_cost": false_alarm_cost,
         "threshold": threshold,
         "train": _window(train),

@@ -192,8 +192,10 @@ def _model_section(standing: ModelStanding) -> list[str]:
     test = evaluation.get("test", {})
     out.append(
         f"<p>Champion <code>{html.escape(standing.champion)}</code>, judged on "
-        f"{_number(test.get('orders'), ',.0f')} orders promised in its last "
-        f"{_number(test.get('promise_days'), '.0f')} days ({_number(test.get('moments'), ',.0f')} moments "
+        f"{_number(test.get('orders'), ',.0f')} orders whose promise fell in the "
+        f"{_number(evaluation.get('test_days'), 'g')} days before it was trained (on "
+        f"{_number(test.get('promise_days'), '.0f')} different days; "
+        f"{_number(test.get('moments'), ',.0f')} moments "
         f"from dispatch to {_number(evaluation.get('horizon_days'), 'g')} days before the promise; "
         f"{_number(test.get('late_orders'), ',.0f')} late, {_number(test.get('on_time_orders'), ',.0f')} "
         f"on time). At risk from p_late {_number(evaluation.get('threshold'), '.2f')}. Intervals: "
