@@ -68,7 +68,7 @@ def load_release_0_1(url: str) -> None:
     parsed = make_url(url)
     connection = psycopg2.connect(
         host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-        password=parsed.password, dbname=parsed.database,
+        password=parsed.password, dbname=parsed.database, **dict(parsed.query),
     )  # fmt: skip
     try:
         with connection, connection.cursor() as cursor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
@@ -51,8 +53,8 @@ def normalize_url(url: str) -> str:
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL with any password masked, for printing and logs."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with any password masked, for printing and logs (query values unescaped)."""
+    return unquote(make_url(url).render_as_string(hide_password=True))
 
 
 APPLICATION_NAME = "buffalo_assets"

