@@ -15,11 +15,22 @@ other 4xx (the service refuses this alert) gives up at once. Given-up rows keep
 `gave_up_at` and the status (never the answer's body) in `last_error`. The webhook URL may
 carry a token: it is never logged or stored, and no error text of the HTTP library (which
 quotes the URL) is kept.
+
+Every POST is signed as Standard Webhooks prescribe (https://www.standardwebhooks.com), so
+the receiver can tell our alerts from anyone else's: `webhook-id` (the alert id, the same on
+every retry), `webhook-timestamp` (seconds since the epoch) and `webhook-signature`
+(`v1,` + base64 of HMAC-SHA256 over `<id>.<timestamp>.<body>`, keyed with the shared secret
+`BUFFALO_CUSTOMER_ALERT_SECRET`, `whsec_` + base64 of at least 24 random bytes).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,16 +125,56 @@ def payload(row: Any) -> dict[str, Any]:
     }
 
 
-def post_alert(session: requests.Session, webhook: str, body: dict[str, Any], timeout_s: float) -> Outcome:
-    """POST one alert; the outcome says whether it was acknowledged and whether to retry."""
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the scheme's prefix, not a secret
+MIN_SECRET_BYTES = 24
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (`whsec_` + base64); a clear error if malformed.
+
+    The message never quotes the secret.
+    """
+    encoded = secret.strip().removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "BUFFALO_CUSTOMER_ALERT_SECRET must be 'whsec_' followed by base64, for example "
+            "'whsec_' and the output of `openssl rand -base64 32`"
+        ) from None
+    if len(key) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"BUFFALO_CUSTOMER_ALERT_SECRET holds {len(key)} bytes; at least {MIN_SECRET_BYTES} random bytes "
+            "are needed for a signature nobody can guess"
+        )
+    return key
+
+
+def signature_headers(key: bytes, message_id: str, body: str, now: float | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers of one POST of `body`."""
+    timestamp = str(int(time.time() if now is None else now))
+    digest = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+    }
+
+
+def post_alert(
+    session: requests.Session, webhook: str, body: dict[str, Any], timeout_s: float, key: bytes
+) -> Outcome:
+    """POST one signed alert; the outcome says whether it was acknowledged and whether to retry."""
+    data = json.dumps(body)
     try:
         response = session.post(
             webhook,
-            data=json.dumps(body),
+            data=data.encode(),
             headers={
                 "Content-Type": "application/json",
                 "Idempotency-Key": body["alert_id"],
                 "User-Agent": USER_AGENT,
+                **signature_headers(key, body["alert_id"], data),
             },
             timeout=timeout_s,
             allow_redirects=False,
@@ -176,12 +227,14 @@ def send_due_alerts(
     engine: sa.Engine,
     webhook: str,
     policy: SenderPolicy,
+    secret: str,
     *,
     limit: int | None = None,
     report: Callable[[str], None] | None = None,
 ) -> SendTotals:
-    """POST every due alert once (at most `limit`), one row and transaction at a time."""
+    """POST every due alert once (at most `limit`), signed with `secret`, a row and transaction at a time."""
     check_webhook(webhook)
+    key = signing_key(secret)
     totals = SendTotals()
     tried: list[str] = []
     unreachable = 0
@@ -193,7 +246,7 @@ def send_due_alerts(
                     break
                 tried.append(row.alert_id)
                 tried_at = connection.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
-                outcome = post_alert(session, webhook, payload(row), policy.timeout_s)
+                outcome = post_alert(session, webhook, payload(row), policy.timeout_s, key)
                 if outcome.sent:
                     connection.execute(MARK_SENT, {"alert_id": row.alert_id, "tried_at": tried_at})
                 else:

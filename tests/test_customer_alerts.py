@@ -10,6 +10,7 @@ POST is in flight.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -43,11 +44,14 @@ from dagster import (
     build_sensor_context,
     evaluate_automation_conditions,
 )
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from buffalo_assets.alert_sender import signature_headers, signing_key
 from buffalo_assets.analytics.alerts import due_alerts
 from buffalo_assets.assets.analytics import ANALYTICS_ASSETS
 from buffalo_assets.assets.customer_alerts import (
     JOB_NAME,
+    UNSIGNED,
     WEBHOOK_UNSET,
     customer_alerts,
     send_customer_alerts_job,
@@ -65,6 +69,8 @@ DAY = 86_400.0
 # The outbox is checked for whatever risk scores the run produced.
 ALL = [*ANALYTICS, customer_alerts]
 TOKEN = "s3cret-hook-token"  # noqa: S105 - a made-up token the URL carries, to prove it is never logged
+# The signing secret shared with the receiver (Standard Webhooks: whsec_ + base64 of 32 bytes).
+SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 OUTBOX = "analytics.customer_alerts"
 
 
@@ -231,6 +237,7 @@ class Receiver:
     release: threading.Event = field(default_factory=threading.Event)
     held_key: str | None = None
     url: str = ""
+    unsigned: int = 0  # POSTs whose signature the receiver could not verify (answered 401)
 
     def owner(self, port: int) -> int | None:
         for pid in self.pids:
@@ -281,9 +288,19 @@ def receiver() -> Iterator[Receiver]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:  # noqa: N802 - the http.server API
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.loads(raw)
             assert self.headers["Content-Type"] == "application/json"
-            if "/wrong" in self.path:  # a webhook set to a path the service does not have
+            try:  # as the notification service would: with the Standard Webhooks library
+                Webhook(SECRET).verify(raw, dict(self.headers.items()))
+                signed = self.headers["webhook-id"] == self.headers["Idempotency-Key"] == body["alert_id"]
+            except WebhookVerificationError:
+                signed = False
+            if not signed:
+                with state.lock:
+                    state.unsigned += 1
+                status = 401
+            elif "/wrong" in self.path:  # a webhook set to a path the service does not have
                 status = 404
             else:
                 status = state.handle(self.headers["Idempotency-Key"], body, self.client_address[1])
@@ -329,6 +346,7 @@ def _sender_env(outbox: Outbox, dagster_home: Path, receiver: Receiver, timeout_
         "BUFFALO_PG_URL": outbox.pg_url,
         "DAGSTER_HOME": str(dagster_home),
         "BUFFALO_CUSTOMER_ALERT_WEBHOOK": receiver.url,
+        "BUFFALO_CUSTOMER_ALERT_SECRET": SECRET,
         "BUFFALO_ALERT_TIMEOUT_S": str(timeout_s),
         "BUFFALO_ALERT_RETRY_S": "0",
     }
@@ -373,7 +391,12 @@ def test_every_alert_arrives_exactly_once_with_two_overlapping_sender_runs_and_o
     released = release_dead_runs(instance)
     assert len(released) == 1 and instance.get_run_by_id(released[0]).status == DagsterRunStatus.FAILURE
     # Later runs (the sensor's, every minute) deliver what failed or was left behind.
-    for key in ("BUFFALO_CUSTOMER_ALERT_WEBHOOK", "BUFFALO_ALERT_TIMEOUT_S", "BUFFALO_ALERT_RETRY_S"):
+    for key in (
+        "BUFFALO_CUSTOMER_ALERT_WEBHOOK",
+        "BUFFALO_CUSTOMER_ALERT_SECRET",
+        "BUFFALO_ALERT_TIMEOUT_S",
+        "BUFFALO_ALERT_RETRY_S",
+    ):
         monkeypatch.setenv(key, env[key])
     for _ in range(10):
         metadata = _send_in_process(instance, outbox.pg_url)
@@ -387,6 +410,7 @@ def test_every_alert_arrives_exactly_once_with_two_overlapping_sender_runs_and_o
     # (`notifications` holds each key once by construction; the count per key is checked on
     # the POSTs below.)
     assert set(receiver.notifications) == alerts
+    assert receiver.unsigned == 0, "every POST carried a signature the receiver verified"
     posts = Counter(p["key"] for p in receiver.posts)
     held = receiver.held_key
     assert held is not None
@@ -428,6 +452,7 @@ def test_the_sender_backs_off_retries_and_gives_up_visibly(
     refused, broken = keys[0], keys[1]
     receiver.refuse, receiver.broken = {refused}, {broken}
     monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", receiver.url)
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_SECRET", SECRET)
     monkeypatch.setenv("BUFFALO_ALERT_TIMEOUT_S", "1")
     monkeypatch.setenv("BUFFALO_ALERT_MAX_ATTEMPTS", "3")
     monkeypatch.setenv("BUFFALO_ALERT_RETRY_S", "3600")
@@ -478,6 +503,11 @@ def test_the_sender_sensor_skips_saying_why_and_requests_a_run_when_alerts_are_d
         skipped = send_customer_alerts_sensor(context)
     assert isinstance(skipped, SkipReason) and skipped.skip_message == WEBHOOK_UNSET
     monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", f"http://127.0.0.1:9/notify?token={TOKEN}")
+    monkeypatch.delenv("BUFFALO_CUSTOMER_ALERT_SECRET", raising=False)
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        unsigned = send_customer_alerts_sensor(context)
+    assert isinstance(unsigned, SkipReason) and unsigned.skip_message == UNSIGNED
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_SECRET", SECRET)
     with build_sensor_context(instance=instance, resources=resources) as context:
         requested = send_customer_alerts_sensor(context)
     assert isinstance(requested, RunRequest)
@@ -507,6 +537,7 @@ def test_an_unreachable_webhook_stops_the_run_early_and_a_malformed_one_is_refus
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_SECRET", SECRET)
     monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", f"http://127.0.0.1:{port}/notify?token={TOKEN}")
     metadata = _send_in_process(instance, outbox.pg_url)
     # Three alerts tried, then the run stopped instead of spending an attempt of every alert.
@@ -538,6 +569,50 @@ def test_an_unreachable_webhook_stops_the_run_early_and_a_malformed_one_is_refus
     assert "BUFFALO_CUSTOMER_ALERT_WEBHOOK must be an http:// or https:// URL" in said
     assert TOKEN not in said + failure.step_failure_data.error.to_string()
     assert (_outbox(outbox.engine)["attempts"] > 0).sum() == 3  # nothing more was tried
+
+
+def test_each_alert_is_signed_so_its_receiver_can_verify_it_and_a_tampered_one_fails() -> None:
+    body = json.dumps({"alert_id": "31000001:late", "message": "Your parcel is late"})
+    headers = signature_headers(signing_key(SECRET), "31000001:late", body, now=time.time())
+    assert headers["webhook-signature"].startswith("v1,") and headers["webhook-id"] == "31000001:late"
+    # Verified with the Standard Webhooks library, as the receiver would ...
+    assert Webhook(SECRET).verify(body, headers)["message"] == "Your parcel is late"
+    # ... and refused when anything was changed on the way, or signed with another key.
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body.replace("late", "early"), headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body, {**headers, "webhook-id": "31000002:late"})
+    other = "whsec_" + base64.b64encode(bytes(32)).decode()
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(body, headers)
+    # A signature of yesterday is refused too (the receiver's replay window).
+    stale = signature_headers(signing_key(SECRET), "31000001:late", body, now=time.time() - 86_400)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body, stale)
+
+
+def test_no_alert_leaves_unsigned_and_a_malformed_secret_is_named_never_quoted(
+    outbox: Outbox, instance: DagsterInstance, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _reset_delivery(outbox.engine)
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", receiver.url)
+    weak = "whsec_" + base64.b64encode(b"short-key").decode()
+    for secret, said in ((None, UNSIGNED), (weak, "holds 9 bytes"), ("not base64!", "must be 'whsec_'")):
+        if secret is None:
+            monkeypatch.delenv("BUFFALO_CUSTOMER_ALERT_SECRET", raising=False)
+        else:
+            monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_SECRET", secret)
+        result = send_customer_alerts_job.execute_in_process(
+            instance=instance,
+            resources={"postgres": PostgresResource(url=outbox.pg_url)},
+            raise_on_error=False,
+        )
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+        description = failure.step_failure_data.user_failure_data.description
+        assert said in description, description
+        assert secret is None or secret not in description + failure.step_failure_data.error.to_string()
+    assert receiver.posts == [] and (_outbox(outbox.engine)["attempts"] == 0).all()
 
 
 def test_a_change_in_core_makes_automation_request_the_outbox_with_the_analytics(

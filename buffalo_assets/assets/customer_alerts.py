@@ -34,7 +34,7 @@ from dagster import Config as DagsterConfig
 from pydantic import Field
 
 from buffalo_assets import settings
-from buffalo_assets.alert_sender import SenderPolicy, check_webhook, count_due, send_due_alerts
+from buffalo_assets.alert_sender import SenderPolicy, check_webhook, count_due, send_due_alerts, signing_key
 from buffalo_assets.analytics.alerts import DELAY_REASONS, REASONS, due_alerts
 from buffalo_assets.assets.analytics import KINDS, _common, _in, _now, _table_metadata
 from buffalo_assets.storage import tables
@@ -51,6 +51,10 @@ JOB_NAME = "send_customer_alerts"
 RUN_WAIT_MINUTES = 15
 WEBHOOK_UNSET = (
     "BUFFALO_CUSTOMER_ALERT_WEBHOOK is not set: customer alerts stay in analytics.customer_alerts, unsent"
+)
+UNSIGNED = (
+    "BUFFALO_CUSTOMER_ALERT_SECRET is not set: customer alerts are sent signed only (the receiver "
+    "could not tell them from anyone else's); they stay in analytics.customer_alerts, unsent"
 )
 STATUS_COLUMNS = [
     "order_id",
@@ -153,8 +157,9 @@ class SendAlertsConfig(DagsterConfig):
 
 @op(
     name="send_due_customer_alerts",
-    description="POSTs every due customer alert to BUFFALO_CUSTOMER_ALERT_WEBHOOK, exactly once "
-    "per alert (Idempotency-Key, row locks); metadata: counts sent, failed, given up.",
+    description="POSTs every due customer alert to BUFFALO_CUSTOMER_ALERT_WEBHOOK, signed with "
+    "BUFFALO_CUSTOMER_ALERT_SECRET (Standard Webhooks), once per alert as far as the receiver is "
+    "concerned (Idempotency-Key and webhook-id, row locks); metadata: counts sent, failed, given up.",
 )
 def send_customer_alerts_op(
     context: OpExecutionContext, config: SendAlertsConfig, postgres: PostgresResource
@@ -164,8 +169,12 @@ def send_customer_alerts_op(
         context.log.warning(WEBHOOK_UNSET)
         return Output({"sent": 0}, metadata={"note": WEBHOOK_UNSET, "sent": MetadataValue.int(0)})
     webhook = current.customer_alert_webhook.get_secret_value()
+    if current.customer_alert_secret is None:
+        raise Failure(description=UNSIGNED)
+    secret = current.customer_alert_secret.get_secret_value()
     try:
         check_webhook(webhook)
+        signing_key(secret)
     except ValueError as exc:
         raise Failure(description=str(exc)) from None
     policy = SenderPolicy(
@@ -177,6 +186,7 @@ def send_customer_alerts_op(
         postgres.get_engine(),
         webhook,
         policy,
+        secret,
         limit=config.limit,
         report=context.log.warning,
     )
@@ -212,14 +222,18 @@ def send_customer_alerts_job() -> None:
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="Every minute: starts job send_customer_alerts when customer alerts are due and "
-    "BUFFALO_CUSTOMER_ALERT_WEBHOOK is set; skips, saying why, otherwise. Runs may overlap: each "
-    "alert is claimed with a row lock, so no two runs send the same one.",
+    "BUFFALO_CUSTOMER_ALERT_WEBHOOK and BUFFALO_CUSTOMER_ALERT_SECRET are set; skips, saying "
+    "why, otherwise. Runs may overlap: each alert is claimed with a row lock, so no two runs "
+    "send the same one.",
 )
 def send_customer_alerts_sensor(
     context: SensorEvaluationContext, postgres: PostgresResource
 ) -> RunRequest | SkipReason:
-    if settings.load().customer_alert_webhook is None:
+    current = settings.load()
+    if current.customer_alert_webhook is None:
         return SkipReason(WEBHOOK_UNSET)
+    if current.customer_alert_secret is None:
+        return SkipReason(UNSIGNED)
     due = count_due(postgres.get_engine())
     if not due:
         return SkipReason("no customer alert is due")
