@@ -232,6 +232,9 @@ def show_settings(markdown: bool) -> None:
         click.echo(f"{settings.env_name(name):34} {shown:40} ({source})")
     found = "read" if current.env_file.exists() else "none found"
     click.echo(f"{'(.env file)':34} {current.env_file} ({found})")
+    exposed = settings.env_file_warning(current.env_file)
+    if exposed:
+        click.echo(f"warning: {exposed}", err=True)
 
 
 # -- check ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ Only this module and the CLI's hand-over to Dagster processes (`cli.py`) touch `
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,6 +164,12 @@ class Settings(BaseSettings):
         "customer alerts are POSTed here as JSON (Solo's notification service; the URL may embed a "
         "token and is never logged); unset: the sender sensor skips",
     )
+    customer_alert_secret: SecretStr | None = _setting(
+        None,
+        "the key customer alerts are signed with (Standard Webhooks: `whsec_` + base64 of at least "
+        "24 random bytes, shared with the receiver, never logged); required once "
+        "`BUFFALO_CUSTOMER_ALERT_WEBHOOK` is set: unsigned alerts are never sent",
+    )
     alert_max_attempts: int = _setting(
         8, "POSTs of one customer alert before the sender gives up on it (5xx, timeouts)"
     )
@@ -294,6 +301,20 @@ def markdown_table() -> str:
             shown = "unset" if default is None else f"`{text}`"
         lines.append(f"| `{env_name(name)}` | {shown} | {extra.get('where')} | {info.description} |")
     return "\n".join(lines) + "\n"
+
+
+def env_file_warning(path: Path) -> str | None:
+    """One line when `path` (the `.env` holding the secrets) can be read by other users."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"{path} holds secrets but other users of this machine may read it (mode {mode:04o}): "
+        f"chmod 600 {path}"
+    )
 
 
 def dotenv_values_for_handover() -> dict[str, str]:

@@ -25,6 +25,7 @@ README = ROOT / "README.md"
 # Run here, in a copy of the checkout (see `checkout`), in README order within each block.
 RUN = {
     "cp .env.example .env",
+    "chmod 600 .env",
     ".venv/bin/buffalo settings",
     ".venv/bin/buffalo check",
     'eval "$(.venv/bin/buffalo env)"',

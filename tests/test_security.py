@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -182,3 +183,30 @@ def test_the_sandbox_and_the_dagster_ui_bind_to_loopback_by_default() -> None:
 
     for command in (sandbox, dev):
         assert next(p for p in command.params if p.name == "host").default == "127.0.0.1"
+
+
+def test_settings_and_check_warn_while_other_users_may_read_the_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("BUFFALO_USERNAME=ops@solo.example\nBUFFALO_PASSWORD=hunter2-but-longer\n")
+    user_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("BUFFALO_", "DAGSTER_"))},
+        "BUFFALO_HOME": str(tmp_path),
+        # Nothing answers here: `buffalo check` stops at the API, after the warning.
+        "BUFFALO_BASE_URL": "http://127.0.0.1:9",
+    }
+
+    def said(command: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "buffalo_assets.cli", command],
+            env=user_env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return done.stdout + done.stderr
+
+    env_file.chmod(0o644)  # what `cp .env.example .env` leaves under the usual umask
+    for command in ("settings", "check"):
+        output = said(command)
+        assert f"{env_file} holds secrets but other users of this machine may read it (mode 0644)" in output
+        assert f"chmod 600 {env_file}" in output and "hunter2" not in output
+    env_file.chmod(0o600)
+    for command in ("settings", "check"):
+        assert "other users of this machine may read it" not in said(command)

@@ -63,6 +63,9 @@ def run_check(
         current = load_settings()
     env_file = current.env_file
     say("settings", f"{env_file} read" if env_file.exists() else f"no {env_file}: environment only")
+    exposed = settings.env_file_warning(env_file)
+    if exposed:
+        say("warning", exposed)
     if database is not None:
         say("database", database(current))
 
