@@ -8,7 +8,9 @@ component dies. This script instead:
 - migrates the metadata database (`airflow db migrate`), then starts the API server
   (Airflow 3; the webserver on Airflow 2) on AIRFLOW_HOST:AIRFLOW_PORT (default
   127.0.0.1:8080), the scheduler (LocalExecutor), the DAG processor (Airflow 3) and the
-  triggerer, each in its own process group;
+  triggerer, each in its own process group; the scheduler and triggerer without their log
+  servers (`--skip-serve-logs`: Airflow binds those to every interface, and on one machine
+  the API server reads the task logs from disk), so nothing listens beyond 127.0.0.1;
 - sets the `dagster_default` connection from DAGSTER_URL when AIRFLOW_CONN_DAGSTER_DEFAULT
   is not set;
 - exits non-zero, stopping the others, as soon as any component exits; Ctrl-C or SIGTERM
@@ -56,14 +58,14 @@ def components(env: dict[str, str]) -> dict[str, list[str]]:
     if int(version("apache-airflow").split(".")[0]) >= 3:
         return {
             "api-server": ["airflow", "api-server", "--host", host, "--port", port],
-            "scheduler": ["airflow", "scheduler"],
+            "scheduler": ["airflow", "scheduler", "--skip-serve-logs"],
             "dag-processor": ["airflow", "dag-processor"],
-            "triggerer": ["airflow", "triggerer"],
+            "triggerer": ["airflow", "triggerer", "--skip-serve-logs"],
         }
     return {
         "webserver": ["airflow", "webserver", "--hostname", host, "--port", port],
-        "scheduler": ["airflow", "scheduler"],
-        "triggerer": ["airflow", "triggerer"],
+        "scheduler": ["airflow", "scheduler", "--skip-serve-logs"],
+        "triggerer": ["airflow", "triggerer", "--skip-serve-logs"],
     }
 
 

@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 import sqlalchemy as sa
@@ -597,6 +598,47 @@ def test_marking_the_waiting_task_failed_cancels_its_dagster_run_and_the_next_da
     fetch_record = dagster.instance.get_run_record_by_id(runs[1].run_id)
     assert fetch_record is not None and fetch_record.start_time is not None
     assert fetch_record.start_time - fetch_record.create_timestamp.timestamp() < 60  # not stuck QUEUED
+
+
+def _listening(root: int) -> set[tuple[str, int]]:
+    """(address, port) of every socket listening in the process tree of `root`."""
+    found = set()
+    parent = psutil.Process(root)
+    for process in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            for connection in process.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found.add((connection.laddr.ip, connection.laddr.port))
+    return found
+
+
+@needs_airflow
+@pytest.mark.slow
+def test_nothing_make_airflow_or_buffalo_dev_starts_listens_beyond_this_machine(
+    airflow_stack: AirflowStack, pg_url: str
+) -> None:
+    port = free_port()
+    ui = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "buffalo"), "dev", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, "BUFFALO_PG_URL": pg_url, "BUFFALO_SCHEDULE_ENABLED": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        eventually(
+            lambda: requests.get(f"http://127.0.0.1:{port}/server_info", timeout=5).ok,
+            180, "the Dagster UI of `buffalo dev`", every_s=1,
+        )  # fmt: skip
+        for name, root, expected in (
+            ("make airflow", airflow_stack.process.pid, airflow_stack.api),
+            ("buffalo dev", ui.pid, f"http://127.0.0.1:{port}"),
+        ):
+            listening = _listening(root)
+            # The UI is among them (so the look is real), and everything is on loopback.
+            assert ("127.0.0.1", int(expected.rsplit(":", 1)[1])) in listening, (name, listening)
+            beyond = {(ip, p) for ip, p in listening if ip not in ("127.0.0.1", "::1")}
+            assert beyond == set(), f"{name} listens beyond this machine on {sorted(beyond)}"
+    finally:
+        stop_group(ui)
 
 
 # -- the compose deployment ------------------------------------------------------------------
