@@ -53,9 +53,9 @@ def test_the_compose_file_validates_with_every_service_and_the_sandbox_behind_a_
     services = compose_services()
     airflow = {"airflow-db", "airflow-init", "airflow-api-server", "airflow-scheduler"}
     airflow |= {"airflow-dag-processor", "airflow-triggerer"}
-    assert set(services) == {"postgres", "user-code", "webserver", "daemon", "sandbox"} | airflow
-    assert {name for name, service in services.items() if service.get("profiles")} == {"sandbox"}
-    assert services["sandbox"]["profiles"] == ["sandbox"]
+    assert set(services) == {"postgres", "user-code", "webserver", "daemon", "sandbox", "proxy"} | airflow
+    assert {name for name, service in services.items() if service.get("profiles")} == {"sandbox", "proxy"}
+    assert services["sandbox"]["profiles"] == ["sandbox"] and services["proxy"]["profiles"] == ["auth"]
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published and all(str(p.get("host_ip", p) if isinstance(p, dict) else p).startswith("127.0.0.1")
                              for p in published)  # fmt: skip
@@ -100,3 +100,104 @@ def test_the_deployment_instance_config_is_valid_for_dagster(
     assert config["storage"]["custom"]["class"] == "PooledPostgresStorage"
     workspace = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
     assert workspace["load_from"][0]["grpc_server"]["location_name"] == "buffalo_assets"
+
+
+CADDY = shutil.which("caddy")
+needs_caddy = pytest.mark.skipif(
+    CADDY is None and os.environ.get("CI") != "true", reason="caddy is not installed (apt-get install caddy)"
+)
+
+
+def test_the_auth_profile_puts_the_proxy_before_both_uis_and_it_refuses_to_start_without_a_password() -> None:
+    proxy = compose_services()["proxy"]
+    assert {
+        str(p["target"] if isinstance(p, dict) else p).split(":")[-1].split("/")[0] for p in proxy["ports"]
+    } == {
+        "3443",
+        "8443",
+    }
+    assert any(str(v).endswith(":/etc/caddy/Caddyfile:ro") for v in proxy["volumes"]) or any(
+        isinstance(v, dict) and v.get("target") == "/etc/caddy/Caddyfile" for v in proxy["volumes"]
+    )
+    assert set(proxy["depends_on"]) == {"webserver", "airflow-api-server"}
+    if CADDY is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("caddy is not installed on the CI machine (.ci/run installs Debian's caddy)")
+        pytest.skip("caddy is not installed (apt-get install caddy): the Caddyfile is not validated here")
+    refused = subprocess.run(
+        [CADDY, "validate", "--adapter", "caddyfile", "--config", "deploy/Caddyfile"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PROXY_PASSWORD_HASH": ""},
+    )  # fmt: skip
+    assert refused.returncode != 0 and "password cannot be empty" in refused.stderr
+
+
+@needs_caddy
+def test_the_proxy_asks_for_the_login_over_tls_and_only_then_shows_the_ui(tmp_path: Path) -> None:
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+
+    class Ui(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            body = b"the dagster ui"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Ui)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    assert CADDY is not None
+    hashed = subprocess.run(
+        [CADDY, "hash-password", "--plaintext", "correct horse"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    env = {
+        "PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"), "PROXY_PASSWORD_HASH": hashed,
+        "DAGSTER_PROXY_PORT": str(ports[0]), "AIRFLOW_PROXY_PORT": str(ports[1]),
+        "DAGSTER_UPSTREAM": f"127.0.0.1:{upstream.server_port}",
+        "AIRFLOW_UPSTREAM": f"127.0.0.1:{upstream.server_port}",
+    }  # fmt: skip
+    proxy = subprocess.Popen(
+        [CADDY, "run", "--adapter", "caddyfile", "--config", str(ROOT / "deploy" / "Caddyfile")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    root = tmp_path / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+    url = f"https://localhost:{ports[0]}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if root.exists():
+                    requests.get(url, verify=str(root), timeout=5)
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and proxy.poll() is None, "the proxy did not start"
+            time.sleep(0.5)
+        # TLS with the proxy's own CA; no login, or a wrong one: refused, the UI never reached.
+        assert requests.get(url, verify=str(root), timeout=5).status_code == 401
+        assert requests.get(url, verify=str(root), auth=("buffalo", "wrong"), timeout=5).status_code == 401
+        shown = requests.get(url, verify=str(root), auth=("buffalo", "correct horse"), timeout=5)
+        assert shown.status_code == 200 and shown.text == "the dagster ui"
+        # Plain HTTP gets nothing.
+        with pytest.raises(requests.RequestException):
+            requests.get(url.replace("https", "http"), timeout=5).raise_for_status()
+    finally:
+        proxy.terminate()
+        proxy.wait(30)
+        upstream.shutdown()

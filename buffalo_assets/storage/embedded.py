@@ -108,7 +108,7 @@ class EmbeddedPostgres:
         """Initialise the data directory if needed, start the server if it is down, return its URL."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.is_running():
-            self._admit_only_the_owner(self._system_user())
+            self._admit_only_the_owner(None)
             return self.url()
         user = self._system_user()
         if not (self.pgdata / "PG_VERSION").exists():
@@ -170,11 +170,15 @@ class EmbeddedPostgres:
         return any(rule[-1] in ("trust", "peer", "ident") for rule in rules if rule)
 
     def _admit_only_the_owner(self, user: str | None) -> None:
-        """Password file, pgpass and pg_hba as they must be; an older `trust` server upgraded."""
+        """Password file, pgpass and pg_hba as they must be; an older `trust` server upgraded.
+
+        `user` runs `pg_ctl` (None while not known yet: looked up only if an upgrade needs it).
+        """
         password = self._password()
         self._write_passfile(password)
         if not self._trusts_anyone():
             return
+        user = user or self._system_user()
         # Made by an earlier version: anyone on the machine could connect. Give the superuser
         # the password while the old rules still let us in, then allow passwords only.
         import psycopg2
