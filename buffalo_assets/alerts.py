@@ -47,11 +47,17 @@ def failure_alert(context: RunFailureSensorContext) -> dict[str, Any]:
 )
 def alert_on_run_failure(context: RunFailureSensorContext) -> None:
     alert = failure_alert(context)
-    webhook = settings.load().alert_webhook
-    if not webhook:
+    configured = settings.load().alert_webhook
+    if configured is None or not configured.get_secret_value():
         context.log.error(alert["text"])
         return
-    response = requests.post(webhook, json=alert, timeout=10)
+    try:
+        response = requests.post(configured.get_secret_value(), json=alert, timeout=10)
+    except requests.RequestException as exc:
+        # The library's message quotes the URL (and so any token in it): the class name only.
+        raise RuntimeError(
+            f"the alert webhook BUFFALO_ALERT_WEBHOOK could not be reached ({type(exc).__name__})"
+        ) from None
     if response.status_code >= 300:
         # Raising makes the sensor tick fail visibly in the UI; the next tick tries again.
         raise RuntimeError(f"the alert webhook answered HTTP {response.status_code}")

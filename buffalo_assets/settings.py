@@ -185,7 +185,12 @@ class Settings(BaseSettings):
         shown="`10`",
     )
     # -- alerting ------------------------------------------------------------------------
-    alert_webhook: str | None = _setting(None, "failed runs are POSTed here as JSON", shown="unset (logged)")
+    alert_webhook: SecretStr | None = _setting(
+        None,
+        "failed runs are POSTed here as JSON (the URL often holds a token: masked, never logged or "
+        "quoted in an error)",
+        shown="unset (logged)",
+    )
     dagster_ui_url: str | None = _setting(None, "base URL of the Dagster UI, for links in alerts")
     bi_password: SecretStr | None = _setting(
         None, "password of the BI role `buffalo db grant-bi` creates (without it the role cannot log in)"

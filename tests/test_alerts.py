@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -86,3 +90,32 @@ def test_without_a_webhook_the_failure_is_logged(
     logged = capfd.readouterr().err  # Dagster's console logger writes to stderr
     assert f"Buffalo Orders Platform: run {context.dagster_run.run_id[:8]}" in logged
     assert "ingest: " in logged
+
+
+def test_the_webhook_is_a_secret_masked_in_settings_and_never_quoted_when_unreachable(
+    start_sandbox: SandboxFactory,
+    pg_url: str,
+    instance: DagsterInstance,
+    empty_store: sa.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = "T0K3N-in-the-hook-url"  # noqa: S105 - a made-up token, to prove it never shows
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        hook = f"http://127.0.0.1:{closed.getsockname()[1]}/services/{token}"
+    shown = subprocess.run(
+        [sys.executable, "-m", "buffalo_assets.cli", "settings"],
+        env={**os.environ, "BUFFALO_ALERT_WEBHOOK": hook}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    line = next(line for line in shown.stdout.splitlines() if line.startswith("BUFFALO_ALERT_WEBHOOK "))
+    assert "********" in line and token not in shown.stdout + shown.stderr
+    monkeypatch.setenv("BUFFALO_ALERT_WEBHOOK", hook)
+    context = failed_run_context(start_sandbox, pg_url, instance)
+    with pytest.raises(RuntimeError) as raised:
+        alert_on_run_failure(context)
+    assert "could not be reached (ConnectionError)" in str(raised.value)
+    assert (
+        token not in str(raised.value)
+        and raised.value.__cause__ is None
+        and raised.value.__suppress_context__
+    )
