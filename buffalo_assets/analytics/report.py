@@ -3,12 +3,13 @@
 Four plots (matplotlib, Agg backend, nothing shown on screen): door-to-door distribution,
 late share by week, customs dwell by week, and the risk of what is in flight. The page is
 self-contained (plots embedded as base64 PNG), so it can be stored, mailed or served as is.
+Its markup is the Jinja2 template `templates/report.html.j2` (every value escaped); this
+module works out what goes in it.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 from collections.abc import Callable, Mapping
@@ -70,6 +71,15 @@ def _no_data(axes: Any) -> None:
     axes.set_axis_off()
 
 
+def _weekly_axis(axes: Any) -> None:
+    """Week dates that never print over each other: a few ticks, each said once, briefly."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    locator = AutoDateLocator(minticks=3, maxticks=8)
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+
+
 def render_report(
     status_now: pd.DataFrame,
     kpis: pd.DataFrame,
@@ -109,7 +119,8 @@ def render_report(
         axes.bar(weeks, share, width=5, color="#c0504d")
         axes.set_ylabel("late share")
         axes.set_ylim(0, 1)
-        axes.set_xlabel("week of delivery")
+        axes.set_xlabel("week of delivery (Monday)")
+        _weekly_axis(axes)
 
     def customs(axes: Any) -> None:
         dwell = weekly["median_hours_customs"]
@@ -117,7 +128,8 @@ def render_report(
             return _no_data(axes)
         axes.plot(weeks, dwell, marker="o", color="#9b59b6")
         axes.set_ylabel("median hours in customs")
-        axes.set_xlabel("week")
+        axes.set_xlabel("week (Monday)")
+        _weekly_axis(axes)
 
     def in_flight(axes: Any) -> None:
         scored = risk[risk["p_late"].notna()]
@@ -138,7 +150,6 @@ def render_report(
         "in_flight_risk": in_flight,
     }
     figures = {name: _png(drawers[name]) for name in FIGURES}
-    when = (generated_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     late = status_now["is_late"].dropna()
     summary = [
         ("orders", f"{len(status_now):,}"),
@@ -151,105 +162,93 @@ def render_report(
         ("scored by the model", f"{int(risk['p_late'].notna().sum()) if len(risk) else 0:,}"),
         ("at risk", f"{int(risk['at_risk'].fillna(False).astype(bool).sum()) if len(risk) else 0:,}"),
     ]
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>Buffalo deliveries</title>",
-        "<style>body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse}td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}img{max-width:100%}</style></head><body>",
-        f"<h1>Buffalo deliveries</h1><p>Generated {html.escape(when)}.</p>",
-        "<table>"
-        + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in summary),
-        "</table>",
-    ]
-    parts.extend(_model_section(standing or ModelStanding()))
-    for name in FIGURES:
-        data = base64.b64encode(figures[name]).decode("ascii")
-        parts.append(
-            f"<h2 id='{name}'>{html.escape(TITLES[name])}</h2>"
-            f"<img alt='{html.escape(TITLES[name])}' data-figure='{name}' src='data:image/png;base64,{data}'>"
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts), figures
+    page = _template().render(
+        generated=(generated_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        summary=summary,
+        model=_model_context(standing or ModelStanding()),
+        figures=[
+            {"name": name, "title": TITLES[name], "data": base64.b64encode(figures[name]).decode("ascii")}
+            for name in FIGURES
+        ],
+    )
+    return page, figures
 
 
-def _model_section(standing: ModelStanding) -> list[str]:
-    """The gate's verdict, the champion against the baseline, calibration and the range's coverage."""
-    out = ["<h2>Delay model</h2>"]
-    if standing.newest is None:
-        out.append("<p>No delay model has been trained yet.</p>")
-    else:
-        judged = standing.newest_status in ("champion", "retired", "rejected")
-        status = standing.newest_status if judged else f"not judged ({standing.newest_status})"
-        out.append(
-            f"<p>Newest training <code>{html.escape(standing.newest)}</code>: "
-            f"<b>{html.escape(str(status))}</b> &mdash; {html.escape(standing.newest_note or '')}</p>"
-        )
+def _template() -> Any:
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    environment = Environment(
+        loader=PackageLoader("buffalo_assets.analytics", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,  # a value the code forgot to give is an error, not a blank
+    )
+    return environment.get_template("report.html.j2")
+
+
+def _model_context(standing: ModelStanding) -> dict[str, Any]:
+    """What the template says about the delay model: the verdict, the champion's figures."""
+    judged = standing.newest_status in ("champion", "retired", "rejected")
+    context: dict[str, Any] = {
+        "newest": standing.newest,
+        "newest_status": standing.newest_status if judged else f"not judged ({standing.newest_status})",
+        "newest_note": standing.newest_note or "",
+        "champion": standing.champion,
+    }
     if standing.champion is None:
-        out.append("<p>No champion: the orders in flight are listed without a p_late.</p>")
-        return out
+        return context
     evaluation = standing.evaluation or {}
     test = evaluation.get("test", {})
-    out.append(
-        f"<p>Champion <code>{html.escape(standing.champion)}</code>, judged on "
-        f"{_number(test.get('orders'), ',.0f')} orders whose promise fell in the "
-        f"{_number(evaluation.get('test_days'), 'g')} days before it was trained (on "
-        f"{_number(test.get('promise_days'), '.0f')} different days; "
-        f"{_number(test.get('moments'), ',.0f')} moments "
-        f"from dispatch to {_number(evaluation.get('horizon_days'), 'g')} days before the promise; "
-        f"{_number(test.get('late_orders'), ',.0f')} late, {_number(test.get('on_time_orders'), ',.0f')} "
-        f"on time). At risk from p_late {_number(evaluation.get('threshold'), '.2f')}. Intervals: "
-        "5th-95th percentile of a bootstrap over promise days.</p>"
-    )
-    header = (
-        "<tr><th></th><th>AUC</th><th>average precision</th><th>Brier</th><th>precision</th>"
-        "<th>recall</th><th>F1</th><th>MAE days</th></tr>"
-    )
-    rows = []
-    for who in ("model", "baseline"):
-        figures = evaluation.get(who, {})
-        intervals = figures.get("intervals", {})
-
-        def cell(
-            name: str, figures: Mapping[str, Any] = figures, intervals: Mapping[str, Any] = intervals
-        ) -> str:
-            low, high = (intervals.get(name) or [None, None])[:2]
-            band = f" ({_number(low, '.2f')}-{_number(high, '.2f')})" if name in intervals else ""
-            return f"<td>{_number(figures.get(name))}{band}</td>"
-
-        rows.append(
-            f"<tr><td>{who}</td>"
-            + "".join(cell(name) for name in ("auc", "ap", "brier", "precision", "recall", "f1", "mae_days"))
-            + "</tr>"
-        )
-    out.append(f"<table>{header}{''.join(rows)}</table>")
     band = evaluation.get("band", {})
-    out.append(
-        f"<p>Expected range (10th-90th percentile): the delivery fell inside it for "
-        f"{_number(band.get('coverage'), '.0%')} of {_number(band.get('judged'), ',.0f')} "
-        "test moments "
-        f"(earlier for {_number(band.get('below'), '.0%')}, "
-        f"later for {_number(band.get('above'), '.0%')}).</p>"
-    )
-    reliability = evaluation.get("reliability", {})
-    if reliability:
-        out.append("<h3>Reliability: predicted against observed late share</h3>")
-        out.append(
-            "<table><tr><th>p_late</th><th>model: moments</th><th>predicted</th><th>observed</th>"
-            "<th>baseline: moments</th><th>predicted</th><th>observed</th></tr>"
-        )
-        by_bin: dict[float, dict[str, Any]] = {}
-        for who in ("model", "baseline"):
-            for row in reliability.get(who, []):
-                by_bin.setdefault(row["low"], {"high": row["high"]})[who] = row
-        for low in sorted(by_bin):
-            entry = by_bin[low]
-            cells = "".join(
-                f"<td>{_number(entry.get(who, {}).get('rows'), ',.0f')}</td>"
-                f"<td>{_number(entry.get(who, {}).get('predicted'), '.2f')}</td>"
-                f"<td>{_number(entry.get(who, {}).get('observed'), '.2f')}</td>"
+    context |= {
+        "test_orders": _number(test.get("orders"), ",.0f"),
+        "test_days": _number(evaluation.get("test_days"), "g"),
+        "promise_days": _number(test.get("promise_days"), ".0f"),
+        "moments": _number(test.get("moments"), ",.0f"),
+        "horizon_days": _number(evaluation.get("horizon_days"), "g"),
+        "late_orders": _number(test.get("late_orders"), ",.0f"),
+        "on_time_orders": _number(test.get("on_time_orders"), ",.0f"),
+        "threshold": _number(evaluation.get("threshold"), ".2f"),
+        "band": {
+            "coverage": _number(band.get("coverage"), ".0%"),
+            "judged": _number(band.get("judged"), ",.0f"),
+            "below": _number(band.get("below"), ".0%"),
+            "above": _number(band.get("above"), ".0%"),
+        },
+        "scorers": [
+            {"who": who, "cells": _scorer_cells(evaluation.get(who, {}))} for who in ("model", "baseline")
+        ],
+        "reliability": _reliability_rows(evaluation.get("reliability", {})),
+    }
+    return context
+
+
+def _scorer_cells(figures: Mapping[str, Any]) -> list[str]:
+    intervals = figures.get("intervals", {})
+    cells = []
+    for name in ("auc", "ap", "brier", "precision", "recall", "f1", "mae_days"):
+        low, high = (intervals.get(name) or [None, None])[:2]
+        band = f" ({_number(low, '.2f')}-{_number(high, '.2f')})" if name in intervals else ""
+        cells.append(f"{_number(figures.get(name))}{band}")
+    return cells
+
+
+def _reliability_rows(reliability: Mapping[str, Any]) -> list[dict[str, Any]]:
+    by_bin: dict[float, dict[str, Any]] = {}
+    for who in ("model", "baseline"):
+        for row in reliability.get(who, []):
+            by_bin.setdefault(row["low"], {"high": row["high"]})[who] = row
+    return [
+        {
+            "bin": f"{low:.1f}-{entry['high']:.1f}",
+            "cells": [
+                value
                 for who in ("model", "baseline")
-            )
-            out.append(f"<tr><td>{low:.1f}-{entry['high']:.1f}</td>{cells}</tr>")
-        out.append("</table>")
-    return out
+                for value in (
+                    _number(entry.get(who, {}).get("rows"), ",.0f"),
+                    _number(entry.get(who, {}).get("predicted"), ".2f"),
+                    _number(entry.get(who, {}).get("observed"), ".2f"),
+                )
+            ],
+        }
+        for low, entry in sorted(by_bin.items())
+    ]
