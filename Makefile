@@ -16,16 +16,30 @@ AIRFLOW_ENV := PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH AIRFLOW_HOME=$(AIRFLOW_
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW_CONN_DAGSTER_DEFAULT=$${AIRFLOW_CONN_DAGSTER_DEFAULT:-$${DAGSTER_URL:-http://127.0.0.1:3000}}
 
-.PHONY: demo test install lint ui sandbox bench clean airflow-venv airflow-venv2 airflow airflow-dag-test screenshots bench-venv
+.PHONY: demo test install lock lint ui sandbox bench clean airflow-venv airflow-venv2 airflow airflow-dag-test screenshots bench-venv
 
-$(STAMP): pyproject.toml
+LOCK := constraints.txt
+
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,deploy]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,deploy]' -c $(LOCK)
 	$(BIN)/python -m pip check
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve the whole dependency tree of pyproject.toml into constraints.txt, in a
+# throw-away virtualenv: after changing a dependency, or to take newer releases on purpose.
+LOCK_VENV := .buffalo/lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev,deploy]'
+	head -5 $(LOCK) > $(LOCK).new
+	$(LOCK_VENV)/bin/python -m pip freeze --exclude-editable >> $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 demo: $(STAMP)
 	$(BIN)/buffalo demo

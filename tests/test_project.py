@@ -331,3 +331,36 @@ def test_the_package_license_is_an_spdx_expression_setuptools_accepts_without_de
     # A TOML table (`{ text = ... }`) is deprecated by setuptools (warning at every install).
     assert project["project"]["license"] == "LicenseRef-Proprietary"
     assert "setuptools>=77" in project["build-system"]["requires"]  # the first to read SPDX strings
+
+
+def test_the_lock_pins_every_dependency_within_pyproject_and_the_venv_was_installed_from_it() -> None:
+    import tomllib
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [
+        *project["dependencies"],
+        *(d for extra in project["optional-dependencies"].values() for d in extra),
+    ]
+    pinned: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, exact = line.partition("==")
+            assert exact and canonicalize_name(name) not in pinned, line
+            pinned[canonicalize_name(name)] = exact.strip()
+    for requirement in map(Requirement, wanted):
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, (
+            f"{requirement.name} is in pyproject.toml but not in constraints.txt: run `make lock`"
+        )
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (requirement, pinned[name])
+    # `make install` used the lock: every pinned package is installed at that version.
+    for name, exact in pinned.items():
+        try:
+            assert installed(name) == exact, f"{name} {installed(name)} installed, {exact} locked"
+        except PackageNotFoundError:
+            raise AssertionError(f"{name} is locked but not installed") from None
