@@ -97,6 +97,7 @@ bench-venv: $(BENCH_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check buffalo_assets tests bench airflow
 	$(BIN)/mypy
+	$(BIN)/dg check defs
 
 # Refresh the README's UI screenshots (docs/images/) from a real browser; the test suite
 # itself never writes tracked files.

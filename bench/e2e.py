@@ -7,7 +7,7 @@ Side by side in one run, against one sandbox served by a separate process:
   (a) baseline: the original sequential pipeline (`bench.ingest.baseline`, in this process);
   (b) ours: `dagster asset materialize -m buffalo_assets.definitions --select
       order_ids,raw_orders` as a subprocess, on a Dagster instance made from
-      deploy/dagster.local.yaml (runs and events in PostgreSQL), exactly as the README shows;
+      the checkout's dagster.yaml (runs and events in PostgreSQL), exactly as the README shows;
   (c) dlt: its `rest_api` source doing the same fetch-and-load (bench/dlt_peer.py, run by the
       bench's own virtualenv bench/.venv-dlt: `make bench-venv`), with as many workers as
       our concurrency.
@@ -101,7 +101,7 @@ def instance_at(home: Path, pg_url: str) -> Iterator[DagsterInstance]:
 
 def prepare_instance(home: Path, pg_url: str) -> None:
     """DAGSTER_HOME as `buffalo dev` makes it, its tables and the platform's schemas created."""
-    shutil.copy(ROOT / "deploy" / "dagster.local.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     with instance_at(home, pg_url):
         pass
     engine = create_engine(pg_url)

@@ -11,7 +11,7 @@ everything, only cycles among these objects would outlive their use.
 The youngest generation is also collected after GC_GEN0_THRESHOLD new objects rather than
 Python's 700: while importing, nearly every object survives, so those collections find
 nothing to free. In the ingest command (which imports this package when its instance loads
-the storage, deploy/dagster.local.yaml) that is ~430 collections instead of ~580 before
+the storage, the checkout's dagster.yaml) that is ~430 collections instead of ~580 before
 the run starts (the rest happen while Dagster's CLI imports, before any code of ours runs).
 Cyclic garbage waits for at most that many allocations longer.
 """

@@ -11,7 +11,6 @@ from typing import Any
 
 import requests
 from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
-from dagster._core.execution.plan.objects import StepFailureData
 
 from buffalo_assets import settings
 
@@ -20,9 +19,9 @@ def failure_alert(context: RunFailureSensorContext) -> dict[str, Any]:
     run = context.dagster_run
     steps: list[dict[str, str]] = []
     for event in context.get_step_failure_events():
-        data = event.event_specific_data
-        if isinstance(data, StepFailureData) and data.error is not None:
-            steps.append({"step": event.step_key or "", "error": data.error.message.strip()})
+        error = event.step_failure_data.error
+        if error is not None:
+            steps.append({"step": event.step_key or "", "error": error.message.strip()})
     ui = (settings.load().dagster_ui_url or "").rstrip("/")
     link = f"{ui}/runs/{run.run_id}" if ui else None
     first = f" {steps[0]['step']}: {steps[0]['error'].splitlines()[0]}" if steps else ""

@@ -917,7 +917,7 @@ def show_env(use_demo: bool) -> None:
 
     `eval "$(.venv/bin/buffalo env)"` lets Dagster's own CLI (`dagster asset materialize ...`)
     use the instance and database of `make ui`; it prepares the instance folder (a copy of
-    deploy/dagster.local.yaml) and starts the embedded server when BUFFALO_PG_URL is unset.
+    the checkout's dagster.yaml) and starts the embedded server when BUFFALO_PG_URL is unset.
     """
     import shlex
 
@@ -936,7 +936,7 @@ def dagster_environment(pg_url: str) -> dict[str, str]:
     """
     home = settings.state_dir() / "dagster"
     home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = (settings.project_dir() / "deploy" / "dagster.local.yaml").read_text()
+    instance_yaml = (settings.project_dir() / "dagster.yaml").read_text()
     (home / "dagster.yaml").write_text(instance_yaml)
     return {
         **os.environ,

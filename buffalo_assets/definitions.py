@@ -15,6 +15,7 @@ import gc
 from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
+    DefaultRunLauncher,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
@@ -26,7 +27,6 @@ from dagster import (
     in_process_executor,
     sensor,
 )
-from dagster._core.launcher import DefaultRunLauncher
 
 from buffalo_assets import settings
 from buffalo_assets.alerts import alert_on_run_failure

@@ -98,14 +98,14 @@ def engine(pg_url: str) -> Iterator[sa.Engine]:
 
 @pytest.fixture(scope="session")
 def dagster_home(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A real Dagster instance (the project's deploy/dagster.local.yaml) on the session database.
+    """A real Dagster instance (the project's dagster.yaml) on the session database.
 
     The environment points at it, so code that reads BUFFALO_PG_URL or DAGSTER_HOME
     (the definitions, subprocesses) uses the test database and never starts the
     embedded server.
     """
     home = tmp_path_factory.mktemp("dagster_home")
-    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.local.yaml").read_text())
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     saved = {k: os.environ.get(k) for k in ("BUFFALO_PG_URL", "DAGSTER_HOME")}
     os.environ.update({"BUFFALO_PG_URL": pg_url, "DAGSTER_HOME": str(home)})
     yield home

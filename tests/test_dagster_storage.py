@@ -1,4 +1,4 @@
-"""The Dagster instance's storage (deploy/dagster.local.yaml): connections kept open, and reopened."""
+"""The Dagster instance's storage (the checkout's dagster.yaml): connections kept open, and reopened."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def dagster_env(pg_url: str, tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.local.yaml").read_text())
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     return {**os.environ, "BUFFALO_PG_URL": pg_url, "DAGSTER_HOME": str(home)}
 
 

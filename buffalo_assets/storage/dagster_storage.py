@@ -10,8 +10,10 @@ threads need them at once), checked before each use so that a restarted server i
 reconnected to. Only dagster-webserver did this before (its `optimize_for_webserver`
 still replaces these engines with its own, the same but with a statement timeout).
 
-Its config is `dagster_postgres`'s (`postgres_url`, `postgres_db`, ...); the instance's
-`dagster.yaml` names it under `storage: custom:` (deploy/dagster.local.yaml). The engines
+Its config is `dagster_postgres`'s (`postgres_url`, `postgres_db`, ...), all optional: with
+neither URL nor database given (the checkout's `dagster.yaml`), it uses the platform's
+database: `BUFFALO_PG_URL`, else the embedded server (started if it is down, as `buffalo dev`
+does), so `dg dev` in a fresh clone works with nothing set. The engines
 are replaced through `dagster_postgres`'s `_engine` attribute of the pinned version
 (pyproject.toml); `tests/test_dagster_storage.py` fails if that stops working.
 """
@@ -20,12 +22,16 @@ from __future__ import annotations
 
 import os
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+
+if TYPE_CHECKING:
+    # Only for the type of `from_config_value`'s argument: Dagster exports no public name for
+    # it (its own docs on custom instance classes import it from here too).
+    from dagster._serdes import ConfigurableClassData
 
 # Connections kept per storage; more are opened (and closed after use) when threads overlap.
 POOL_SIZE = 1
@@ -85,8 +91,17 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         cls, inst_data: ConfigurableClassData | None, config_value: Any
     ) -> PooledPostgresStorage:
         return cls(
-            pg_url_from_config(config_value),
+            _database_url(config_value),
             config_value.get("should_autocreate_tables", True),
             inst_data=inst_data,
             token_provider=get_token_provider_from_config(config_value),
         )
+
+
+def _database_url(config_value: Any) -> str:
+    """The configured URL or database, else BUFFALO_PG_URL, else the embedded server's."""
+    if config_value.get("postgres_url") or config_value.get("postgres_db"):
+        return pg_url_from_config(config_value)
+    from buffalo_assets.storage.database import database_url
+
+    return database_url()

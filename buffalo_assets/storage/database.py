@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from buffalo_assets import settings
-from buffalo_assets.storage.embedded import EmbeddedPostgres
+from buffalo_assets.storage.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 PG_URL_VARIABLE = "BUFFALO_PG_URL"
 
@@ -38,7 +38,13 @@ def database_url(*, start_embedded: bool = True) -> str:
         return normalize_url(configured)
     server = embedded_server()
     if start_embedded:
-        return server.ensure_running()
+        try:
+            return server.ensure_running()
+        except OSError as error:  # its folder cannot be made or written: say which, and the way out
+            raise EmbeddedPostgresError(
+                f"cannot start the embedded PostgreSQL in {server.data_dir}: {error.strerror or error}; "
+                f"set BUFFALO_HOME to a writable folder, or {PG_URL_VARIABLE} to use another server"
+            ) from error
     if server.is_running():
         return server.url()
     raise NoDatabaseError(NO_DATABASE)
