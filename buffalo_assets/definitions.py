@@ -58,11 +58,7 @@ buffalo = BuffaloResource(
     base_url=_configured("base_url"),
     username=_configured("username"),
     password=_configured("password"),
-    concurrency=config.concurrency,
-    requests_per_second=config.requests_per_second,
-    verify_tls=config.verify_tls,
-    ca_bundle=config.ca_bundle,
-    max_response_bytes=config.max_response_bytes,
+    **config.client_options().model_dump(),
 )
 # Unset: resolved when used (the embedded server a `buffalo` command started, or one line
 # naming the command to run), so that loading the definitions never needs a database.

@@ -19,6 +19,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from buffalo_assets.buffalo.options import DEFAULTS as CLIENT_DEFAULTS
+from buffalo_assets.buffalo.options import ClientOptions
+
 # The sandbox the quickstart and tests start when no real API is configured.
 SANDBOX_HOST = "127.0.0.1"
 SANDBOX_PORT = 8765
@@ -74,17 +77,19 @@ class Settings(BaseSettings):
         shown="sandbox default when the base URL is unset",
     )
     concurrency: int = _setting(
-        16,
+        CLIENT_DEFAULTS.concurrency,
         "order-detail requests in flight at once (plus concurrency / 10, rounded up, list pages "
         "while a run lists the order pages beside them)",
     )
     requests_per_second: float = _setting(
-        0.0, "upper bound on the request rate to the API", shown="`0` (no bound)"
+        CLIENT_DEFAULTS.requests_per_second,
+        "upper bound on the request rate to the API",
+        shown="`0` (no bound)",
     )
-    verify_tls: bool = _setting(True, "verify the API's TLS certificate")
+    verify_tls: bool = _setting(CLIENT_DEFAULTS.verify_tls, "verify the API's TLS certificate")
     ca_bundle: str | None = _setting(None, "CA bundle file for TLS verification", shown="system bundle")
     max_response_bytes: int = _setting(
-        5 * 1024 * 1024, "larger API responses are refused and the order quarantined"
+        CLIENT_DEFAULTS.max_response_bytes, "larger API responses are refused and the order quarantined"
     )
     # -- ingestion -----------------------------------------------------------------------
     full_walk_hours: float = _setting(
@@ -242,6 +247,16 @@ class Settings(BaseSettings):
     def uses_sandbox(self) -> bool:
         """No real API configured: the local sandbox and its public default credentials."""
         return not self.base_url
+
+    def client_options(self) -> ClientOptions:
+        """The Buffalo client's options these settings set (the rest keep their defaults)."""
+        return ClientOptions(
+            concurrency=self.concurrency,
+            requests_per_second=self.requests_per_second,
+            verify_tls=self.verify_tls,
+            ca_bundle=self.ca_bundle,
+            max_response_bytes=self.max_response_bytes,
+        )
 
     @property
     def api_url(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -15,6 +16,7 @@ from buffalo_assets.buffalo.client import (
     normalize_order_id,
     unwrap_detail,
 )
+from buffalo_assets.buffalo.options import ClientOptions
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.sandbox.faults import FAILURE_KINDS, LIST_ONLY_KINDS, FaultPlan
 from buffalo_assets.sandbox.server import RunningSandbox
@@ -25,7 +27,7 @@ FAST_RETRIES = {"backoff_base": 0.02, "backoff_max": 0.2, "read_timeout": 1.0}
 
 def client_for(running: RunningSandbox, **options: object) -> BuffaloClient:
     config = running.sandbox.config
-    return BuffaloClient(running.url, config.username, config.password, **options)  # type: ignore[arg-type]
+    return BuffaloClient(running.url, config.username, config.password, ClientOptions(**options))
 
 
 def truth_ids(running: RunningSandbox) -> set[str]:
@@ -275,3 +277,45 @@ def test_tls_certificates_are_verified_for_the_real_api_with_a_configurable_ca_b
         base_url="https://index.buffaloex.com", username="u", password="p", ca_bundle=str(bundle)
     ).get_client()
     assert custom.transport.verify == str(bundle)
+
+
+def test_the_resources_client_and_settings_share_one_set_of_client_options() -> None:
+    from buffalo_assets.buffalo.options import DEFAULTS
+    from buffalo_assets.buffalo.resource import BuffaloResource
+    from buffalo_assets.settings import Settings
+
+    resource = BuffaloResource(base_url="https://index.buffaloex.com", username="u", password="p")
+    assert resource.client_options() == DEFAULTS
+    with resource.get_client() as client:
+        assert (client.concurrency, client.max_attempts) == (DEFAULTS.concurrency, DEFAULTS.max_attempts)
+    with BuffaloClient("https://index.buffaloex.com", "u", "p") as plain:
+        assert plain.concurrency == DEFAULTS.concurrency  # a script's client: the same defaults
+    defaults_from_settings = Settings(_env_file=None).client_options()  # nothing set anywhere
+    assert defaults_from_settings == DEFAULTS
+    # What the Dagster UI's launchpad shows for the resource comes from the same declaration.
+    fields = BuffaloResource.model_fields
+    assert fields["concurrency"].description == ClientOptions.model_fields["concurrency"].description
+    with pytest.raises(ValueError, match="concurrency"):
+        ClientOptions(concurrency=0)
+
+
+def test_one_resource_logs_in_once_for_threads_asking_at_once_and_another_resource_logs_in_itself(
+    start_sandbox: SandboxFactory,
+) -> None:
+    from buffalo_assets.buffalo.resource import BuffaloResource
+
+    running = start_sandbox(orders=30, faults=FaultPlan(latency_ms=50))
+    config = running.sandbox.config
+    resource = BuffaloResource(base_url=running.url, username=config.username, password=config.password)
+    with ThreadPoolExecutor(6) as pool:
+        clients = list(pool.map(lambda _: resource.logged_in_client(), range(6)))
+    try:
+        assert running.sandbox.stats["logins.ok"] == 1
+        assert len({client.ticket for client in clients}) == 1
+        assert clients[0].fetch_detail(next(clients[0].iter_order_ids()))  # the shared ticket works
+    finally:
+        for client in clients:
+            client.close()
+    other = BuffaloResource(base_url=running.url, username=config.username, password=config.password)
+    other.logged_in_client().close()
+    assert running.sandbox.stats["logins.ok"] == 2

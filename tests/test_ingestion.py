@@ -456,19 +456,22 @@ def test_an_ingest_runs_every_step_in_the_command_s_own_process(
 def test_an_ingest_logs_in_once_and_a_ticket_the_api_dropped_is_replaced_by_a_fresh_login(
     start_sandbox: SandboxFactory, pg_url: str, instance: DagsterInstance, empty_store: sa.Engine
 ) -> None:
-    """One login per ingest (a key fetch, a login call and an RSA encryption), and a run reuses
-    the ticket of the process's previous one."""
+    """One login per ingest (a key fetch, a login call and an RSA encryption) for the walk and
+    the fetch together; each run logs in itself (Dagster makes the resource anew per run)."""
     running = start_sandbox(orders=40)
     assert ingest(running, pg_url, instance).success
     assert running.sandbox.stats["logins.ok"] == 1
-
-    # Tickets the API no longer accepts (expired, the service restarted): the next run reuses
-    # the ticket, its first call is refused, it logs in again once, and the list and the
-    # details go on with that new ticket.
-    running.sandbox.expire_tickets()
     SandboxControl(running.url).advance(days=1)
-    again = ingest(running, pg_url, instance)
-    assert again.success
+    assert ingest(running, pg_url, instance).success
     assert running.sandbox.stats["logins.ok"] == 2
-    assert metadata_of(again, "raw_orders")["relogins"] == 1
+
+    # Tickets the API stops accepting while a run goes on (expired, the service restarted):
+    # the refused call logs in again once, and the list and the details go on with that ticket.
+    SandboxControl(running.url).set_faults(ticket_ttl_s=0.5, latency_ms=50)  # a run of ~1 s
+    SandboxControl(running.url).advance(days=1)
+    everything = {"ops": {"ingest": {"config": {"full_refresh": True}}}}
+    again = ingest(running, pg_url, instance, run_config=everything, concurrency=2)
+    assert again.success
+    assert metadata_of(again, "raw_orders")["relogins"] >= 1
+    assert running.sandbox.stats["logins.ok"] == 3 + metadata_of(again, "raw_orders")["relogins"]
     assert set(stored_versions(empty_store)) == truth_ids(running)

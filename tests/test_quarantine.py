@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult
 
@@ -279,3 +280,30 @@ def test_final_orders_are_reverified_a_rolling_share_per_run_least_recently_veri
         assert metadata_of(result, "raw_orders")["reverified"] == per_run == len(again)
         verified.append(again)
     assert set().union(*verified) == final  # every final order verified within 1 / share runs
+
+
+def test_the_ingest_settings_are_read_when_a_run_starts_and_run_config_still_wins(
+    start_sandbox: SandboxFactory,
+    pg_url: str,
+    instance: DagsterInstance,
+    empty_store: sa.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator changes BUFFALO_REVERIFY_SHARE where the runs start; the step's definitions
+    were loaded before (as a code server loads them once): the next run follows the new value."""
+    import buffalo_assets.definitions  # noqa: F401 - the definitions are loaded before the change
+
+    running = start_sandbox(orders=60)
+    monkeypatch.setenv("BUFFALO_REVERIFY_SHARE", "0")
+    assert ingest(running, pg_url, instance).success
+    final = {r["order_id"] for r in SandboxControl(running.url).truth() if r["stage"] in TERMINAL_STAGES}
+    assert final
+
+    monkeypatch.setenv("BUFFALO_REVERIFY_SHARE", "1")
+    every_final = ingest(running, pg_url, instance)
+    assert every_final.success
+    assert metadata_of(every_final, "raw_orders")["reverified"] == len(final)
+
+    overridden = ingest(running, pg_url, instance, reverify_share=0)  # the run's config over the setting
+    assert overridden.success
+    assert metadata_of(overridden, "raw_orders")["reverified"] == 0

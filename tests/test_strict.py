@@ -30,6 +30,7 @@ from buffalo_assets.buffalo.client import (
     FetchFailure,
     encrypt_password,
 )
+from buffalo_assets.buffalo.options import ClientOptions
 from buffalo_assets.sandbox.app import detail_referer
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.sandbox.faults import EXPIRY_STYLES, FaultPlan
@@ -45,7 +46,7 @@ FAST_RETRIES = {"backoff_base": 0.02, "backoff_max": 0.2, "read_timeout": 1.0}
 
 def client_for(running: RunningSandbox, **options: Any) -> BuffaloClient:
     config = running.sandbox.config
-    return BuffaloClient(running.url, config.username, config.password, **options)
+    return BuffaloClient(running.url, config.username, config.password, ClientOptions(**options))
 
 
 def ticket_of(running: RunningSandbox) -> str:

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from buffalo_assets.buffalo.options import ClientOptions
 from buffalo_assets.buffalo.transport import RetryingTransport
 
 
@@ -66,7 +67,7 @@ def _ticket() -> dict[str, str]:
 
 
 def test_ticketed_calls_follow_redirects_and_read_compressed_utf8_bodies(server_url: str) -> None:
-    transport = RetryingTransport(server_url, backoff_base=0.01, max_attempts=2)
+    transport = RetryingTransport(server_url, ClientOptions(backoff_base=0.01, max_attempts=2))
     try:
         for _ in range(3):  # the same pooled connections, one after another
             assert transport.request("GET", "/moved", credentials=_ticket) == {
@@ -81,7 +82,7 @@ def test_ticketed_calls_follow_redirects_and_read_compressed_utf8_bodies(server_
 
 
 def test_cookies_the_service_sets_are_sent_back_on_later_ticketed_calls(server_url: str) -> None:
-    transport = RetryingTransport(server_url, backoff_base=0.01, max_attempts=2)
+    transport = RetryingTransport(server_url, ClientOptions(backoff_base=0.01, max_attempts=2))
     try:
         first = transport.request("GET", "/echo", credentials=_ticket)
         assert first == {"target": "/echo", "cookie": None, "ticket": "t-1"}
@@ -93,7 +94,7 @@ def test_cookies_the_service_sets_are_sent_back_on_later_ticketed_calls(server_u
 
 
 def test_a_base_url_with_a_path_is_called_with_that_path_and_the_query(server_url: str) -> None:
-    transport = RetryingTransport(server_url + "/api/", backoff_base=0.01, max_attempts=2)
+    transport = RetryingTransport(server_url + "/api/", ClientOptions(backoff_base=0.01, max_attempts=2))
     try:
         body = transport.request(
             "GET", "/echo/1", credentials=_ticket, params={"pageNum": 2, "condition": ""}

@@ -16,8 +16,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from dagster import (
@@ -55,9 +56,9 @@ OWNERS = ["team:data-platform"]
 API_POOL = "buffalo_api"
 CHUNK_ORDERS = 500
 PROGRESS_EVERY_S = 10.0
-# Deployment settings give the defaults; run config can still override per run.
-DEFAULTS = settings.load()
-FRESH_WITHIN = timedelta(hours=DEFAULTS.freshness_hours)
+# The freshness policy is part of the assets' definitions, so Dagster needs it when it loads
+# them: the one setting read then. The step's settings are read when a run starts (IngestConfig).
+FRESH_WITHIN = timedelta(hours=settings.load().freshness_hours)
 ORDER_IDS = "order_ids"
 RAW_ORDERS = "raw_orders"
 # Retries of the `ingest` step: a walk that could not finish (the list unavailable) asks for
@@ -70,39 +71,80 @@ INGEST_RETRIES = max(ORDER_IDS_RETRIES, RAW_ORDERS_RETRIES)
 PERMANENT_FAILURE_KINDS = frozenset({"detail_error", "too_large", "unstorable_payload"})
 
 
+@dataclass(frozen=True)
+class IngestPolicy:
+    """What one run of the ingest step does: its run config over the settings."""
+
+    full_walk: bool
+    full_walk_every: timedelta
+    full_refresh: bool
+    max_failure_share: float
+    gone_after_failures: int
+    gone_recheck: timedelta
+    reverify_share: float
+
+
 class IngestConfig(Config):
-    """Run config of the `ingest` step (`ops: ingest: config:`), which materializes both assets."""
+    """Run config of the `ingest` step (`ops: ingest: config:`), which materializes both assets.
+
+    A field left unset takes its setting (`BUFFALO_...`, read when the run starts).
+    """
 
     full_walk: bool = Field(
         default=False, description="order_ids: walk the whole order list even if a full walk ran recently"
     )
-    full_walk_every_hours: float = Field(
-        default=DEFAULTS.full_walk_hours,
-        description="order_ids: hours between full walks; in between, listing stops at the first known page",
+    full_walk_every_hours: float | None = Field(
+        default=None,
+        gt=0,
+        description="order_ids: hours between full walks; in between, listing stops at the first known page "
+        "(unset: BUFFALO_FULL_WALK_HOURS)",
     )
     full_refresh: bool = Field(
         default=False, description="raw_orders: fetch every known order, including delivered ones"
     )
-    max_failure_share: float = Field(
-        default=DEFAULTS.max_failure_share,
-        description="raw_orders: fail the run when more than this share of the orders could not be fetched",
-    )
-    gone_after_failures: int = Field(
-        default=DEFAULTS.gone_after_failures,
-        ge=1,
-        description="raw_orders: quarantine an order whose detail failed for good in this many runs in a row",
-    )
-    gone_recheck_days: float = Field(
-        default=DEFAULTS.gone_recheck_days,
-        ge=0,
-        description="raw_orders: days between re-checks of a quarantined gone order",
-    )
-    reverify_share: float = Field(
-        default=DEFAULTS.reverify_share,
+    max_failure_share: float | None = Field(
+        default=None,
         ge=0,
         le=1,
-        description="raw_orders: share of final orders fetched again, least recently verified first",
+        description="raw_orders: fail the run when more than this share of the orders could not be fetched "
+        "(unset: BUFFALO_MAX_FAILURE_SHARE)",
     )
+    gone_after_failures: int | None = Field(
+        default=None,
+        ge=1,
+        description="raw_orders: quarantine an order whose detail failed for good in this many runs in a row "
+        "(unset: BUFFALO_GONE_AFTER_FAILURES)",
+    )
+    gone_recheck_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="raw_orders: days between re-checks of a quarantined gone order "
+        "(unset: BUFFALO_GONE_RECHECK_DAYS)",
+    )
+    reverify_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="raw_orders: share of final orders fetched again, least recently verified first "
+        "(unset: BUFFALO_REVERIFY_SHARE)",
+    )
+
+    def resolved(self) -> IngestPolicy:
+        """This run's policy: the run config's values, the settings (read now) for the rest."""
+        current = settings.load()
+
+        def pick(value: Any, setting: Any) -> Any:
+            return setting if value is None else value
+
+        return IngestPolicy(
+            full_walk=self.full_walk,
+            full_walk_every=timedelta(hours=pick(self.full_walk_every_hours, current.full_walk_hours)),
+            full_refresh=self.full_refresh,
+            max_failure_share=pick(self.max_failure_share, current.max_failure_share),
+            gone_after_failures=pick(self.gone_after_failures, current.gone_after_failures),
+            gone_recheck=timedelta(days=pick(self.gone_recheck_days, current.gone_recheck_days)),
+            reverify_share=pick(self.reverify_share, current.reverify_share),
+        )
 
 
 def _retry_allowed(context: AssetExecutionContext, max_retries: int) -> bool:
@@ -154,40 +196,17 @@ def _ends_on_interrupt(compute: F) -> F:
     return function  # type: ignore[return-value]
 
 
-# Tickets this process got, by account (base URL, username, password digest), and when: the
-# run's second step uses the ticket of the first one's login instead of logging in again
-# (a key fetch, a login and an RSA encryption: ~0.12 s at 50 ms of latency). A ticket the
-# service no longer accepts is replaced by a fresh login, as an expired one always was; one
-# older than TICKET_REUSE_S is not used.
-_tickets: dict[tuple[str, str, str], tuple[float, str]] = {}
-TICKET_REUSE_S = 600.0
-
-
-def _remember_ticket(client: BuffaloClient) -> None:
-    """Keep the client's ticket for the next step, timed from the login that got it."""
-    if client.ticket is not None and _tickets.get(client.account, (0.0, None))[1] != client.ticket:
-        _tickets[client.account] = (time.monotonic(), client.ticket)
-
-
 def _logged_in(buffalo: BuffaloResource, context: AssetExecutionContext, max_retries: int) -> BuffaloClient:
-    client = buffalo.get_client()
-    obtained, ticket = _tickets.get(client.account, (0.0, None))
-    if ticket is not None and time.monotonic() - obtained < TICKET_REUSE_S:
-        client.use_ticket(ticket)
-        return client
+    """A client with a ticket (the resource's recent one, else a fresh login), login errors as Failures."""
     try:
-        client.login()
+        return buffalo.logged_in_client()
     except BuffaloAuthError as exc:
-        client.close()
         # Retrying cannot fix wrong credentials; fail now with the service's reason.
         raise Failure(description=f"Buffalo login failed: {exc}", allow_retries=False) from None
     except BuffaloApiError as exc:
-        client.close()
         raise Failure(
             description=f"Buffalo API unavailable: {exc}", allow_retries=_retry_allowed(context, max_retries)
         ) from None
-    _remember_ticket(client)
-    return client
 
 
 def _now() -> datetime:
@@ -406,6 +425,7 @@ def ingest(
     later full walk, mostly known ids, walks first at `concurrency` pages at a time.
     """
     selected = {key.to_user_string() for key in context.selected_asset_keys}
+    policy = config.resolved()
     engine = postgres.get_engine()
     walk: _Walk | None = None
     walked_at = _now()
@@ -413,9 +433,7 @@ def ingest(
     try:
         if ORDER_IDS in selected:
             known = raw_store.known_order_ids(engine)
-            full = config.full_walk or raw_store.full_walk_due(
-                engine, walked_at, timedelta(hours=config.full_walk_every_hours)
-            )
+            full = policy.full_walk or raw_store.full_walk_due(engine, walked_at, policy.full_walk_every)
             # Overlap the walk with the fetch where the walk brings the work: a first run
             # (every id new: the pages on list_workers connections keep ahead of the fetch)
             # and incremental walks (one page at a time). A later full walk lists mostly known
@@ -429,7 +447,7 @@ def ingest(
                 failure = walk.failure(context)
                 if failure is not None:
                     raise failure
-                _remember_ticket(client)  # a fresh login during the walk replaced the ticket
+                buffalo.remember_ticket(client)  # a fresh login during the walk replaced the ticket
                 if RAW_ORDERS not in selected:
                     stats = client.stats.as_dict()
                     yield _walk_output(
@@ -443,7 +461,7 @@ def ingest(
                     return
             else:
                 walk.start()
-        yield from _fetch_and_store(context, config, engine, client, walk, walked_at)
+        yield from _fetch_and_store(context, policy, engine, buffalo, client, walk, walked_at)
     finally:
         if walk is not None:
             walk.stop()
@@ -452,8 +470,9 @@ def ingest(
 
 def _fetch_and_store(
     context: AssetExecutionContext,
-    config: IngestConfig,
+    policy: IngestPolicy,
     engine: sa.Engine,
+    buffalo: BuffaloResource,
     client: BuffaloClient,
     walk: _Walk | None,
     walked_at: datetime,
@@ -468,10 +487,10 @@ def _fetch_and_store(
     run_started = _now()
     plan = raw_store.plan_fetch(
         engine,
-        full_refresh=config.full_refresh,
+        full_refresh=policy.full_refresh,
         now=run_started,
-        reverify_share=config.reverify_share,
-        recheck_every=timedelta(days=config.gone_recheck_days),
+        reverify_share=policy.reverify_share,
+        recheck_every=policy.gone_recheck,
     )
     wanted = list(plan.order_ids)
 
@@ -541,7 +560,7 @@ def _fetch_and_store(
         fetch_s = time.perf_counter() - started
         progress.log(time.perf_counter())
         stats = client.stats.as_dict()
-        _remember_ticket(client)
+        buffalo.remember_ticket(client)
         # Re-checks of quarantined gone orders do not count; a payload first quarantined now does.
         counted = [failure for failure in failed if failure.order_id not in plan.recheck]
         counted_orders = len(wanted) - len(plan.recheck)
@@ -552,7 +571,7 @@ def _fetch_and_store(
             answered,
             run_id=context.run_id,
             now=run_started,
-            limit=config.gone_after_failures,
+            limit=policy.gone_after_failures,
         )
         raw_store.release_unstorable(engine, stored_unstorable)
         metadata = {
@@ -599,12 +618,12 @@ def _fetch_and_store(
     )
     if refused is not None:
         raise Failure(description=f"Buffalo login failed: {refused}", allow_retries=False)
-    if share > config.max_failure_share:
+    if share > policy.max_failure_share:
         # The run's top-level error in the UI is this step's failure: it must say why (see
         # _retry_allowed). A failure no retry can fix is not retried at all, nor is one that
         # only payloads now in quarantine pushed over the limit.
         permanent = all(failure.kind in PERMANENT_FAILURE_KINDS for failure in counted) or (
-            len(counted) / counted_orders <= config.max_failure_share
+            len(counted) / counted_orders <= policy.max_failure_share
         )
         unstorable_note = (
             f" ({unstorable_new} of them fetched but not storable, see ops.unstorable_payloads)"
@@ -616,7 +635,7 @@ def _fetch_and_store(
             description=(
                 f"{len(counted) + unstorable_new} of {counted_orders} orders ({share:.0%}) could not be "
                 f"fetched: {reason}{unstorable_note}; more than the allowed "
-                f"{config.max_failure_share:.0%}, so the run failed. The {spill.rows} fetched were "
+                f"{policy.max_failure_share:.0%}, so the run failed. The {spill.rows} fetched were "
                 "stored; see ops.fetch_errors for the rest"
             ),
             metadata=metadata,

@@ -17,17 +17,14 @@ from pydantic import ValidationError
 
 from buffalo_assets import settings
 from buffalo_assets.buffalo.client import BuffaloApiError, BuffaloAuthError, BuffaloClient, BuffaloError
+from buffalo_assets.buffalo.options import ClientOptions
 from buffalo_assets.orders.vocabulary import BOXES, RECORDS, STATUS_NAME, stage_of_status, text
 
 # A check answers within seconds: few tries and short waits (the ingest itself retries more).
-CHECK_CLIENT: dict[str, Any] = {
-    "connect_timeout": 5.0,
-    "read_timeout": 20.0,
-    "max_attempts": 2,
-    "backoff_base": 0.2,
-    "backoff_max": 1.0,
-    "max_retry_after": 5.0,
-}
+CHECK_CLIENT = ClientOptions(
+    concurrency=1, connect_timeout=5.0, read_timeout=20.0, max_attempts=2, backoff_base=0.2, backoff_max=1.0,
+    max_retry_after=5.0,
+)  # fmt: skip
 
 
 class CheckFailed(Exception):
@@ -91,15 +88,14 @@ def run_check(
                 f"set {'it' if len(missing) == 1 else 'them'} in .env (see .env.example) to use {base_url}"
             )
         say("api", f"{base_url} (BUFFALO_BASE_URL)")
-    verify: bool | str = current.verify_tls
-    if current.ca_bundle:
-        if not Path(current.ca_bundle).is_file():
-            raise CheckFailed(f"BUFFALO_CA_BUNDLE is {current.ca_bundle!r}, which is not a file")
-        verify = current.ca_bundle if current.verify_tls else False
+    if current.ca_bundle and not Path(current.ca_bundle).is_file():
+        raise CheckFailed(f"BUFFALO_CA_BUNDLE is {current.ca_bundle!r}, which is not a file")
+    tls = {"verify_tls": current.verify_tls, "ca_bundle": current.ca_bundle}
+    options = CHECK_CLIENT.model_copy(update=tls)
     if not current.verify_tls and not current.uses_sandbox:
         say("warning", "BUFFALO_VERIFY_TLS is false: the API's certificate is not checked")
 
-    with BuffaloClient(base_url, username, password, concurrency=1, verify=verify, **CHECK_CLIENT) as client:
+    with BuffaloClient(base_url, username, password, options) as client:
         try:
             client.login()
         except BuffaloAuthError as exc:

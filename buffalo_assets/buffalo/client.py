@@ -30,6 +30,7 @@ from urllib.parse import quote
 from Crypto.Cipher import PKCS1_v1_5
 from Crypto.PublicKey import RSA
 
+from buffalo_assets.buffalo.options import DEFAULTS, ClientOptions
 from buffalo_assets.buffalo.transport import (
     EXCERPT_CHARS,
     TRANSIENT_STATUSES,
@@ -171,44 +172,22 @@ class BuffaloClient:
         base_url: str,
         username: str,
         password: str,
-        *,
-        concurrency: int = 8,
-        requests_per_second: float = 0.0,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
-        max_attempts: int = 6,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        max_retry_after: float = 120.0,
-        verify: bool | str = True,
-        max_response_bytes: int = 5 * 1024 * 1024,
+        options: ClientOptions = DEFAULTS,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        concurrency = options.concurrency
         # List pages fetched beside the details when an ingest overlaps the two (see
         # iter_order_pages): a page brings 15 ids, so concurrency / 10 list requests keep
         # ahead of `concurrency` detail requests whatever the latency.
         self.list_workers = max(1, math.ceil(concurrency / 10))
         self.transport = RetryingTransport(
-            base_url,
-            concurrency=concurrency + self.list_workers,
-            requests_per_second=requests_per_second,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_attempts=max_attempts,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            max_retry_after=max_retry_after,
-            verify=verify,
-            max_response_bytes=max_response_bytes,
-            answer_check=answer_suspicion,
+            base_url, options, connections=concurrency + self.list_workers, answer_check=answer_suspicion
         )
         self.base_url = self.transport.base_url
         self.username = username
         self._password = password
         self.transport.add_secret(password)
         self.concurrency = concurrency
-        self.max_attempts = max_attempts
+        self.max_attempts = options.max_attempts
         self.stats: ClientStats = self.transport.stats
         # (generation, ticket), replaced as a whole by each login; generation 0: not logged in
         self._current: tuple[int, str | None] = (0, None)

@@ -2,15 +2,60 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from buffalo_assets import settings
 from buffalo_assets.buffalo.client import BuffaloClient
+from buffalo_assets.buffalo.options import ClientOptions
+
+# A ticket older than this is not reused: a fresh login gets a new one.
+TICKET_REUSE_S = 600.0
 
 
-class BuffaloResource(ConfigurableResource):
-    """Connection settings for the Buffalo API; `get_client()` gives a logged-out client.
+class TicketCache:
+    """The tickets one resource got, by account, and when; safe to share between threads.
+
+    `login` serialises logins of the same resource: threads that need a ticket at once wait
+    for the first one's login and use its ticket rather than each logging in.
+    """
+
+    def __init__(self) -> None:
+        self._tickets: dict[tuple[str, str, str], tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def logged_in(self, client: BuffaloClient) -> None:
+        """Give `client` this cache's recent ticket for its account, else log it in (and keep its ticket).
+
+        Raises what `client.login()` raises.
+        """
+        with self._lock:
+            obtained, ticket = self._tickets.get(client.account, (0.0, None))
+            if ticket is not None and time.monotonic() - obtained < TICKET_REUSE_S:
+                client.use_ticket(ticket)
+                return
+            client.login()
+            self._keep(client)
+
+    def remember(self, client: BuffaloClient) -> None:
+        """Keep the client's ticket if a later login (a ticket the API dropped) replaced it."""
+        with self._lock:
+            self._keep(client)
+
+    def _keep(self, client: BuffaloClient) -> None:
+        if client.ticket is not None and self._tickets.get(client.account, (0.0, None))[1] != client.ticket:
+            self._tickets[client.account] = (time.monotonic(), client.ticket)
+
+
+class BuffaloResource(ClientOptions, ConfigurableResource):
+    """Connection settings for the Buffalo API and the client's options (`ClientOptions`).
+
+    `get_client()` gives a logged-out client, `logged_in_client()` one with a ticket: the
+    ticket this resource got last (a run's steps, and a step's retries, log in once), else a
+    fresh login. Dagster makes the resource anew for each run, so runs never share tickets.
 
     The URL and credentials are EnvVars when they were configured where the definitions were
     loaded; left unset, they are read from the settings when a client is made (so a value
@@ -25,38 +70,25 @@ class BuffaloResource(ConfigurableResource):
     password: str | None = Field(
         default=None, description="Merchant account password (an EnvVar; unset: BUFFALO_PASSWORD)"
     )
-    concurrency: int = Field(default=16, description="Detail requests in flight at once")
-    requests_per_second: float = Field(
-        default=0.0, description="Upper bound on the request rate; 0 means no bound"
-    )
-    connect_timeout: float = Field(default=5.0, description="Seconds to wait for a connection")
-    read_timeout: float = Field(default=30.0, description="Seconds to wait for response bytes")
-    max_attempts: int = Field(default=6, description="Tries per request before giving up")
-    backoff_base: float = Field(default=0.5, description="First retry waits about this long, s; doubling")
-    backoff_max: float = Field(default=30.0, description="Longest wait between two tries, s")
-    verify_tls: bool = Field(default=True, description="Verify the server's TLS certificate")
-    ca_bundle: str | None = Field(default=None, description="CA bundle file for TLS, if not the default")
-    max_response_bytes: int = Field(
-        default=5 * 1024 * 1024, description="Larger responses are refused and the order quarantined"
-    )
+    _tickets: TicketCache = PrivateAttr(default_factory=TicketCache)
 
     def get_client(self) -> BuffaloClient:
-        verify: bool | str = self.ca_bundle if (self.verify_tls and self.ca_bundle) else self.verify_tls
         base_url, username, password = self._connection()
-        return BuffaloClient(
-            base_url,
-            username,
-            password,
-            concurrency=self.concurrency,
-            requests_per_second=self.requests_per_second,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            max_attempts=self.max_attempts,
-            backoff_base=self.backoff_base,
-            backoff_max=self.backoff_max,
-            verify=verify,
-            max_response_bytes=self.max_response_bytes,
-        )
+        return BuffaloClient(base_url, username, password, self.client_options())
+
+    def logged_in_client(self) -> BuffaloClient:
+        """A client holding a ticket; raises BuffaloAuthError / BuffaloApiError as `login()` does."""
+        client = self.get_client()
+        try:
+            self._tickets.logged_in(client)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def remember_ticket(self, client: BuffaloClient) -> None:
+        """Keep the ticket a client got by logging in again (its old one was dropped by the API)."""
+        self._tickets.remember(client)
 
     def _connection(self) -> tuple[str, str, str]:
         if self.base_url and self.username and self.password:

@@ -40,6 +40,8 @@ from urllib3.exceptions import (
     ConnectTimeoutError as Urllib3ConnectTimeout,
 )
 
+from buffalo_assets.buffalo.options import DEFAULTS, ClientOptions
+
 log = logging.getLogger(__name__)
 
 # 403 is here for calls without credentials (the key and the login), where it can only be a
@@ -197,42 +199,34 @@ class RetryingTransport:
     def __init__(
         self,
         base_url: str,
+        options: ClientOptions = DEFAULTS,
         *,
-        concurrency: int = 8,
-        requests_per_second: float = 0.0,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 30.0,
-        max_attempts: int = 6,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        max_retry_after: float = 120.0,
-        verify: bool | str = True,
-        max_response_bytes: int = 5 * 1024 * 1024,
+        connections: int | None = None,
         answer_check: AnswerCheck | None = None,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        """`connections`: requests in flight at once (default `options.concurrency`)."""
         self.base_url = base_url.rstrip("/")
-        self.timeout = (connect_timeout, read_timeout)
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
-        self.max_retry_after = max_retry_after
-        self.max_response_bytes = max_response_bytes
+        self.timeout = (options.connect_timeout, options.read_timeout)
+        self.max_attempts = options.max_attempts
+        self.backoff_base = options.backoff_base
+        self.backoff_max = options.backoff_max
+        self.max_retry_after = options.max_retry_after
+        self.max_response_bytes = options.max_response_bytes
         self.stats = ClientStats()
         self._answer_check = answer_check or _reject_401_403
-        self._pacer = RequestPacer(requests_per_second)
+        self._pacer = RequestPacer(options.requests_per_second)
         self._local = threading.local()  # per-thread attempt count of the current unit of work
         self._secrets: set[str] = set()
         self._session = requests.Session()
         # Proxy and CA settings (HTTPS_PROXY, REQUESTS_CA_BUNDLE, ...) are resolved by
         # requests once here rather than on every request (it re-scans the environment and
         # ~/.netrc per call otherwise, which was a third of the client's CPU per order).
-        resolved = self._session.merge_environment_settings(self.base_url, {}, None, verify, None)
+        resolved = self._session.merge_environment_settings(self.base_url, {}, None, options.verify, None)
         self._session.proxies = resolved["proxies"]
         self._session.verify = resolved["verify"]
         self._session.trust_env = False
-        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency + 2, max_retries=0)
+        in_flight = connections or options.concurrency
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=in_flight + 2, max_retries=0)
         self._session.mount("http://", self._adapter)
         self._session.mount("https://", self._adapter)
         self._session.headers.update(
@@ -246,7 +240,7 @@ class RetryingTransport:
         self._direct = select_proxy(self.base_url, self._session.proxies) is None
         self._pool: Any = None
         self._pool_lock = threading.Lock()
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self._timeout = urllib3.Timeout(connect=options.connect_timeout, read=options.read_timeout)
         self._path_prefix = urlsplit(self.base_url).path  # sent as origin-form, like requests
 
     def __repr__(self) -> str:
