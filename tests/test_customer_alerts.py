@@ -46,8 +46,6 @@ from dagster import (
 )
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from buffalo_assets.alert_sender import signature_headers, signing_key
-from buffalo_assets.analytics.alerts import due_alerts
 from buffalo_assets.assets.analytics import ANALYTICS_ASSETS
 from buffalo_assets.assets.customer_alerts import (
     JOB_NAME,
@@ -58,6 +56,8 @@ from buffalo_assets.assets.customer_alerts import (
     send_customer_alerts_sensor,
 )
 from buffalo_assets.assets.transform import transform_orders
+from buffalo_assets.customer_alerts.rules import due_alerts
+from buffalo_assets.customer_alerts.sender import signature_headers, signing_key
 from buffalo_assets.runs import release_dead_runs
 from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.server import running_sandbox

@@ -1,11 +1,11 @@
 """Customer alerts: the `customer_alerts` outbox asset, job `send_customer_alerts` and its sensor.
 
-The asset appends the alerts that are due (rules in `analytics/alerts.py`, wording in
-`analytics/alert_messages.py`) to `analytics.customer_alerts`: one row per order and reason,
+The asset appends the alerts that are due (rules in `customer_alerts/rules.py`, wording in
+`customer_alerts/wording.py`) to `analytics.customer_alerts`: one row per order and reason,
 never two (`INSERT ... ON CONFLICT DO NOTHING` on the primary key). It is eager like the
 other analytics assets, so every refresh of the delay risk and status adds what became due.
 
-The sender (`alert_sender.py`) POSTs unsent alerts to BUFFALO_CUSTOMER_ALERT_WEBHOOK; its
+The sender (`customer_alerts/sender.py`) POSTs unsent alerts to BUFFALO_CUSTOMER_ALERT_WEBHOOK; its
 sensor starts a run every minute while alerts are due and the webhook is set.
 """
 
@@ -34,9 +34,15 @@ from dagster import Config as DagsterConfig
 from pydantic import Field
 
 from buffalo_assets import settings
-from buffalo_assets.alert_sender import SenderPolicy, check_webhook, count_due, send_due_alerts, signing_key
-from buffalo_assets.analytics.alerts import DELAY_REASONS, REASONS, due_alerts
 from buffalo_assets.assets.analytics import KINDS, _common, _in, _now, _table_metadata
+from buffalo_assets.customer_alerts.rules import DELAY_REASONS, REASONS, due_alerts
+from buffalo_assets.customer_alerts.sender import (
+    SenderPolicy,
+    check_webhook,
+    count_due,
+    send_due_alerts,
+    signing_key,
+)
 from buffalo_assets.storage import tables
 from buffalo_assets.storage.io_manager import DataFrame
 from buffalo_assets.storage.resource import PostgresResource
