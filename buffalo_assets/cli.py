@@ -537,7 +537,7 @@ def demo(orders: int, advance_days: float, seed: int, delay_process: str, event_
         from dagster import DagsterInstance
 
         from buffalo_assets.definitions import defs
-        from buffalo_assets.runs import release_dead_runs
+        from buffalo_assets.operations.runs import release_dead_runs
 
         job = defs.resolve_job_def("refresh_all")
         with DagsterInstance.get() as instance:

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context
 
-from buffalo_assets.alerts import alert_on_run_failure
+from buffalo_assets.operations.failure_alerts import alert_on_run_failure
 from tests.conftest import SandboxFactory
 from tests.pipeline import run
 

@@ -58,7 +58,7 @@ from buffalo_assets.assets.customer_alerts import (
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.customer_alerts.rules import due_alerts
 from buffalo_assets.customer_alerts.sender import signature_headers, signing_key
-from buffalo_assets.runs import release_dead_runs
+from buffalo_assets.operations.runs import release_dead_runs
 from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.server import running_sandbox
 from buffalo_assets.storage.resource import PostgresResource

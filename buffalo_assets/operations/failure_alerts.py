@@ -1,4 +1,5 @@
-"""Alerting: every failed run is posted to a webhook (BUFFALO_ALERT_WEBHOOK), or logged.
+"""Run-failure alerts to the operations team: every failed run is posted to a webhook
+(BUFFALO_ALERT_WEBHOOK), or logged.
 
 The payload is plain JSON (`text` for Slack/Teams-style incoming webhooks, plus the run id,
 job, failed steps with their errors, and a link when BUFFALO_DAGSTER_UI_URL is set). The
