@@ -162,7 +162,7 @@ def test_a_delay_condition_held_back_by_the_cooldown_is_alerted_once_the_cooldow
     before = _outbox(outbox.engine)
     held = outbox.first_run["second_run"]["held_by_cooldown"]
     # A cool-down of zero hours is over at once: the next run adds a held-back condition.
-    monkeypatch.setenv("BUFFALO_ALERT_COOLDOWN_HOURS", "0")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_COOLDOWN_HOURS", "0")
     config = SandboxConfig(orders=1_500, history_days=90, start=time.time() - 60)
     with running_sandbox(config) as running:
         result = run(
@@ -347,8 +347,8 @@ def _sender_env(outbox: Outbox, dagster_home: Path, receiver: Receiver, timeout_
         "DAGSTER_HOME": str(dagster_home),
         "BUFFALO_CUSTOMER_ALERT_WEBHOOK": receiver.url,
         "BUFFALO_CUSTOMER_ALERT_SECRET": SECRET,
-        "BUFFALO_ALERT_TIMEOUT_S": str(timeout_s),
-        "BUFFALO_ALERT_RETRY_S": "0",
+        "BUFFALO_CUSTOMER_ALERT_TIMEOUT_S": str(timeout_s),
+        "BUFFALO_CUSTOMER_ALERT_RETRY_S": "0",
     }
 
 
@@ -394,8 +394,8 @@ def test_every_alert_arrives_exactly_once_with_two_overlapping_sender_runs_and_o
     for key in (
         "BUFFALO_CUSTOMER_ALERT_WEBHOOK",
         "BUFFALO_CUSTOMER_ALERT_SECRET",
-        "BUFFALO_ALERT_TIMEOUT_S",
-        "BUFFALO_ALERT_RETRY_S",
+        "BUFFALO_CUSTOMER_ALERT_TIMEOUT_S",
+        "BUFFALO_CUSTOMER_ALERT_RETRY_S",
     ):
         monkeypatch.setenv(key, env[key])
     for _ in range(10):
@@ -453,9 +453,9 @@ def test_the_sender_backs_off_retries_and_gives_up_visibly(
     receiver.refuse, receiver.broken = {refused}, {broken}
     monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", receiver.url)
     monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_SECRET", SECRET)
-    monkeypatch.setenv("BUFFALO_ALERT_TIMEOUT_S", "1")
-    monkeypatch.setenv("BUFFALO_ALERT_MAX_ATTEMPTS", "3")
-    monkeypatch.setenv("BUFFALO_ALERT_RETRY_S", "3600")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_TIMEOUT_S", "1")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_RETRY_S", "3600")
 
     first = _send_in_process(instance, outbox.pg_url)
     assert first["gave_up"] == 1 and first["failed"] >= 1 and first["sent"] > 0
@@ -478,7 +478,7 @@ def test_the_sender_backs_off_retries_and_gives_up_visibly(
     assert Counter(p["key"] for p in receiver.posts)[broken] == 1
 
     # An hour later (moved by hand), each run tries again until the third attempt fails.
-    monkeypatch.setenv("BUFFALO_ALERT_RETRY_S", "0")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_RETRY_S", "0")
     with outbox.engine.begin() as connection:
         connection.execute(
             sa.text(f"UPDATE {OUTBOX} SET next_attempt_at = now() WHERE next_attempt_at IS NOT NULL")

@@ -111,7 +111,7 @@ def customer_alerts(
     `last_error`, `next_attempt_at`, `gave_up_at`).
 
     Cool-down: an order gets no new delay alert (late, stuck, at_risk) within
-    BUFFALO_ALERT_COOLDOWN_HOURS (default 72) of its previous one; a later run adds it if the
+    BUFFALO_CUSTOMER_ALERT_COOLDOWN_HOURS (default 72) of its previous one; a later run adds it if the
     condition still holds. duty_unpaid and delivered_after_delay are exempt."""
     as_of = _now()
     current = settings.load()
@@ -133,7 +133,7 @@ def customer_alerts(
         previous,
         as_of,
         stuck_days=current.stuck_days,
-        cooldown_hours=current.alert_cooldown_hours,
+        cooldown_hours=current.customer_alert_cooldown_hours,
     )
     new_by_reason = {reason: int((due.alerts["reason"] == reason).sum()) for reason in REASONS}
     context.log.info(
@@ -148,7 +148,7 @@ def customer_alerts(
             "conditions_holding": MetadataValue.json(due.conditions),
             "already_alerted": MetadataValue.int(due.already_alerted),
             "held_by_cooldown": MetadataValue.int(due.cooling_down),
-            "cooldown_hours": MetadataValue.float(float(current.alert_cooldown_hours)),
+            "cooldown_hours": MetadataValue.float(float(current.customer_alert_cooldown_hours)),
             "delay_reasons": ", ".join(DELAY_REASONS),
             "as_of": as_of.isoformat(),
         },
@@ -184,9 +184,9 @@ def send_customer_alerts_op(
     except ValueError as exc:
         raise Failure(description=str(exc)) from None
     policy = SenderPolicy(
-        timeout_s=current.alert_timeout_s,
-        max_attempts=current.alert_max_attempts,
-        retry_s=current.alert_retry_s,
+        timeout_s=current.customer_alert_timeout_s,
+        max_attempts=current.customer_alert_max_attempts,
+        retry_s=current.customer_alert_retry_s,
     )
     totals = send_due_alerts(
         postgres.get_engine(),
