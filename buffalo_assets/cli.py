@@ -223,18 +223,28 @@ def show_settings(markdown: bool) -> None:
     if markdown:
         click.echo(settings.markdown_table(), nl=False)
         return
-    current = settings.load()
+    try:
+        current = settings.load()
+    except settings.RenamedSettingConflict as conflict:
+        raise click.ClickException(str(conflict)) from None
     explicit = current.model_fields_set
+    old_name = {new: old for old, new in current.renamed_in_use.items()}
+    width = max(len(settings.env_name(name)) for name in settings.Settings.model_fields)
     for name in settings.Settings.model_fields:
+        variable = settings.env_name(name)
         value = getattr(current, name)
         shown = "unset" if value is None else ("********" if "Secret" in type(value).__name__ else str(value))
         source = "set" if name in explicit else "default"
-        click.echo(f"{settings.env_name(name):34} {shown:40} ({source})")
+        if variable in old_name:
+            source += f"; old name {old_name[variable]} in use"
+        click.echo(f"{variable:{width}} {shown:40} ({source})")
     found = "read" if current.env_file.exists() else "none found"
-    click.echo(f"{'(.env file)':34} {current.env_file} ({found})")
+    click.echo(f"{'(.env file)':{width}} {current.env_file} ({found})")
     exposed = settings.env_file_warning(current.env_file)
     if exposed:
         click.echo(f"warning: {exposed}", err=True)
+    for renamed in settings.renamed_warnings(current):
+        click.echo(f"warning: {renamed}", err=True)
 
 
 # -- check ---------------------------------------------------------------------------------
@@ -537,7 +547,7 @@ def demo(orders: int, advance_days: float, seed: int, delay_process: str, event_
         from dagster import DagsterInstance
 
         from buffalo_assets.definitions import defs
-        from buffalo_assets.runs import release_dead_runs
+        from buffalo_assets.operations.runs import release_dead_runs
 
         job = defs.resolve_job_def("refresh_all")
         with DagsterInstance.get() as instance:

@@ -29,7 +29,6 @@ from dagster import (
 )
 
 from buffalo_assets import settings
-from buffalo_assets.alerts import alert_on_run_failure
 from buffalo_assets.assets.analytics import ANALYTICS_ASSETS, ANALYTICS_CHECKS
 from buffalo_assets.assets.customer_alerts import (
     customer_alerts,
@@ -41,7 +40,8 @@ from buffalo_assets.assets.stock import STOCK_ASSETS
 from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.checks.core import core_checks
-from buffalo_assets.runs import release_ended_runs_slots, release_pool_slots
+from buffalo_assets.operations.failure_alerts import alert_on_run_failure
+from buffalo_assets.operations.runs import release_ended_runs_slots, release_pool_slots
 from buffalo_assets.storage.database import PG_URL_VARIABLE
 from buffalo_assets.storage.io_manager import PostgresIOManager
 from buffalo_assets.storage.resource import PostgresResource

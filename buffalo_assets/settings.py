@@ -6,6 +6,10 @@ settings table and `.env.example` are checked against `Settings` by the tests, a
 deployed stack (`docker-compose.yml`, `deploy/dagster.yaml`) passes every setting whose
 `where` is `stack`.
 
+Renamed settings keep their old name for a while (`RENAMED`): a value set by the old name is
+used, `buffalo settings` and `buffalo check` warn about it (`renamed_warnings`), and the old
+and the new name set to different values is an error naming both (never their values).
+
 Only this module and the CLI's hand-over to Dagster processes (`cli.py`) touch `os.environ`.
 """
 
@@ -16,8 +20,23 @@ import stat
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from buffalo_assets.buffalo.options import DEFAULTS as CLIENT_DEFAULTS
 from buffalo_assets.buffalo.options import ClientOptions
@@ -36,6 +55,26 @@ ENV_PREFIX = "BUFFALO_"
 #   airflow - the Airflow DAG, in Airflow's own virtualenv (it reads the environment itself)
 #   local   - only the `buffalo` command on a workstation
 Where = Literal["stack", "airflow", "local"]
+
+# Settings renamed, by their old environment variable: the field that reads it now. The old
+# names still work, with a warning, until the next minor release (see CHANGELOG.md).
+RENAMED: dict[str, str] = {
+    "BUFFALO_ALERT_COOLDOWN_HOURS": "customer_alert_cooldown_hours",
+    "BUFFALO_ALERT_MAX_ATTEMPTS": "customer_alert_max_attempts",
+    "BUFFALO_ALERT_RETRY_S": "customer_alert_retry_s",
+    "BUFFALO_ALERT_TIMEOUT_S": "customer_alert_timeout_s",
+    "BUFFALO_ALERT_WEBHOOK": "ops_alert_webhook",
+}
+# Where the old names' values travel from their source to the validator (not a setting).
+_OLD_NAMES_KEY = "__buffalo_old_names__"
+
+
+class RenamedSettingConflict(Exception):
+    """A renamed setting is set by its old and its new name, to different values.
+
+    Not a ValueError on purpose: pydantic would wrap one into a ValidationError that quotes
+    every input value, secrets included.
+    """
 
 
 def _setting(default: Any, description: str, *, where: Where = "stack", shown: str | None = None) -> Any:
@@ -158,7 +197,7 @@ class Settings(BaseSettings):
         shown="`2`",
     )
     # -- customer alerts -----------------------------------------------------------------
-    alert_cooldown_hours: float = _setting(
+    customer_alert_cooldown_hours: float = _setting(
         72.0,
         "an order gets no new delay alert (at_risk, late, stuck) within this many hours of its "
         "previous one; duty_unpaid and delivered_after_delay are exempt",
@@ -175,25 +214,25 @@ class Settings(BaseSettings):
         "24 random bytes, shared with the receiver, never logged); required once "
         "`BUFFALO_CUSTOMER_ALERT_WEBHOOK` is set: unsigned alerts are never sent",
     )
-    alert_max_attempts: int = _setting(
+    customer_alert_max_attempts: int = _setting(
         8, "POSTs of one customer alert before the sender gives up on it (5xx, timeouts)"
     )
-    alert_retry_s: float = _setting(
+    customer_alert_retry_s: float = _setting(
         60.0,
         "wait before retrying a customer alert after its first failed POST, seconds; doubled after "
         "each further failure, at most 6 hours",
         shown="`60`",
     )
-    alert_timeout_s: float = _setting(
+    customer_alert_timeout_s: float = _setting(
         10.0,
         "seconds a customer alert POST may take before it counts as failed (and is retried)",
         shown="`10`",
     )
-    # -- alerting ------------------------------------------------------------------------
-    alert_webhook: SecretStr | None = _setting(
+    # -- operations alerts -----------------------------------------------------------------
+    ops_alert_webhook: SecretStr | None = _setting(
         None,
-        "failed runs are POSTed here as JSON (the URL often holds a token: masked, never logged or "
-        "quoted in an error)",
+        "failed runs are POSTed here as JSON, for the operations team (the URL often holds a "
+        "token: masked, never logged or quoted in an error)",
         shown="unset (logged)",
     )
     dagster_ui_url: str | None = _setting(None, "base URL of the Dagster UI, for links in alerts")
@@ -235,6 +274,45 @@ class Settings(BaseSettings):
     )
     demo_db: str = _setting("buffalo_demo", "database the demo recreates on the server", where="local")
 
+    # The old names of renamed settings this instance was given (see `RENAMED`).
+    _old_names_used: tuple[str, ...] = PrivateAttr(default=())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        old_names = _OldNames(settings_cls, env_settings, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, old_names, file_secret_settings
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_old_names(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """A renamed setting set only by its old name takes that value; set by both, they must agree."""
+        old_names: dict[str, str] = {}
+        if isinstance(data, dict) and _OLD_NAMES_KEY in data:
+            data = dict(data)
+            old_names = data.pop(_OLD_NAMES_KEY)
+        conflicts = []
+        for old, value in old_names.items():
+            field, new = RENAMED[old], env_name(RENAMED[old])
+            if field not in data:
+                data[field] = value
+            elif not _same_value(cls.model_fields[field], data[field], value):
+                conflicts.append(
+                    f"{old} and {new} are both set, to different values ({old} is the old name of "
+                    f"{new}): remove {old} and keep the value you want in {new}"
+                )
+        if conflicts:
+            raise RenamedSettingConflict("; ".join(conflicts))
+        current = handler(data)
+        current._old_names_used = tuple(sorted(old_names))
+        return current
+
     @field_validator("false_alarm_cost")
     @classmethod
     def _positive_cost(cls, value: float) -> float:
@@ -273,17 +351,73 @@ class Settings(BaseSettings):
     def env_file(self) -> Path:
         return project_dir(self.home) / ".env"
 
+    @property
+    def renamed_in_use(self) -> dict[str, str]:
+        """The old names this instance was given, each with its new name."""
+        return {old: env_name(RENAMED[old]) for old in self._old_names_used}
+
+
+class _OldNames(PydanticBaseSettingsSource):
+    """The values of `RENAMED`'s old names: from the environment, else from `.env`.
+
+    They go to the validator under one key of their own: it applies them where the new name
+    is unset and compares them where it is set.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.sources = [source for source in sources if isinstance(source, EnvSettingsSource)]
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # no field of its own: see __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, str] = {}
+        for old in RENAMED:
+            for source in self.sources:  # the environment first: it wins over .env
+                # Case and empty values are treated as for every other setting.
+                value = source.env_vars.get(old if source.case_sensitive else old.lower())
+                if value is not None:
+                    found[old] = value
+                    break
+        return {_OLD_NAMES_KEY: found} if found else {}
+
+
+def _same_value(field: FieldInfo, new: Any, old: Any) -> bool:
+    """The old and the new name's values mean the same (`72` and `72.0` do)."""
+    if new == old:
+        return True
+    adapter: TypeAdapter[Any] = TypeAdapter(field.annotation or Any)
+    try:
+        return bool(adapter.validate_python(new) == adapter.validate_python(old))
+    except ValidationError:
+        return False
+
 
 def env_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
 
+def _where(info: FieldInfo) -> Any:
+    return info.json_schema_extra.get("where") if isinstance(info.json_schema_extra, dict) else None
+
+
 def fields_where(where: Where) -> list[str]:
     """Environment variable names of the settings read in `where`."""
+    return [env_name(name) for name, info in Settings.model_fields.items() if _where(info) == where]
+
+
+def old_names_where(where: Where) -> list[str]:
+    """The old names of renamed settings read in `where` (still read, with a warning)."""
+    return [old for old, field in RENAMED.items() if _where(Settings.model_fields[field]) == where]
+
+
+def renamed_warnings(current: Settings) -> list[str]:
+    """One line per renamed setting still set by its old name (the name only, never the value)."""
     return [
-        env_name(name)
-        for name, info in Settings.model_fields.items()
-        if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("where") == where
+        f"{old} -> {new}: the setting was renamed; the old name works until the next minor "
+        "release, rename it where it is set"
+        for old, new in current.renamed_in_use.items()
     ]
 
 

@@ -33,7 +33,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.test_utils import create_run_for_test
 from sqlalchemy.engine import make_url
 
-from buffalo_assets.runs import release_pool_slots, slot_holding_run_ids
+from buffalo_assets.operations.runs import release_pool_slots, slot_holding_run_ids
 from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.sandbox.server import RunningSandbox, free_port, running_sandbox

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context
 
-from buffalo_assets.alerts import alert_on_run_failure
+from buffalo_assets.operations.failure_alerts import alert_on_run_failure
 from tests.conftest import SandboxFactory
 from tests.pipeline import run
 
@@ -63,7 +63,7 @@ def test_a_failed_run_is_posted_to_the_webhook_with_its_failed_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, received = webhook
-    monkeypatch.setenv("BUFFALO_ALERT_WEBHOOK", url)
+    monkeypatch.setenv("BUFFALO_OPS_ALERT_WEBHOOK", url)
     monkeypatch.setenv("BUFFALO_DAGSTER_UI_URL", "http://127.0.0.1:3000")
     context = failed_run_context(start_sandbox, pg_url, instance)
     alert_on_run_failure(context)
@@ -75,6 +75,26 @@ def test_a_failed_run_is_posted_to_the_webhook_with_its_failed_step(
     assert "ingest: " in alert["text"] and "not-the-password" not in json.dumps(alert)
 
 
+def test_a_webhook_set_by_its_old_name_still_gets_every_failed_run(
+    start_sandbox: SandboxFactory,
+    pg_url: str,
+    instance: DagsterInstance,
+    empty_store: sa.Engine,
+    webhook: tuple[str, list[dict]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # BUFFALO_ALERT_WEBHOOK is now BUFFALO_OPS_ALERT_WEBHOOK; a deployment that still sets the
+    # old name keeps hearing about its failed runs until the old name is removed.
+    url, received = webhook
+    monkeypatch.delenv("BUFFALO_OPS_ALERT_WEBHOOK", raising=False)
+    monkeypatch.setenv("BUFFALO_ALERT_WEBHOOK", url)
+    context = failed_run_context(start_sandbox, pg_url, instance)
+    alert_on_run_failure(context)
+    [alert] = received
+    assert alert["run_id"] == context.dagster_run.run_id
+    assert alert["failed_steps"][0]["step"] == "ingest"
+
+
 def test_without_a_webhook_the_failure_is_logged(
     start_sandbox: SandboxFactory,
     pg_url: str,
@@ -83,7 +103,8 @@ def test_without_a_webhook_the_failure_is_logged(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.delenv("BUFFALO_ALERT_WEBHOOK", raising=False)
+    monkeypatch.delenv("BUFFALO_OPS_ALERT_WEBHOOK", raising=False)
+    monkeypatch.delenv("BUFFALO_ALERT_WEBHOOK", raising=False)  # nor by its old name
     context = failed_run_context(start_sandbox, pg_url, instance)
     capfd.readouterr()
     alert_on_run_failure(context)
@@ -105,11 +126,11 @@ def test_the_webhook_is_a_secret_masked_in_settings_and_never_quoted_when_unreac
         hook = f"http://127.0.0.1:{closed.getsockname()[1]}/services/{token}"
     shown = subprocess.run(
         [sys.executable, "-m", "buffalo_assets.cli", "settings"],
-        env={**os.environ, "BUFFALO_ALERT_WEBHOOK": hook}, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "BUFFALO_OPS_ALERT_WEBHOOK": hook}, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    line = next(line for line in shown.stdout.splitlines() if line.startswith("BUFFALO_ALERT_WEBHOOK "))
+    line = next(line for line in shown.stdout.splitlines() if line.startswith("BUFFALO_OPS_ALERT_WEBHOOK "))
     assert "********" in line and token not in shown.stdout + shown.stderr
-    monkeypatch.setenv("BUFFALO_ALERT_WEBHOOK", hook)
+    monkeypatch.setenv("BUFFALO_OPS_ALERT_WEBHOOK", hook)
     context = failed_run_context(start_sandbox, pg_url, instance)
     with pytest.raises(RuntimeError) as raised:
         alert_on_run_failure(context)

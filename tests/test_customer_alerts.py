@@ -46,8 +46,6 @@ from dagster import (
 )
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from buffalo_assets.alert_sender import signature_headers, signing_key
-from buffalo_assets.analytics.alerts import due_alerts
 from buffalo_assets.assets.analytics import ANALYTICS_ASSETS
 from buffalo_assets.assets.customer_alerts import (
     JOB_NAME,
@@ -58,7 +56,16 @@ from buffalo_assets.assets.customer_alerts import (
     send_customer_alerts_sensor,
 )
 from buffalo_assets.assets.transform import transform_orders
-from buffalo_assets.runs import release_dead_runs
+from buffalo_assets.customer_alerts.rules import due_alerts
+from buffalo_assets.customer_alerts.sender import (
+    SenderPolicy,
+    SendTotals,
+    resend_given_up,
+    send_due_alerts,
+    signature_headers,
+    signing_key,
+)
+from buffalo_assets.operations.runs import release_dead_runs
 from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.server import running_sandbox
 from buffalo_assets.storage.resource import PostgresResource
@@ -162,7 +169,7 @@ def test_a_delay_condition_held_back_by_the_cooldown_is_alerted_once_the_cooldow
     before = _outbox(outbox.engine)
     held = outbox.first_run["second_run"]["held_by_cooldown"]
     # A cool-down of zero hours is over at once: the next run adds a held-back condition.
-    monkeypatch.setenv("BUFFALO_ALERT_COOLDOWN_HOURS", "0")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_COOLDOWN_HOURS", "0")
     config = SandboxConfig(orders=1_500, history_days=90, start=time.time() - 60)
     with running_sandbox(config) as running:
         result = run(
@@ -236,6 +243,7 @@ class Receiver:
     held: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
     held_key: str | None = None
+    hold_keys: set[str] = field(default_factory=set)  # the first POST of one of these is held too
     url: str = ""
     unsigned: int = 0  # POSTs whose signature the receiver could not verify (answered 401)
 
@@ -264,11 +272,9 @@ class Receiver:
                 return 500
             if key not in self.notifications:
                 self.notifications.append(key)
-            hold = (
-                bool(self.pids)
-                and self.held_key is None
-                and pid == self.pids[0]
-                and all(by_pid[p] >= 3 for p in self.pids)
+            hold = self.held_key is None and (
+                key in self.hold_keys
+                or (bool(self.pids) and pid == self.pids[0] and all(by_pid[p] >= 3 for p in self.pids))
             )
             if hold:
                 self.held_key = key
@@ -347,8 +353,8 @@ def _sender_env(outbox: Outbox, dagster_home: Path, receiver: Receiver, timeout_
         "DAGSTER_HOME": str(dagster_home),
         "BUFFALO_CUSTOMER_ALERT_WEBHOOK": receiver.url,
         "BUFFALO_CUSTOMER_ALERT_SECRET": SECRET,
-        "BUFFALO_ALERT_TIMEOUT_S": str(timeout_s),
-        "BUFFALO_ALERT_RETRY_S": "0",
+        "BUFFALO_CUSTOMER_ALERT_TIMEOUT_S": str(timeout_s),
+        "BUFFALO_CUSTOMER_ALERT_RETRY_S": "0",
     }
 
 
@@ -394,8 +400,8 @@ def test_every_alert_arrives_exactly_once_with_two_overlapping_sender_runs_and_o
     for key in (
         "BUFFALO_CUSTOMER_ALERT_WEBHOOK",
         "BUFFALO_CUSTOMER_ALERT_SECRET",
-        "BUFFALO_ALERT_TIMEOUT_S",
-        "BUFFALO_ALERT_RETRY_S",
+        "BUFFALO_CUSTOMER_ALERT_TIMEOUT_S",
+        "BUFFALO_CUSTOMER_ALERT_RETRY_S",
     ):
         monkeypatch.setenv(key, env[key])
     for _ in range(10):
@@ -453,9 +459,9 @@ def test_the_sender_backs_off_retries_and_gives_up_visibly(
     receiver.refuse, receiver.broken = {refused}, {broken}
     monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", receiver.url)
     monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_SECRET", SECRET)
-    monkeypatch.setenv("BUFFALO_ALERT_TIMEOUT_S", "1")
-    monkeypatch.setenv("BUFFALO_ALERT_MAX_ATTEMPTS", "3")
-    monkeypatch.setenv("BUFFALO_ALERT_RETRY_S", "3600")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_TIMEOUT_S", "1")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_RETRY_S", "3600")
 
     first = _send_in_process(instance, outbox.pg_url)
     assert first["gave_up"] == 1 and first["failed"] >= 1 and first["sent"] > 0
@@ -478,7 +484,7 @@ def test_the_sender_backs_off_retries_and_gives_up_visibly(
     assert Counter(p["key"] for p in receiver.posts)[broken] == 1
 
     # An hour later (moved by hand), each run tries again until the third attempt fails.
-    monkeypatch.setenv("BUFFALO_ALERT_RETRY_S", "0")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_RETRY_S", "0")
     with outbox.engine.begin() as connection:
         connection.execute(
             sa.text(f"UPDATE {OUTBOX} SET next_attempt_at = now() WHERE next_attempt_at IS NOT NULL")
@@ -613,6 +619,124 @@ def test_no_alert_leaves_unsigned_and_a_malformed_secret_is_named_never_quoted(
         assert said in description, description
         assert secret is None or secret not in description + failure.step_failure_data.error.to_string()
     assert receiver.posts == [] and (_outbox(outbox.engine)["attempts"] == 0).all()
+
+
+# -- re-sending what the sender gave up on -------------------------------------------------
+
+
+def _sent_long_ago_except(engine: sa.Engine, keys: list[str]) -> None:
+    """Every alert but `keys` was delivered a day ago; `keys` are unsent and never tried."""
+    _reset_delivery(engine)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                f"UPDATE {OUTBOX} SET sent_at = now() - interval '1 day', attempts = 1 "
+                "WHERE alert_id <> ALL(CAST(:keys AS text[]))"
+            ),
+            {"keys": keys},
+        )
+
+
+def test_alerts_given_up_while_the_service_was_down_are_delivered_after_a_resend(
+    outbox: Outbox, instance: DagsterInstance, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = sorted(k for k in _outbox(outbox.engine)["alert_id"] if _fault(k) == "ok")[:5]
+    down, earlier, sent_anyway = keys[:3], keys[3], keys[4]
+    _sent_long_ago_except(outbox.engine, [*down, earlier])
+    with outbox.engine.begin() as connection:
+        # Given up two days ago, before the outage below.
+        connection.execute(
+            sa.text(
+                f"UPDATE {OUTBOX} SET gave_up_at = now() - interval '2 days', attempts = 8, "
+                "last_error = 'HTTP 503 Service Unavailable' WHERE alert_id = :k"
+            ),
+            {"k": earlier},
+        )
+        # Sent, yet marked given up too (no sender leaves a row so): a resend must leave it alone.
+        connection.execute(
+            sa.text(f"UPDATE {OUTBOX} SET gave_up_at = now() WHERE alert_id = :k"), {"k": sent_anyway}
+        )
+        outage_began = connection.execute(sa.text("SELECT now()")).scalar_one()
+    sent_before = _outbox(outbox.engine).query("sent_at.notna()").set_index("alert_id")
+
+    # The notification service is down (nothing listens), and one failed POST is all an alert gets.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_SECRET", SECRET)
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", f"http://127.0.0.1:{port}/notify?token={TOKEN}")
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_MAX_ATTEMPTS", "1")
+    assert _send_in_process(instance, outbox.pg_url)["gave_up"] == 3
+    # It is back, but the sender does not send what it gave up on by itself ...
+    monkeypatch.setenv("BUFFALO_CUSTOMER_ALERT_WEBHOOK", receiver.url)
+    sensor_resources = {"postgres": PostgresResource(url=outbox.pg_url)}
+    with build_sensor_context(instance=instance, resources=sensor_resources) as context:
+        idle = send_customer_alerts_sensor(context)
+    assert isinstance(idle, SkipReason) and idle.skip_message == "no customer alert is due"
+    assert _send_in_process(instance, outbox.pg_url)["sent"] == 0 and receiver.posts == []
+
+    # ... until they are re-sent: those given up since the outage began, the sensor's next
+    # tick starts a run, and each arrives.
+    assert resend_given_up(outbox.engine, since=outage_began) == 3
+    rows = _outbox(outbox.engine).set_index("alert_id")
+    assert rows.loc[down, "gave_up_at"].isna().all() and (rows.loc[down, "attempts"] == 0).all()
+    assert pd.notna(rows.loc[earlier, "gave_up_at"])  # given up before `since`: left as it was
+    with build_sensor_context(instance=instance, resources=sensor_resources) as context:
+        requested = send_customer_alerts_sensor(context)
+    assert isinstance(requested, RunRequest) and requested.tags["buffalo/alerts_due"] == "3"
+    assert _send_in_process(instance, outbox.pg_url)["sent"] == 3
+    assert sorted(receiver.notifications) == down
+    # Without `since`, every alert given up (and not sent) goes back; nothing is left after.
+    assert resend_given_up(outbox.engine) == 1
+    assert resend_given_up(outbox.engine) == 0
+    assert _send_in_process(instance, outbox.pg_url)["sent"] == 1
+    assert sorted(receiver.notifications) == sorted([*down, earlier])
+    # Each POSTed once, after its resend; the alerts sent before were not touched.
+    assert Counter(p["key"] for p in receiver.posts) == {key: 1 for key in [*down, earlier]}
+    after = _outbox(outbox.engine).set_index("alert_id")
+    columns = ["sent_at", "attempts", "gave_up_at"]
+    pd.testing.assert_frame_equal(after.loc[sent_before.index, columns], sent_before[columns])
+    assert after.loc[[*down, earlier], "sent_at"].notna().all()
+    with pytest.raises(ValueError, match="timezone-aware"):
+        resend_given_up(outbox.engine, since=datetime(2026, 1, 1))  # noqa: DTZ001 - the mistake tested
+
+
+def test_a_resend_while_the_sender_runs_waits_for_nothing_and_nothing_is_sent_twice(
+    outbox: Outbox, receiver: Receiver
+) -> None:
+    in_flight, given_up = sorted(k for k in _outbox(outbox.engine)["alert_id"] if _fault(k) == "ok")[:2]
+    _sent_long_ago_except(outbox.engine, [in_flight, given_up])
+    with outbox.engine.begin() as connection:
+        connection.execute(
+            sa.text(f"UPDATE {OUTBOX} SET gave_up_at = now(), attempts = 8 WHERE alert_id = :k"),
+            {"k": given_up},
+        )
+    # A sender run whose POST of `in_flight` is held by the service: the row stays claimed
+    # (locked) until the answer comes.
+    receiver.hold_keys = {in_flight}
+    totals: list[SendTotals] = []
+    sender = threading.Thread(
+        target=lambda: totals.append(
+            send_due_alerts(outbox.engine, receiver.url, SenderPolicy(timeout_s=60), SECRET)
+        )
+    )
+    sender.start()
+    try:
+        assert receiver.held.wait(60), "the sender never posted"
+        started = time.monotonic()
+        assert resend_given_up(outbox.engine) == 1
+        assert time.monotonic() - started < 5, "the resend waited for the sender's row lock"
+    finally:
+        receiver.release.set()
+        sender.join(90)
+    assert not sender.is_alive()
+    # The running sender sent the held alert, then the one put back meanwhile: each once.
+    [done] = totals
+    assert (done.sent, done.failed, done.gave_up) == (2, 0, 0)
+    assert Counter(p["key"] for p in receiver.posts) == {in_flight: 1, given_up: 1}
+    rows = _outbox(outbox.engine).set_index("alert_id")
+    assert rows.loc[[in_flight, given_up], "sent_at"].notna().all()
+    assert rows.loc[[in_flight, given_up], "gave_up_at"].isna().all()
 
 
 def test_a_change_in_core_makes_automation_request_the_outbox_with_the_analytics(

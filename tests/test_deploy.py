@@ -39,11 +39,14 @@ def compose_command() -> list[str]:
     pytest.skip("docker compose is not installed (apt-get install docker-compose)")
 
 
-def compose_services() -> dict[str, Any]:
-    """`docker compose config` of the project's compose file: the services as compose sees them."""
+def compose_services(dotenv: dict[str, str] | None = None) -> dict[str, Any]:
+    """`docker compose config` of the project's compose file: the services as compose sees them.
+
+    `dotenv`: more variables, as an operator's .env would set them.
+    """
     result = subprocess.run(
         [*compose_command(), "-f", "docker-compose.yml", "config"],
-        cwd=ROOT, env=COMPOSE_ENV, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env={**COMPOSE_ENV, **(dotenv or {})}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)["services"]
@@ -60,6 +63,35 @@ def test_the_compose_file_validates_with_every_service_and_the_sandbox_behind_a_
     assert published and all(str(p.get("host_ip", p) if isinstance(p, dict) else p).startswith("127.0.0.1")
                              for p in published)  # fmt: skip
     assert services["webserver"]["environment"]["BUFFALO_PASSWORD"] == "pw"  # from .env, not baked in
+
+
+def test_a_setting_still_set_by_its_old_name_reaches_the_dagster_processes_in_compose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buffalo_assets import settings
+
+    hook = "https://hooks.example/services/T0K3N"
+    old_names = {"BUFFALO_ALERT_WEBHOOK": hook, "BUFFALO_ALERT_COOLDOWN_HOURS": "48"}
+    services = compose_services(old_names)
+    for name in ("user-code", "webserver", "daemon"):
+        environment = services[name]["environment"]
+        assert environment["BUFFALO_ALERT_WEBHOOK"] == hook, name
+        # No default from compose under the new names: nothing contradicts the old ones.
+        assert not environment["BUFFALO_OPS_ALERT_WEBHOOK"], name
+        assert not environment["BUFFALO_CUSTOMER_ALERT_COOLDOWN_HOURS"], name
+    # What the daemon's sensors read from that environment: the old names' values.
+    for key in list(os.environ):
+        if key.startswith("BUFFALO_"):
+            monkeypatch.delenv(key)
+    for key, value in services["daemon"]["environment"].items():
+        if key.startswith("BUFFALO_"):
+            monkeypatch.setenv(key, value or "")
+    monkeypatch.setenv("BUFFALO_HOME", str(tmp_path))
+    current = settings.load()
+    assert current.ops_alert_webhook is not None and current.ops_alert_webhook.get_secret_value() == hook
+    assert current.customer_alert_cooldown_hours == 48
+    assert current.customer_alert_max_attempts == 8  # unset under either name: the default
+    assert set(current.renamed_in_use) == set(old_names)
 
 
 def test_the_compose_file_refuses_to_start_without_secrets() -> None:

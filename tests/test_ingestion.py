@@ -21,7 +21,7 @@ from dagster import (
     RunsFilter,
 )
 
-from buffalo_assets.runs import release_dead_runs
+from buffalo_assets.operations.runs import release_dead_runs
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.sandbox.faults import FaultPlan
 from buffalo_assets.sandbox.orders import TERMINAL_STAGES

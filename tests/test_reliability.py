@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buffalo_assets.buffalo.client import normalize_order_id, parse_order_page, unwrap_detail
-from buffalo_assets.runs import release_dead_runs
+from buffalo_assets.operations.runs import release_dead_runs
 from buffalo_assets.sandbox.control import SandboxControl
 from buffalo_assets.sandbox.faults import FaultPlan
 from buffalo_assets.sandbox.server import RunningSandbox

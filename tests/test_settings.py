@@ -4,6 +4,7 @@ reading them (or importing the definitions) changes nothing on the machine."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from buffalo_assets import settings
 from tests.conftest import ROOT
 
 STACK = set(settings.fields_where("stack"))
+# Old names of renamed stack settings: still read, so the stack still passes them.
+STACK_OLD = set(settings.old_names_where("stack"))
 AIRFLOW = set(settings.fields_where("airflow"))
 ALL = {settings.env_name(name) for name in settings.Settings.model_fields}
 # Variables only the test suite reads (documented under "Tests" in the README).
@@ -42,12 +45,17 @@ def test_env_example_lists_every_setting_and_no_unknown_one() -> None:
 
 def test_the_deployed_stack_passes_every_setting_the_dagster_processes_read() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    dagster_env = set(compose["x-dagster-env"])
-    assert {n for n in dagster_env if n.startswith("BUFFALO_")} == STACK
+    dagster_env = compose["x-dagster-env"]
+    assert {n for n in dagster_env if n.startswith("BUFFALO_")} == STACK | STACK_OLD
     for service in ("user-code", "webserver", "daemon"):
-        assert set(compose["services"][service]["environment"]) >= STACK, service
+        assert set(compose["services"][service]["environment"]) >= STACK | STACK_OLD, service
     run_launcher = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())["run_launcher"]
-    assert set(run_launcher["config"]["env_vars"]) == STACK
+    assert set(run_launcher["config"]["env_vars"]) == STACK | STACK_OLD
+    # A renamed setting gets no default from compose: it would contradict its old name in .env.
+    assert STACK_OLD
+    for old in STACK_OLD:
+        new = settings.env_name(settings.RENAMED[old])
+        assert (dagster_env[old], dagster_env[new]) == (f"${{{old}:-}}", f"${{{new}:-}}")
 
 
 def test_only_the_settings_module_and_the_cli_hand_over_touch_the_environment() -> None:
@@ -74,8 +82,6 @@ def test_settings_come_from_dotenv_without_changing_the_environment(
     assert current.password is not None and current.password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(current)
     assert not current.schedule_on  # Airflow orchestrates: Dagster's schedule stays off
-    import os
-
     assert "BUFFALO_PASSWORD" not in os.environ and "BUFFALO_ORCHESTRATOR" not in os.environ
 
 
@@ -89,6 +95,136 @@ def test_a_wrong_setting_is_refused_with_its_name(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "concurrency" in result.stderr and "many" in result.stderr
+
+
+# -- renamed settings ----------------------------------------------------------------------
+
+TOKEN = "T0K3N-of-the-ops-hook"  # noqa: S105 - a made-up token, to prove it never shows
+OPS_HOOK = f"https://hooks.example/services/{TOKEN}"
+# What each old name is set to below, and the value the new name then has.
+OLD_VALUES = {
+    "BUFFALO_ALERT_WEBHOOK": (OPS_HOOK, "********"),
+    "BUFFALO_ALERT_COOLDOWN_HOURS": ("12", "12.0"),
+    "BUFFALO_ALERT_MAX_ATTEMPTS": ("3", "3"),
+    "BUFFALO_ALERT_RETRY_S": ("5", "5.0"),
+    "BUFFALO_ALERT_TIMEOUT_S": ("2.5", "2.5"),
+}
+
+
+def _buffalo(command: str, home: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`buffalo <command>` as a user runs it: only `env` and the .env file in `home` set."""
+    return subprocess.run(
+        [sys.executable, "-m", "buffalo_assets.cli", command],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home), "BUFFALO_HOME": str(home), **env},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _settings_lines(stdout: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in stdout.splitlines() if line.startswith("BUFFALO_")}
+
+
+# Nothing answers there: `buffalo check` stops at the API, after the settings and warnings.
+UNREACHABLE_API = {
+    "BUFFALO_BASE_URL": "http://127.0.0.1:9",
+    "BUFFALO_USERNAME": "ops@solo.example",
+    "BUFFALO_PASSWORD": "pw",
+}
+
+
+def test_the_renamed_settings_are_read_by_their_new_names_without_a_warning(tmp_path: Path) -> None:
+    new_values = {settings.env_name(settings.RENAMED[old]): value for old, (value, _) in OLD_VALUES.items()}
+    shown = _buffalo("settings", tmp_path, new_values)
+    assert shown.returncode == 0, shown.stderr
+    lines = _settings_lines(shown.stdout)
+    for old, (_, expected) in OLD_VALUES.items():
+        new = settings.env_name(settings.RENAMED[old])
+        assert lines[new].split()[1:3] == [expected, "(set)"], lines[new]
+        assert old not in shown.stdout + shown.stderr
+    assert "warning" not in shown.stderr and TOKEN not in shown.stdout + shown.stderr
+    checked = _buffalo("check", tmp_path, {**new_values, **UNREACHABLE_API})
+    assert "cannot reach http://127.0.0.1:9" in checked.stderr  # it got as far as the API
+    assert "warning" not in checked.stdout and TOKEN not in checked.stdout + checked.stderr
+
+
+def test_an_old_name_still_works_and_settings_and_check_warn_naming_old_and_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The webhook's old name in .env (where most set it), the others in the environment.
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"BUFFALO_ALERT_WEBHOOK={OPS_HOOK}\n")
+    env_file.chmod(0o600)
+    environment = {old: value for old, (value, _) in OLD_VALUES.items() if old != "BUFFALO_ALERT_WEBHOOK"}
+
+    shown = _buffalo("settings", tmp_path, environment)
+    assert shown.returncode == 0, shown.stderr
+    lines = _settings_lines(shown.stdout)
+    warnings = [line for line in shown.stderr.splitlines() if line.startswith("warning: ")]
+    for old, (_, expected) in OLD_VALUES.items():
+        new = settings.env_name(settings.RENAMED[old])
+        assert lines[new].split()[1] == expected, lines[new]  # the old name's value is used
+        assert f"old name {old} in use" in lines[new]
+        [warning] = [line for line in warnings if f"{old} -> {new}:" in line]
+        assert "until the next minor release" in warning
+    assert len(warnings) == len(OLD_VALUES)
+    assert TOKEN not in shown.stdout + shown.stderr
+
+    checked = _buffalo("check", tmp_path, {**environment, **UNREACHABLE_API})
+    said = [line for line in checked.stdout.splitlines() if line.startswith("warning ")]
+    for old in OLD_VALUES:
+        assert any(f"{old} -> {settings.env_name(settings.RENAMED[old])}:" in line for line in said), old
+    assert TOKEN not in checked.stdout + checked.stderr
+
+    # In the processes that use them (the sensors read settings.load()), the same values.
+    for key in list(os.environ):
+        if key.startswith("BUFFALO_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("BUFFALO_HOME", str(tmp_path))
+    for old, value in environment.items():
+        monkeypatch.setenv(old, value)
+    current = settings.load()
+    assert current.ops_alert_webhook is not None and current.ops_alert_webhook.get_secret_value() == OPS_HOOK
+    assert (current.customer_alert_cooldown_hours, current.customer_alert_max_attempts) == (12.0, 3)
+    assert (current.customer_alert_retry_s, current.customer_alert_timeout_s) == (5.0, 2.5)
+    assert set(current.renamed_in_use) == set(OLD_VALUES)
+    assert TOKEN not in repr(current)
+
+
+def test_an_old_and_a_new_name_set_to_different_values_fail_naming_both_never_the_values(
+    tmp_path: Path,
+) -> None:
+    other_hook = "https://hooks.example/services/0TH3R-token"
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"BUFFALO_ALERT_WEBHOOK={OPS_HOOK}\n")  # the old name, left in .env
+    env_file.chmod(0o600)
+    both = {"BUFFALO_OPS_ALERT_WEBHOOK": other_hook, "BUFFALO_ALERT_MAX_ATTEMPTS": "3",
+            "BUFFALO_CUSTOMER_ALERT_MAX_ATTEMPTS": "5"}  # fmt: skip
+    for command, env in (("settings", both), ("check", {**both, **UNREACHABLE_API})):
+        refused = _buffalo(command, tmp_path, env)
+        output = refused.stdout + refused.stderr
+        assert refused.returncode == 1, output
+        [error] = [line for line in refused.stderr.splitlines() if line.startswith("Error: ")]
+        assert (
+            "BUFFALO_ALERT_WEBHOOK and BUFFALO_OPS_ALERT_WEBHOOK are both set, to different values" in error
+        )
+        assert (
+            "BUFFALO_ALERT_MAX_ATTEMPTS and BUFFALO_CUSTOMER_ALERT_MAX_ATTEMPTS are both set, "
+            "to different values" in error
+        )
+        assert "Traceback" not in output and "cannot reach" not in output  # stopped at the settings
+        assert TOKEN not in output and "0TH3R" not in output
+    # Both names set to the same value is no conflict (`3` and `3.0` of a number agree): it
+    # works, with the warning to drop the old name.
+    agreeing = {
+        "BUFFALO_OPS_ALERT_WEBHOOK": OPS_HOOK,
+        "BUFFALO_ALERT_RETRY_S": "3",
+        "BUFFALO_CUSTOMER_ALERT_RETRY_S": "3.0",
+    }
+    same = _buffalo("settings", tmp_path, agreeing)
+    assert same.returncode == 0, same.stderr
+    assert "BUFFALO_ALERT_WEBHOOK -> BUFFALO_OPS_ALERT_WEBHOOK:" in same.stderr
+    assert "BUFFALO_ALERT_RETRY_S -> BUFFALO_CUSTOMER_ALERT_RETRY_S:" in same.stderr
+    assert TOKEN not in same.stdout + same.stderr
 
 
 IMPORT_PROBE = """

@@ -1,11 +1,11 @@
 """Customer alerts: the `customer_alerts` outbox asset, job `send_customer_alerts` and its sensor.
 
-The asset appends the alerts that are due (rules in `analytics/alerts.py`, wording in
-`analytics/alert_messages.py`) to `analytics.customer_alerts`: one row per order and reason,
+The asset appends the alerts that are due (rules in `customer_alerts/rules.py`, wording in
+`customer_alerts/wording.py`) to `analytics.customer_alerts`: one row per order and reason,
 never two (`INSERT ... ON CONFLICT DO NOTHING` on the primary key). It is eager like the
 other analytics assets, so every refresh of the delay risk and status adds what became due.
 
-The sender (`alert_sender.py`) POSTs unsent alerts to BUFFALO_CUSTOMER_ALERT_WEBHOOK; its
+The sender (`customer_alerts/sender.py`) POSTs unsent alerts to BUFFALO_CUSTOMER_ALERT_WEBHOOK; its
 sensor starts a run every minute while alerts are due and the webhook is set.
 """
 
@@ -34,9 +34,15 @@ from dagster import Config as DagsterConfig
 from pydantic import Field
 
 from buffalo_assets import settings
-from buffalo_assets.alert_sender import SenderPolicy, check_webhook, count_due, send_due_alerts, signing_key
-from buffalo_assets.analytics.alerts import DELAY_REASONS, REASONS, due_alerts
 from buffalo_assets.assets.analytics import KINDS, _common, _in, _now, _table_metadata
+from buffalo_assets.customer_alerts.rules import DELAY_REASONS, REASONS, due_alerts
+from buffalo_assets.customer_alerts.sender import (
+    SenderPolicy,
+    check_webhook,
+    count_due,
+    send_due_alerts,
+    signing_key,
+)
 from buffalo_assets.storage import tables
 from buffalo_assets.storage.io_manager import DataFrame
 from buffalo_assets.storage.resource import PostgresResource
@@ -105,7 +111,7 @@ def customer_alerts(
     `last_error`, `next_attempt_at`, `gave_up_at`).
 
     Cool-down: an order gets no new delay alert (late, stuck, at_risk) within
-    BUFFALO_ALERT_COOLDOWN_HOURS (default 72) of its previous one; a later run adds it if the
+    BUFFALO_CUSTOMER_ALERT_COOLDOWN_HOURS (default 72) of its previous one; a later run adds it if the
     condition still holds. duty_unpaid and delivered_after_delay are exempt."""
     as_of = _now()
     current = settings.load()
@@ -127,7 +133,7 @@ def customer_alerts(
         previous,
         as_of,
         stuck_days=current.stuck_days,
-        cooldown_hours=current.alert_cooldown_hours,
+        cooldown_hours=current.customer_alert_cooldown_hours,
     )
     new_by_reason = {reason: int((due.alerts["reason"] == reason).sum()) for reason in REASONS}
     context.log.info(
@@ -142,7 +148,7 @@ def customer_alerts(
             "conditions_holding": MetadataValue.json(due.conditions),
             "already_alerted": MetadataValue.int(due.already_alerted),
             "held_by_cooldown": MetadataValue.int(due.cooling_down),
-            "cooldown_hours": MetadataValue.float(float(current.alert_cooldown_hours)),
+            "cooldown_hours": MetadataValue.float(float(current.customer_alert_cooldown_hours)),
             "delay_reasons": ", ".join(DELAY_REASONS),
             "as_of": as_of.isoformat(),
         },
@@ -178,9 +184,9 @@ def send_customer_alerts_op(
     except ValueError as exc:
         raise Failure(description=str(exc)) from None
     policy = SenderPolicy(
-        timeout_s=current.alert_timeout_s,
-        max_attempts=current.alert_max_attempts,
-        retry_s=current.alert_retry_s,
+        timeout_s=current.customer_alert_timeout_s,
+        max_attempts=current.customer_alert_max_attempts,
+        retry_s=current.customer_alert_retry_s,
     )
     totals = send_due_alerts(
         postgres.get_engine(),

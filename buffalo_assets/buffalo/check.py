@@ -63,6 +63,8 @@ def run_check(
     exposed = settings.env_file_warning(env_file)
     if exposed:
         say("warning", exposed)
+    for renamed in settings.renamed_warnings(current):
+        say("warning", renamed)
     if database is not None:
         say("database", database(current))
 
@@ -136,6 +138,8 @@ def load_settings() -> settings.Settings:
             name = settings.env_name(str(error["loc"][0])) if error["loc"] else "a setting"
             wrong.append(f"{name}: {error['msg']}")
         raise CheckFailed("wrong settings: " + "; ".join(wrong)) from None
+    except settings.RenamedSettingConflict as conflict:
+        raise CheckFailed(str(conflict)) from None
 
 
 def _describe(order_id: str, detail: dict[str, Any]) -> str:

@@ -25,8 +25,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from buffalo_assets.analytics._time import DAY_S, HOUR_S, SAST, as_utc, epoch_seconds
-from buffalo_assets.analytics.alert_messages import render
 from buffalo_assets.analytics.stages import TERMINAL_STAGES
+from buffalo_assets.customer_alerts.wording import render
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,4 +1,5 @@
-"""Alerting: every failed run is posted to a webhook (BUFFALO_ALERT_WEBHOOK), or logged.
+"""Run-failure alerts to the operations team: every failed run is posted to a webhook
+(BUFFALO_OPS_ALERT_WEBHOOK), or logged.
 
 The payload is plain JSON (`text` for Slack/Teams-style incoming webhooks, plus the run id,
 job, failed steps with their errors, and a link when BUFFALO_DAGSTER_UI_URL is set). The
@@ -42,11 +43,11 @@ def failure_alert(context: RunFailureSensorContext) -> dict[str, Any]:
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     monitor_all_code_locations=False,
-    description="Posts every failed run to BUFFALO_ALERT_WEBHOOK, or logs it when unset.",
+    description="Posts every failed run to BUFFALO_OPS_ALERT_WEBHOOK, or logs it when unset.",
 )
 def alert_on_run_failure(context: RunFailureSensorContext) -> None:
     alert = failure_alert(context)
-    configured = settings.load().alert_webhook
+    configured = settings.load().ops_alert_webhook
     if configured is None or not configured.get_secret_value():
         context.log.error(alert["text"])
         return
@@ -55,7 +56,7 @@ def alert_on_run_failure(context: RunFailureSensorContext) -> None:
     except requests.RequestException as exc:
         # The library's message quotes the URL (and so any token in it): the class name only.
         raise RuntimeError(
-            f"the alert webhook BUFFALO_ALERT_WEBHOOK could not be reached ({type(exc).__name__})"
+            f"the alert webhook BUFFALO_OPS_ALERT_WEBHOOK could not be reached ({type(exc).__name__})"
         ) from None
     if response.status_code >= 300:
         # Raising makes the sensor tick fail visibly in the UI; the next tick tries again.

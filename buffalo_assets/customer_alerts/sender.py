@@ -12,9 +12,10 @@ Failures: 5xx, 408, 429, timeouts and connection errors are retried by later run
 exponential backoff (`next_attempt_at`) until `max_attempts`; a redirect, 401, 403, 404 or
 405 (the webhook setting is wrong, not the alert) counts like an unreachable service; any
 other 4xx (the service refuses this alert) gives up at once. Given-up rows keep
-`gave_up_at` and the status (never the answer's body) in `last_error`. The webhook URL may
-carry a token: it is never logged or stored, and no error text of the HTTP library (which
-quotes the URL) is kept.
+`gave_up_at` and the status (never the answer's body) in `last_error`; `resend_given_up`
+puts them back in the queue (after an outage, say). The webhook URL may carry a token: it
+is never logged or stored, and no error text of the HTTP library (which quotes the URL) is
+kept.
 
 Every POST is signed as Standard Webhooks prescribe (https://www.standardwebhooks.com), so
 the receiver can tell our alerts from anyone else's: `webhook-id` (the alert id, the same on
@@ -74,6 +75,12 @@ MARK_FAILED = sa.text(
     "ELSE clock_timestamp() + make_interval(secs => :wait_s) END, "
     "gave_up_at = CASE WHEN :give_up THEN clock_timestamp() END "
     "WHERE alert_id = :alert_id"
+)
+
+_GIVEN_UP = "sent_at IS NULL AND gave_up_at IS NOT NULL"
+RESEND = (
+    "UPDATE analytics.customer_alerts SET gave_up_at = NULL, attempts = 0, next_attempt_at = NULL "
+    f"WHERE {_GIVEN_UP}"
 )
 
 
@@ -221,6 +228,26 @@ def count_due(engine: sa.Engine) -> int:
     """Alerts a sender run would POST now (unsent, not given up, not waiting for a retry)."""
     with engine.connect() as connection:
         return int(connection.execute(COUNT_DUE).scalar_one())
+
+
+def resend_given_up(engine: sa.Engine, *, since: datetime | None = None) -> int:
+    """Put the alerts the sender gave up on back in the queue; return how many.
+
+    `since` (timezone-aware): only those given up at or after it, e.g. since an outage of
+    the notification service began; None: every given-up alert. Each gets its attempts
+    back (`attempts` 0) and is due at once (`gave_up_at` and `next_attempt_at` cleared), so
+    the sender's next run (its sensor ticks every minute) POSTs it again, with the same
+    Idempotency-Key. `last_error` and `last_attempt_at` say what happened last until then.
+
+    Alerts already sent are never touched. Safe while a sender runs: one UPDATE of rows
+    that are given up, which a sender never claims (it locks due rows only), so neither
+    waits for the other; a row put back here is due for a running sender too.
+    """
+    if since is not None and since.utcoffset() is None:
+        raise ValueError("since must be timezone-aware (a naive time would be read in the server's zone)")
+    statement = RESEND if since is None else f"{RESEND} AND gave_up_at >= :since"
+    with engine.begin() as connection:
+        return int(connection.execute(sa.text(statement), {"since": since}).rowcount)
 
 
 def send_due_alerts(
