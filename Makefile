@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` (the main job) and `make test` (the suite).
+# The two commands of the README: `make demo` (the main job) and `make test` (the suite);
+# every target is described in docs/cli.md.
 # Both create .venv with Python 3.11 and install the project into it on first use.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -99,7 +100,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/dg check defs
 
-# Refresh the README's UI screenshots (docs/images/) from a real browser; the test suite
+# Refresh the UI screenshots of the documentation (docs/images/) from a real browser; the test suite
 # itself never writes tracked files.
 screenshots: $(STAMP)
 	BUFFALO_SCREENSHOTS_DIR=$(CURDIR)/docs/images $(BIN)/python -m pytest tests/test_stack.py -k browser

@@ -6,8 +6,8 @@
 Side by side in one run, against one sandbox served by a separate process:
   (a) baseline: the original sequential pipeline (`bench.ingest.baseline`, in this process);
   (b) ours: `dagster asset materialize -m buffalo_assets.definitions --select
-      order_ids,raw_orders` as a subprocess, on a Dagster instance made from
-      the checkout's dagster.yaml (runs and events in PostgreSQL), exactly as the README shows;
+      order_ids,raw_orders` as a subprocess, on a Dagster instance made from the checkout's
+      dagster.yaml (runs and events in PostgreSQL), as docs/getting-started.md shows it;
   (c) dlt: its `rest_api` source doing the same fetch-and-load (bench/dlt_peer.py, run by the
       bench's own virtualenv bench/.venv-dlt: `make bench-venv`), with as many workers as
       our concurrency.
@@ -48,7 +48,7 @@ from buffalo_assets.storage.migrations import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
 DLT_PYTHON = ROOT / "bench" / ".venv-dlt" / "bin" / "python"
-# The README's command, run by the same virtualenv as this benchmark.
+# The documented command (docs/getting-started.md), run by the same virtualenv as this benchmark.
 COMMAND = [
     str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
     "-m", "buffalo_assets.definitions", "--select", "order_ids,raw_orders",

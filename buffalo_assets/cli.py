@@ -43,7 +43,7 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
         click.option(
             "--password",
             default=settings.SANDBOX_PASSWORD,
-            help="Password the sandbox accepts (default documented in the README)",
+            help="Password the sandbox accepts (default documented in docs/sandbox.md)",
         ),
         click.option(
             "--history-days",
@@ -217,7 +217,7 @@ def sandbox(host: str, port: int, **options: object) -> None:
 
 
 @main.command("settings")
-@click.option("--markdown", is_flag=True, help="Print the README's settings table instead")
+@click.option("--markdown", is_flag=True, help="Print the settings table of docs/settings.md instead")
 def show_settings(markdown: bool) -> None:
     """Print every setting with the value in use (secrets masked) and where it came from."""
     if markdown:

@@ -1,8 +1,8 @@
 """Every setting of the platform, declared once: name, type, default and meaning.
 
 Settings come from the environment, else from `<project>/.env` (values in the environment
-win). Reading them has no side effect: nothing is written to `os.environ`. The README's
-settings table and `.env.example` are checked against `Settings` by the tests, and the
+win). Reading them has no side effect: nothing is written to `os.environ`. The settings
+table of docs/settings.md and `.env.example` are checked against `Settings` by the tests, and the
 deployed stack (`docker-compose.yml`, `deploy/dagster.yaml`) passes every setting whose
 `where` is `stack`.
 
@@ -78,7 +78,7 @@ class RenamedSettingConflict(Exception):
 
 
 def _setting(default: Any, description: str, *, where: Where = "stack", shown: str | None = None) -> Any:
-    """A field with its README line: `shown` is the default as the README states it."""
+    """A field with its line in the settings table: `shown` is the default as the table states it."""
     extra: dict[str, Any] = {"where": where}
     if shown is not None:
         extra["shown_default"] = shown
@@ -166,7 +166,10 @@ class Settings(BaseSettings):
         "`buffalo_orders`); the other side's schedule stays off, manual runs work on both",
     )
     ingest_cron: str = _setting(
-        "*/15 * * * *", "cron of the ingest schedule, Dagster's and Airflow's (time zone Africa/Johannesburg)"
+        "*/15 * * * *",
+        "cron of Dagster's ingest schedule, in Africa/Johannesburg time; the Airflow DAG runs on it "
+        "too when `BUFFALO_AIRFLOW_SCHEDULE` is unset, read in Airflow's default time zone (UTC "
+        "unless `AIRFLOW__CORE__DEFAULT_TIMEZONE` is set)",
     )
     schedule_enabled: bool | None = _setting(
         None,
@@ -242,7 +245,8 @@ class Settings(BaseSettings):
     # -- Airflow (read by the DAG in Airflow's own virtualenv) -----------------------------
     airflow_schedule: str | None = _setting(
         None,
-        "schedule of DAG `buffalo_orders` when the orchestrator is `airflow`",
+        "schedule of DAG `buffalo_orders` when the orchestrator is `airflow`: a cron in Airflow's "
+        "default time zone (UTC unless `AIRFLOW__CORE__DEFAULT_TIMEZONE` is set)",
         where="airflow",
         shown="`BUFFALO_INGEST_CRON`, else `*/15 * * * *`",
     )
@@ -444,7 +448,7 @@ def load() -> Settings:
 
 
 def markdown_table() -> str:
-    """The README's settings table, generated from the declarations."""
+    """The settings table of docs/settings.md, generated from the declarations."""
     lines = ["| variable | default | where read | meaning |", "| --- | --- | --- | --- |"]
     for name, info in Settings.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}

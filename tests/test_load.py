@@ -1,6 +1,6 @@
 """Load: a 100,000-order account with 10% faults and 30% varied orders ingests to completion.
 
-Marked slow (several minutes); the README's test command, and so CI, runs it. Its figures
+Marked slow (several minutes); `make test`, and so CI, runs it. Its figures
 (time, orders/s, peak RSS of this process) are printed and written to bench/results/.
 """
 

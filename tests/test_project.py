@@ -70,8 +70,8 @@ def test_loading_the_definitions_in_a_fresh_interpreter_imports_nothing_heavy_it
     assert heavy == []
 
 
-# The README's ingest command, run by Dagster's own CLI entry point in a fresh interpreter,
-# reporting which of the heavy modules it imported by the time it exited.
+# The documented ingest command (docs/getting-started.md), run by Dagster's own CLI entry
+# point in a fresh interpreter, reporting which of the heavy modules it imported by the time it exited.
 INGEST_AND_REPORT = """
 import json, sys
 from dagster._cli import main

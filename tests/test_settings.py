@@ -21,21 +21,52 @@ STACK = set(settings.fields_where("stack"))
 STACK_OLD = set(settings.old_names_where("stack"))
 AIRFLOW = set(settings.fields_where("airflow"))
 ALL = {settings.env_name(name) for name in settings.Settings.model_fields}
-# Variables only the test suite reads (documented under "Tests" in the README).
+# Variables only the test suite reads (documented in docs/development.md).
 TEST_KNOBS = {
     "BUFFALO_TEST_PG_URL", "BUFFALO_UPDATE_SNAPSHOTS", "BUFFALO_LOAD_ORDERS", "BUFFALO_SCREENSHOTS_DIR",
 }  # fmt: skip
+SETTINGS_PAGE = ROOT / "docs" / "settings.md"
 
 
 def _names(text: str) -> set[str]:
     return set(re.findall(r"\bBUFFALO_[A-Z_]+[A-Z]\b", text))
 
 
-def test_the_readme_settings_table_is_the_one_generated_from_the_declarations() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert settings.markdown_table() in readme, "regenerate it with `buffalo settings --markdown`"
-    documented = _names(readme[readme.index("## Settings") : readme.index("## Commands")])
-    assert documented - TEST_KNOBS == ALL
+def _tables(text: str) -> list[str]:
+    """Each Markdown table of a page, its lines as written."""
+    tables: list[list[str]] = []
+    previous = ""
+    for line in text.splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append(line)
+        previous = line
+    return ["\n".join(table) + "\n" for table in tables]
+
+
+def test_the_settings_page_holds_exactly_the_table_generated_from_the_declarations() -> None:
+    page = SETTINGS_PAGE.read_text()
+    generated = settings.markdown_table()
+    settings_tables = [table for table in _tables(page) if table.startswith("| variable |")]
+    assert settings_tables == [generated], (
+        "docs/settings.md: replace the table with the output of `.venv/bin/buffalo settings --markdown`"
+    )
+    # The sentence above it says so, and how to regenerate it.
+    above = page[: page.index(generated)]
+    assert "exactly the output of `buffalo settings --markdown`" in " ".join(above.split())
+    assert _names(page) - TEST_KNOBS == ALL
+
+
+def test_the_settings_table_check_sees_a_stale_table() -> None:
+    generated = settings.markdown_table()
+    stale = generated.replace("`16`", "`8`", 1)
+    assert _tables(f"text\n\n{stale}\nmore\n") == [stale] != [generated]
+
+
+def test_the_test_suites_own_variables_are_documented_for_maintainers() -> None:
+    development = (ROOT / "docs" / "development.md").read_text()
+    assert _names(development) >= TEST_KNOBS
 
 
 def test_env_example_lists_every_setting_and_no_unknown_one() -> None:

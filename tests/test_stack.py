@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 from tests.pipeline import stop_group
 
 BIN = ROOT / ".venv" / "bin"
-# The README's images are refreshed only on request (`make screenshots`); otherwise the
+# The documentation's images are refreshed only on request (`make screenshots`); otherwise the
 # screenshots go to the test's temporary folder and no tracked file changes.
 SCREENSHOTS_VARIABLE = "BUFFALO_SCREENSHOTS_DIR"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

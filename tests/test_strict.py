@@ -322,12 +322,12 @@ def test_non_ascii_text_served_as_text_html_or_plain_is_stored_byte_exact_in_raw
     assert any("已" in t for _, t in events) and any("🎧" in t or "📱" in t for *_, t in goods)
 
 
-# -- item 10: the README says what the code does about re-logins ---------------------------------
+# -- the documentation says what the code does about re-logins -----------------------------------
 
 
-def test_the_readme_states_the_relogin_bounds_the_code_uses() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## The Buffalo client", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_state_the_relogin_bounds_the_code_uses() -> None:
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    section = architecture.split("## The Buffalo client", 1)[1].split("\n## ", 1)[0]
     flat = " ".join(section.split())
     assert f"gives up after {OWN_LOGINS_PER_CALL} logins of its own" in flat
     assert "one fresh login shared by all threads" in flat

@@ -214,7 +214,9 @@ def send_customer_alerts_op(
 
 @job(
     name=JOB_NAME,
-    description="Deliver the customer alerts outbox to BUFFALO_CUSTOMER_ALERT_WEBHOOK (see the README).",
+    description=(
+        "Deliver the customer alerts outbox to BUFFALO_CUSTOMER_ALERT_WEBHOOK (see docs/customer-alerts.md)."
+    ),
 )
 def send_customer_alerts_job() -> None:
     send_customer_alerts_op()

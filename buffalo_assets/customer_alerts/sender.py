@@ -1,4 +1,4 @@
-"""Delivering the customer alerts outbox to Solo's notification service, exactly once.
+"""Delivering the customer alerts outbox to Solo's notification service, at least once.
 
 Plain Python (SQLAlchemy and requests, no Dagster): job `send_customer_alerts` calls it.
 One alert at a time, each in its own transaction: the row is claimed with
@@ -6,7 +6,8 @@ One alert at a time, each in its own transaction: the row is claimed with
 outcome written and committed in that same transaction. So a sender run that overlaps
 another skips the row the other holds, and a run killed before its commit releases the
 lock and leaves the row unsent: it is POSTed again later with the same key, which the
-receiver deduplicates. A row is marked sent only after a 2xx and never POSTed after that.
+receiver deduplicates, so each alert takes effect once. A row is marked sent only after a
+2xx and never POSTed after that.
 
 Failures: 5xx, 408, 429, timeouts and connection errors are retried by later runs with
 exponential backoff (`next_attempt_at`) until `max_attempts`; a redirect, 401, 403, 404 or
@@ -118,7 +119,7 @@ class SendTotals:
 
 
 def payload(row: Any) -> dict[str, Any]:
-    """The JSON body of an alert (documented in the README): no address, no name."""
+    """The JSON body of an alert (documented in docs/customer-alerts.md): no address, no name."""
     detail = row.detail if isinstance(row.detail, dict) else json.loads(row.detail)
     created: datetime = row.created_at
     return {
