@@ -11,6 +11,7 @@ server that a `buffalo` command started (or fail with one line saying which comm
 from __future__ import annotations
 
 import gc
+import logging
 
 from dagster import (
     AssetSelection,
@@ -47,6 +48,10 @@ from buffalo_assets.storage.io_manager import PostgresIOManager
 from buffalo_assets.storage.resource import PostgresResource
 
 config = settings.load()
+# The code server's log (and `dagster dev`'s terminal) is where a deployment's operators see
+# that a renamed setting is still set by its old name.
+for _renamed in settings.renamed_warnings(config):
+    logging.getLogger("buffalo_assets").warning(_renamed)
 
 
 def _configured(field: str) -> EnvVar | None:

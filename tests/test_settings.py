@@ -351,3 +351,24 @@ def test_plain_dagster_in_the_checkout_where_no_database_can_be_had_fails_with_o
         "set BUFFALO_HOME to a writable folder, or BUFFALO_PG_URL to use another server"
     ) in output
     assert not_a_folder.read_text() == ""
+
+
+def test_a_deployment_still_using_an_old_setting_name_is_warned_where_the_definitions_load(
+    tmp_path: Path,
+) -> None:
+    """A compose deployment runs no `buffalo settings`: the code server's log says it instead."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import buffalo_assets.definitions"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "BUFFALO_HOME": str(tmp_path),
+            "BUFFALO_ALERT_WEBHOOK": "https://hooks.example.com/services/T0/B0/s3cr3t-token",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "BUFFALO_ALERT_WEBHOOK -> BUFFALO_OPS_ALERT_WEBHOOK: the setting was renamed" in result.stderr
+    assert "s3cr3t-token" not in result.stderr + result.stdout
