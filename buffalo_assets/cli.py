@@ -266,21 +266,17 @@ def _check_database(pg_url: str | None) -> str:
     import sqlalchemy as sa
 
     from buffalo_assets.buffalo.check import CheckFailed
-    from buffalo_assets.storage.database import normalize_url, safe_url
+    from buffalo_assets.storage.database import normalize_url, ping, safe_url
 
     try:
         url = normalize_url(pg_url)
-        engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
     except Exception as exc:  # noqa: BLE001 - any unparsable URL is a wrong setting
         raise CheckFailed(f"BUFFALO_PG_URL is not a database URL ({type(exc).__name__})") from None
     try:
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
+        ping(url, timeout_s=5)
     except sa.exc.SQLAlchemyError as exc:
         reason = " ".join(str(getattr(exc, "orig", exc)).split())[:200]
         raise CheckFailed(f"BUFFALO_PG_URL {safe_url(url)} does not answer: {reason}") from None
-    finally:
-        engine.dispose()
     return f"BUFFALO_PG_URL {safe_url(url)} answers"
 
 
@@ -431,20 +427,17 @@ def stock_import(file: Path) -> None:
     file replaces the whole list in one transaction (an item missing from the file is
     removed). `stock_cover` uses it from its next materialization.
     """
-    import sqlalchemy as sa
-
     from buffalo_assets.analytics.stock import StockFileError, parse_stock_levels, today_sast
     from buffalo_assets.storage.database import database_url
     from buffalo_assets.storage.resource import engine_for
-    from buffalo_assets.storage.tables import stock_levels
+    from buffalo_assets.storage.stock_store import count_stock_levels, replace_stock_levels
 
     try:
         text = file.read_bytes().decode("utf-8")
     except UnicodeDecodeError as error:
         raise click.ClickException(f"{file}: not UTF-8 text (byte {error.start}); nothing imported") from None
     engine = engine_for(database_url())
-    with engine.connect() as connection:
-        before = int(connection.execute(sa.text("SELECT count(*) FROM ops.stock_levels")).scalar_one())
+    before = count_stock_levels(engine)
     try:
         levels = parse_stock_levels(text, today_sast(), source=file.name)
     except StockFileError as error:
@@ -460,11 +453,7 @@ def stock_import(file: Path) -> None:
         {str(k): v for k, v in row.items()} | {"imported_at": imported_at}
         for row in levels.to_dict("records")
     ]
-    with engine.begin() as connection:
-        # One import at a time; readers keep seeing the old list until this commits.
-        connection.execute(sa.text("LOCK TABLE ops.stock_levels IN SHARE ROW EXCLUSIVE MODE"))
-        replaced = connection.execute(sa.delete(stock_levels)).rowcount
-        connection.execute(sa.insert(stock_levels), rows)  # never empty: parse refuses a file without rows
+    replaced = replace_stock_levels(engine, rows)  # never empty: parse refuses a file without rows
     click.echo(
         f"imported {len(rows)} stock levels from {file.name} into ops.stock_levels "
         f"(replacing {replaced} earlier rows); asset stock_cover uses them from its next run"
@@ -682,52 +671,33 @@ def _run_failed(label: str, result: Any) -> click.ClickException:
 
 
 def _print_store_summary(url: str) -> None:
-    import sqlalchemy as sa
-
     from buffalo_assets.storage.resource import engine_for
+    from buffalo_assets.storage.summaries import orders_by_stage, stored_counts
 
     with engine_for(url).connect() as connection:
-        orders, versions, errors, clean, items, events = connection.execute(
-            sa.text(
-                "SELECT (SELECT count(*) FROM raw.order_ids), (SELECT count(*) FROM raw.order_versions), "
-                "(SELECT count(*) FROM ops.fetch_errors), (SELECT count(*) FROM core.clean_orders), "
-                "(SELECT count(*) FROM core.order_items), (SELECT count(*) FROM core.order_events)"
-            )
-        ).one()
-        stages = connection.execute(
-            sa.text("SELECT stage, count(*) FROM core.clean_orders GROUP BY 1 ORDER BY 2 DESC")
-        ).all()
-    click.echo(f"stored     raw.order_ids {orders}, raw.order_versions {versions}, ops.fetch_errors {errors}")
-    click.echo(f"           core.clean_orders {clean}, core.order_items {items}, core.order_events {events}")
+        stored = stored_counts(connection)
+        stages = orders_by_stage(connection)
+    click.echo(
+        f"stored     raw.order_ids {stored.order_ids}, raw.order_versions {stored.order_versions}, "
+        f"ops.fetch_errors {stored.fetch_errors}"
+    )
+    click.echo(
+        f"           core.clean_orders {stored.clean_orders}, core.order_items {stored.order_items}, "
+        f"core.order_events {stored.order_events}"
+    )
     click.echo("stages     " + ", ".join(f"{stage} {count}" for stage, count in stages))
 
 
 def _print_analytics_summary(url: str) -> None:
     """Late share, the delay model against its baseline, orders at risk, and where the report is."""
-    import sqlalchemy as sa
-
     from buffalo_assets.storage import model_store
     from buffalo_assets.storage.resource import engine_for
+    from buffalo_assets.storage.summaries import delivered_and_late, risk_counts, unsent_alerts_by_reason
 
     with engine_for(url).connect() as connection:
-        delivered, late = connection.execute(
-            sa.text(
-                "SELECT count(*), count(*) FILTER (WHERE is_late) FROM analytics.order_status_now "
-                "WHERE delivered_at IS NOT NULL"
-            )
-        ).one()
-        in_flight, scored, at_risk = connection.execute(
-            sa.text(
-                "SELECT count(*), count(p_late), count(*) FILTER (WHERE at_risk) "
-                "FROM analytics.order_delay_risk"
-            )
-        ).one()
-        unsent = connection.execute(
-            sa.text(
-                "SELECT reason, count(*) FROM analytics.customer_alerts "
-                "WHERE sent_at IS NULL AND gave_up_at IS NULL GROUP BY reason ORDER BY count(*) DESC, reason"
-            )
-        ).all()
+        delivered, late = delivered_and_late(connection)
+        risk = risk_counts(connection)
+        unsent = unsent_alerts_by_reason(connection)
         champion = model_store.champion(connection)
         newest = model_store.newest(connection)
     share = f"{late / delivered:.1%} of {delivered} delivered orders" if delivered else "no deliveries yet"
@@ -746,7 +716,7 @@ def _print_analytics_summary(url: str) -> None:
             f"({test.get('orders', 0)} test orders); at risk: precision {_figure(ours.get('precision'))}, "
             f"recall {_figure(ours.get('recall'))}"
         )
-    click.echo(f"at risk    {at_risk} of {in_flight} orders in flight ({scored} scored)")
+    click.echo(f"at risk    {risk.at_risk} of {risk.in_flight} orders in flight ({risk.scored} scored)")
     by_reason = ", ".join(f"{reason} {count}" for reason, count in unsent) or "none"
     webhook = "BUFFALO_CUSTOMER_ALERT_WEBHOOK" if settings.load().customer_alert_webhook else "a webhook"
     click.echo(
@@ -763,23 +733,16 @@ def _print_analytics_summary(url: str) -> None:
 
 def _top_inbound(url: str, top: int = 5) -> str:
     """Units and goods in flight (analytics.inbound_stock), and the goods with the most units."""
-    import sqlalchemy as sa
-
     from buffalo_assets.storage.resource import engine_for
+    from buffalo_assets.storage.summaries import goods_in_flight
 
     with engine_for(url).connect() as connection:
-        goods = connection.execute(
-            sa.text(
-                "SELECT min(goods_name) AS name, sum(quantity) AS units, sum(declared_value_zar) AS value "
-                "FROM analytics.inbound_stock WHERE state = 'in_flight' "
-                "GROUP BY goods ORDER BY units DESC, goods"
-            )
-        ).all()
+        goods = goods_in_flight(connection)
     if not goods:
         return "no goods in flight"
-    units = sum(row.units for row in goods)
+    units = sum(each.units for each in goods)
     return f"{units:,.0f} units of {len(goods)} goods in flight; most: " + ", ".join(
-        f"{row.name} {row.units:,.0f} (R {row.value or 0:,.0f})" for row in goods[:top]
+        f"{each.name} {each.units:,.0f} (R {each.value_zar or 0:,.0f})" for each in goods[:top]
     )
 
 
@@ -801,15 +764,11 @@ def write_latest_report(url: str, path: Path) -> Path | None:
 
 
 def _latest_report(url: str) -> str | None:
-    import sqlalchemy as sa
-
     from buffalo_assets.storage.resource import engine_for
+    from buffalo_assets.storage.summaries import latest_delivery_report
 
     with engine_for(url).connect() as connection:
-        html: str | None = connection.execute(
-            sa.text("SELECT html FROM ops.delivery_reports ORDER BY generated_at DESC LIMIT 1")
-        ).scalar()
-    return html
+        return latest_delivery_report(connection)
 
 
 @main.command()
