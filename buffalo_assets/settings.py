@@ -6,8 +6,8 @@ settings table and `.env.example` are checked against `Settings` by the tests, a
 deployed stack (`docker-compose.yml`, `deploy/dagster.yaml`) passes every setting whose
 `where` is `stack`.
 
-Only this module and the CLI's hand-over to Dagster processes (`cli/dev.py`, `cli/demo.py`) touch
-`os.environ`.
+Only this module and the CLI's hand-over to Dagster processes (`cli/dev.py`) touch `os.environ`,
+and only to read it.
 """
 
 from __future__ import annotations

@@ -7,15 +7,16 @@ and `python -m buffalo_assets.cli`) out of them:
     settings.py    buffalo settings, buffalo check: the settings in use, and the account
     db.py          buffalo db url | upgrade | init | revision | grant-bi | stop
     stock.py       buffalo stock import: Solo's stock list
-    demo.py        buffalo demo: the main job, and its summary of what each run did and stored
+    demo.py        buffalo demo: the main job, and its summary of what is stored
+    _demo_runs.py  the demo's two Dagster runs, in the child process `buffalo demo` starts
     report.py      buffalo report: the latest delivery report, to a file or served over HTTP
     dev.py         buffalo dev, buffalo env: Dagster's own processes and what they are handed
-    _common.py     what several commands share: the demo's database and its world record
+    _common.py     what several commands share: the demo's database and world, child processes
 
-Commands read the database only through `buffalo_assets/storage/`; what Dagster processes
-need is handed to them through the environment (`dev.dagster_environment`). A command
-imports what it needs (SQLAlchemy, pandas, scikit-learn, Dagster) when it runs, so
-`buffalo --help` and `buffalo settings` start fast.
+Commands read the database only through `buffalo_assets/storage/`, and leave this process's
+environment and working folder as they are: what Dagster processes need is handed to them
+(`dev.dagster_environment`). A command imports what it needs (SQLAlchemy, pandas,
+scikit-learn, Dagster) when it runs, so `buffalo --help` and `buffalo settings` start fast.
 """
 
 from __future__ import annotations

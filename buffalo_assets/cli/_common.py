@@ -1,7 +1,9 @@
-"""What several `buffalo` commands share: the demo's database and its world record."""
+"""What several `buffalo` commands share: the demo's database and world record, child processes."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +36,33 @@ def figure(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         return "n/a"
     return f"{float(value):.3f}"
+
+
+def run_child(command: Sequence[str], *, env: Mapping[str, str], cwd: str | Path | None = None) -> int:
+    """Run `command` with exactly `env` (in `cwd`) until it ends; its exit code, 128 + N after signal N.
+
+    Ctrl-C in the terminal reaches the child as well (it is in the same process group): this
+    process then waits for the child to shut down. A SIGTERM sent to this process is passed on
+    to the child, so stopping the `buffalo` process stops what it started.
+    """
+    import signal
+    import threading
+
+    process = subprocess.Popen(list(command), env=dict(env), cwd=cwd)
+
+    def pass_on(signum: int, _frame: object) -> None:
+        process.send_signal(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, pass_on) if in_main_thread else None
+    try:
+        while True:
+            try:
+                code = process.wait()
+                break
+            except KeyboardInterrupt:  # Ctrl-C reached the child too: let it shut down
+                continue
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    return 128 - code if code < 0 else code

@@ -1,17 +1,22 @@
 """`buffalo demo`, the main job: Postgres + sandbox, ingest through Dagster, advance the clock,
-ingest again, then a summary of what each run did and of what is stored.
+ingest again, then a summary of what is stored.
+
+This process recreates the demo's database and serves the sandbox; the two Dagster runs
+(`_demo_runs.py`) run in a child process handed the demo's database, instance and sandbox
+account through its environment (`dev.dagster_environment`), as every Dagster process is.
+The summary afterwards reads the stored tables through `storage/summaries.py`.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from buffalo_assets import settings
-from buffalo_assets.cli._common import demo_database_url, demo_world_path, figure
+from buffalo_assets.cli._common import demo_database_url, demo_world_path, figure, run_child
 from buffalo_assets.cli.dev import dagster_environment
 from buffalo_assets.sandbox.app import SandboxConfig
 from buffalo_assets.sandbox.journeys import DELAY_PROCESSES, LANGUAGES, make_process
@@ -39,9 +44,11 @@ if TYPE_CHECKING:
     show_default=True,
     help="Language of the tracking texts (zh: with --delay-process backlog)",
 )
-def demo(orders: int, advance_days: float, seed: int, delay_process: str, event_language: str) -> None:
+@click.pass_context
+def demo(
+    ctx: click.Context, orders: int, advance_days: float, seed: int, delay_process: str, event_language: str
+) -> None:
     """The main job: Postgres + sandbox, ingest through Dagster, advance the clock, ingest again."""
-    from buffalo_assets.sandbox.control import SandboxControl
     from buffalo_assets.sandbox.server import running_sandbox
     from buffalo_assets.sandbox.world import SandboxWorld
     from buffalo_assets.storage.database import safe_url
@@ -71,121 +78,39 @@ def demo(orders: int, advance_days: float, seed: int, delay_process: str, event_
             else (f", delay process {delay_process}, texts in {event_language}")
         )
         click.echo(f"sandbox    {running.url} with {orders} orders (user {config.username}{world})")
-        # The documented hand-over: the in-process Dagster run reads its EnvVars here.
-        os.environ.update(
-            dagster_environment(url)
-            | {
-                "BUFFALO_BASE_URL": running.url,
-                "BUFFALO_USERNAME": config.username,
-                "BUFFALO_PASSWORD": config.password,
-            }
-        )
-        from dagster import DagsterInstance
-
-        from buffalo_assets.definitions import defs
-        from buffalo_assets.runs import release_dead_runs
-
-        job = defs.resolve_job_def("refresh_all")
-        with DagsterInstance.get() as instance:
-            release_dead_runs(instance)
-            click.echo(f"dagster    instance {os.environ['DAGSTER_HOME']}, job refresh_all")
-            _report_run(
-                "run 1", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
-            )
-            moved = SandboxControl(running.url).advance(days=advance_days)
-            click.echo(f"clock      +{advance_days:g} day(s): {moved['new_orders']} new orders arrived")
-            _report_run(
-                "run 2", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
-            )
+        # The documented hand-over: the Dagster runs read their EnvVars from this environment.
+        # Only what is no secret goes on the command line (other users may list it).
+        env = dagster_environment(url) | {
+            "BUFFALO_BASE_URL": running.url,
+            "BUFFALO_USERNAME": config.username,
+            "BUFFALO_PASSWORD": config.password,
+        }
+        runs = [
+            sys.executable, "-m", "buffalo_assets.cli._demo_runs", f"--instance={env['DAGSTER_HOME']}",
+            f"--sandbox={running.url}", f"--advance-days={advance_days!r}",
+        ]  # fmt: skip
+        code = run_child(runs, env=env)
+        if code:  # the runs said why (a failed run, Ctrl-C)
+            ctx.exit(code)
         # `buffalo dev --demo` starts this same world again, so the UI continues the story.
         SandboxWorld.of(running.sandbox, advances=[advance_days * 86_400]).save(demo_world_path())
     _print_summaries(url)
     click.echo(f"done in {time.perf_counter() - started:.1f}s; browse it with `.venv/bin/buffalo dev --demo`")
 
 
-# The demo prints its own summary (the gate's verdict included); Dagster's console logger
-# only reports errors.
-QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-
-
-def _report_run(label: str, result: Any) -> None:
-    from buffalo_assets.assets.analytics import ANALYTICS_CHECKS
-
-    if not result.success:
-        raise _run_failed(label, result)
-    analytics_checks = {key for check in ANALYTICS_CHECKS for key in check.check_keys}
-    metadata = {
-        event.asset_key.to_user_string(): {
-            k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()
-        }
-        for event in result.get_asset_materialization_events()
-    }
-    ids, raw, clean = metadata["order_ids"], metadata["raw_orders"], metadata["clean_orders"]
-    evaluations = result.get_asset_check_evaluations()
-    checks = [e.passed for e in evaluations if e.asset_check_key not in analytics_checks]
-    click.echo(
-        f"{label:10} {ids['total']} orders ({ids['new_since_last_run']} new, "
-        f"{ids['pages']} list pages); fetched {raw['fetched']}: {raw['new_versions']} new versions, "
-        f"{raw['unchanged']} unchanged, {raw['failed']} failed; "
-        f"{raw['elapsed_s']:.1f}s, {raw['orders_per_s']:.0f} orders/s ({result.run_id[:8]})"
-    )
-    click.echo(
-        f"{'':10} core: {clean['orders_transformed']} orders transformed, "
-        f"{clean['transform_errors']} errors; checks {sum(checks)}/{len(checks)} passed"
-    )
-    model = metadata.get("delay_model", {})
-    gate = next((e for e in evaluations if e.asset_check_key in analytics_checks), None)
-    if model:
-        click.echo(f"{'':10} analytics: {_model_words(model)}; {_gate_words(gate)}")
-
-
-def _model_words(model: dict[str, Any]) -> str:
-    """What delay_model did in a run, from its materialization metadata."""
-    champion = model.get("champion", "none")
-    scoring = (
-        f"champion {champion} scores" if champion != "none" else "no champion: orders in flight unscored"
-    )
-    if model.get("retrained"):
-        figures = (
-            f"AUC {figure(model.get('model_auc'))} vs baseline {figure(model.get('baseline_auc'))}, "
-            f"AP {figure(model.get('model_ap'))} vs {figure(model.get('baseline_ap'))}"
-        )
-        outcome = {
-            "champion": "promoted to champion",
-            "rejected": f"rejected ({scoring})",
-            "not_judged": f"not judged: too few test orders ({scoring})",
-        }[model["status"]]
-        return f"challenger {model['model_version']} trained in {model['train_s']:.1f}s, {outcome}; {figures}"
-    if model.get("status") == "untrained":
-        return f"no model: {model.get('note', 'not enough history')}"
-    return f"no training (newest {model.get('model_age_hours', 0):.1f} h old); {scoring}"
-
-
-def _gate_words(gate: Any) -> str:
-    """The delay model gate's verdict in a run: passed, failed or not judged (with its severity)."""
-    if gate is None:
-        return "gate not run"
-    if gate.passed:
-        return f"{gate.check_name} passed"
-    judged = gate.metadata.get("judged")
-    state = "failed" if judged is not None and judged.value else "not judged"
-    return f"{gate.check_name} {state} ({gate.severity.value})"
-
-
-def _run_failed(label: str, result: Any) -> click.ClickException:
-    failure = result.get_run_failure_event()
-    return click.ClickException(f"{label} failed: {failure.message if failure else 'see the Dagster UI'}")
-
-
 def _print_summaries(url: str) -> None:
     """What the two runs stored, then the analytics in brief and where the report was written."""
-    from buffalo_assets.storage.resource import engine_for
+    from buffalo_assets.storage.database import create_engine
 
-    engine = engine_for(url)
-    with engine.connect() as connection:
-        _print_store_summary(connection)
-        _print_analytics_summary(connection)
-    _print_report(engine)
+    # The runs brought the schema to the migration head: no upgrade (nor Dagster) needed here.
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            _print_store_summary(connection)
+            _print_analytics_summary(connection)
+        _print_report(engine)
+    finally:
+        engine.dispose()
 
 
 def _print_store_summary(connection: sa.Connection) -> None:

@@ -4,6 +4,8 @@ Dagster resolves the platform's `EnvVar`s and `dagster.yaml`'s `env:` entries fr
 environment of its processes, so the settings reach them there: `dagster_environment` is the
 one place that builds that environment (this process's, `.env`'s entries, the instance and
 the database), and `demo_environment` adds the replayed demo world for `buffalo dev --demo`.
+Each Dagster process is started with it explicitly (`env=`); this process's own environment
+and working folder are left as they are.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 import click
 
 from buffalo_assets import settings
-from buffalo_assets.cli._common import demo_database_url, demo_world_path
+from buffalo_assets.cli._common import demo_database_url, demo_world_path, run_child
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -41,27 +43,20 @@ def dev(ctx: click.Context, host: str, port: int, use_demo: bool) -> None:
         str(port),
         *ctx.args,
     ]
+    # Dagster's CLI loads a `.env` in its working folder over the environment; from the
+    # instance folder it does not, so what this hand-over says (environment first, then
+    # `.env`) is what every Dagster process and run sees.
     if not use_demo:
         env = dagster_environment(database_url())
-        # Dagster's CLI loads a `.env` in its working folder over the environment; from the
-        # instance folder it does not, so what this hand-over says (environment first, then
-        # `.env`) is what every Dagster process and run sees.
-        os.chdir(env["DAGSTER_HOME"])
-        os.execvpe(command[0], command, env)  # noqa: S606 - replaces this process, no shell
+        ctx.exit(run_child(command, env=env, cwd=env["DAGSTER_HOME"]))
     # The demo's sandbox lives in this process while Dagster runs beside it.
-    import subprocess
-
     with demo_environment() as (sandbox_url, env):
         click.echo(
             f"sandbox    {sandbox_url}: the demo's world again (clock moved on since), "
             f"database {settings.load().demo_db}"
         )
-        process = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"])  # see above
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached dagster dev too; let it shut down
-            code = process.wait()
-    sys.exit(code)
+        code = run_child(command, env=env, cwd=env["DAGSTER_HOME"])
+    ctx.exit(code)
 
 
 @click.command("env")
@@ -86,7 +81,9 @@ def dagster_environment(pg_url: str) -> dict[str, str]:
     """The environment handed to Dagster processes: ours, `.env`'s entries, the instance and database.
 
     This is the one place the platform passes settings on through the environment: Dagster
-    resolves `EnvVar`s and `dagster.yaml`'s `env:` entries from it.
+    resolves `EnvVar`s and `dagster.yaml`'s `env:` entries from it. It prepares the instance
+    folder (DAGSTER_HOME, a copy of the checkout's dagster.yaml); it changes nothing in this
+    process.
     """
     home = settings.state_dir() / "dagster"
     home.mkdir(parents=True, exist_ok=True)
@@ -119,11 +116,11 @@ def demo_environment() -> Iterator[tuple[str, dict[str, str]]]:
         raise click.ClickException(f"{error}: run `buffalo demo` again") from None
     with running_world(world) as running:
         config = running.sandbox.config
-        env = dagster_environment(demo_database_url(fresh=False)) | {
+        # As on the plain sandbox: the ingest schedule stays off unless asked for.
+        env = {"BUFFALO_SCHEDULE_ENABLED": "false"} | dagster_environment(demo_database_url(fresh=False))
+        env |= {
             "BUFFALO_BASE_URL": running.url,
             "BUFFALO_USERNAME": config.username,
             "BUFFALO_PASSWORD": config.password,
         }
-        # As on the plain sandbox: the ingest schedule stays off unless asked for.
-        env.setdefault("BUFFALO_SCHEDULE_ENABLED", "false")
         yield running.url, env
