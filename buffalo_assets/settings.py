@@ -10,7 +10,8 @@ Renamed settings keep their old name for a while (`RENAMED`): a value set by the
 used, `buffalo settings` and `buffalo check` warn about it (`renamed_warnings`), and the old
 and the new name set to different values is an error naming both (never their values).
 
-Only this module and the CLI's hand-over to Dagster processes (`cli.py`) touch `os.environ`.
+Only this module and the CLI's hand-over to Dagster processes (`cli/dev.py`) touch `os.environ`,
+and only to read it.
 """
 
 from __future__ import annotations

@@ -256,7 +256,8 @@ def test_after_the_demo_dev_demo_serves_its_world_again_and_a_ui_run_continues_t
     environment (and working folder) its Dagster processes get. A run launched there, like "Materialize
     all" in the UI, ingests and transforms through the demo's own Dagster instance without a failed
     order, even when the project's `.env` points at the real API and another database."""
-    from buffalo_assets import cli
+    from buffalo_assets.cli._common import demo_world_path
+    from buffalo_assets.cli.dev import demo_environment
 
     demo_db = f"{make_url(pg_url).database}_world"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("BUFFALO_", "DAGSTER_"))}
@@ -266,7 +267,7 @@ def test_after_the_demo_dev_demo_serves_its_world_again_and_a_ui_run_continues_t
     monkeypatch.setenv("BUFFALO_HOME", str(checkout))
     monkeypatch.setenv("BUFFALO_PG_URL", pg_url)
     monkeypatch.setenv("BUFFALO_DEMO_DB", demo_db)
-    world_path = cli.demo_world_path()
+    world_path = demo_world_path()
     assert world_path == checkout / ".buffalo" / f"{demo_db}.sandbox.json"
     demo_url = make_url(pg_url).set(database=demo_db).render_as_string(hide_password=False)
     try:
@@ -285,7 +286,7 @@ def test_after_the_demo_dev_demo_serves_its_world_again_and_a_ui_run_continues_t
             f"BUFFALO_PASSWORD=real-password\nBUFFALO_PG_URL={production_db.render_as_string(False)}\n"
         )
         monkeypatch.delenv("BUFFALO_PG_URL")  # as in the user's shell: the database is in .env now
-        with cli.demo_environment() as (sandbox_url, handed):
+        with demo_environment() as (sandbox_url, handed):
             assert handed["BUFFALO_BASE_URL"] == sandbox_url
             assert make_url(handed["BUFFALO_PG_URL"]).database == demo_db
             assert handed["DAGSTER_HOME"] == str(checkout / ".buffalo" / "dagster")

@@ -97,6 +97,10 @@ DG_CHECK = "tests/test_dg.py::test_dg_check_defs_and_list_defs_load_the_project_
 BI_ROLE = (
     "`buffalo db grant-bi`: tests/test_security.py::test_the_bi_role_reads_the_bi_views_and_nothing_else"
 )
+RESEND = (
+    "needs given-up alerts: tests/test_customer_alerts.py::"
+    "test_alerts_given_up_while_the_service_was_down_are_delivered_after_a_resend"
+)
 # Not run by this file: the test that runs it, or why it cannot run here.
 ELSEWHERE = {
     "make demo": "runs `buffalo demo`: "
@@ -147,7 +151,8 @@ ELSEWHERE = {
         "rewrites a tracked file; the test it runs: "
         "tests/test_definitions_snapshot.py::test_the_definitions_graph_matches_the_snapshot"
     ),
-    ".venv/bin/buffalo customer-alerts resend": "added with the customer alerts package",
+    ".venv/bin/buffalo customer-alerts resend": RESEND,
+    ".venv/bin/buffalo customer-alerts resend --since 2026-12-07T08:00:00": RESEND,
 }
 
 

@@ -179,7 +179,8 @@ def test_the_sandbox_and_the_dagster_ui_bind_to_loopback_by_default() -> None:
             [sys.executable, "-m", "buffalo_assets.cli", *command], capture_output=True, text=True, timeout=60
         )
         assert shown.returncode == 0
-    from buffalo_assets.cli import dev, sandbox
+    from buffalo_assets.cli.dev import dev
+    from buffalo_assets.cli.sandbox import sandbox
 
     for command in (sandbox, dev):
         assert next(p for p in command.params if p.name == "host").default == "127.0.0.1"

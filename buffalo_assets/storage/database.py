@@ -97,3 +97,17 @@ def recreate_database(server_url: str, name: str) -> str:
     """Drop (if present) and create database `name` on the server of `server_url`; its URL."""
     _on_server(server_url, name, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', 'CREATE DATABASE "{name}"')
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def ping(url: str, *, timeout_s: int = 5) -> None:
+    """Whether the server of `url` answers: connect (waiting at most `timeout_s`) and `SELECT 1`.
+
+    Writes nothing, starts nothing (not the embedded server) and creates no schema; raises
+    SQLAlchemy's error when the server does not answer or refuses the connection.
+    """
+    engine = sa.create_engine(url, connect_args={"connect_timeout": timeout_s})
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    finally:
+        engine.dispose()
