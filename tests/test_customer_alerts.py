@@ -687,6 +687,7 @@ def test_alerts_given_up_while_the_service_was_down_are_delivered_after_a_resend
     assert isinstance(requested, RunRequest) and requested.tags["buffalo/alerts_due"] == "3"
     assert _send_in_process(instance, outbox.pg_url)["sent"] == 3
     assert sorted(receiver.notifications) == down
+
     # What an operator types: without --since, every alert given up (and not sent) goes back;
     # nothing is left after.
     def resend_command() -> str:
