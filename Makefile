@@ -17,7 +17,7 @@ AIRFLOW_ENV := PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH AIRFLOW_HOME=$(AIRFLOW_
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW_CONN_DAGSTER_DEFAULT=$${AIRFLOW_CONN_DAGSTER_DEFAULT:-$${DAGSTER_URL:-http://127.0.0.1:3000}}
 
-.PHONY: demo test install lock lint ui sandbox bench clean airflow-venv airflow-venv2 airflow airflow-dag-test screenshots bench-venv
+.PHONY: demo test install lock lint ui sandbox clean airflow-venv airflow-venv2 airflow airflow-dag-test screenshots bench-venv
 
 LOCK := constraints.txt
 
