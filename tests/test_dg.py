@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from buffalo_assets.sandbox.server import free_port
 from buffalo_assets.storage.embedded import EmbeddedPostgres
 from tests.conftest import SandboxFactory
+from tests.pipeline import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 DG = str(ROOT / ".venv" / "bin" / "dg")
@@ -91,12 +91,7 @@ def serving(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Pope
     try:
         yield process
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
 
 
 def test_dg_dev_with_nothing_set_starts_the_embedded_server_and_serves_the_project(tmp_path: Path) -> None:
