@@ -337,6 +337,8 @@ def test_the_documented_commands_run_as_written_from_a_fresh_checkout(
     checkout: Path, start_sandbox: SandboxFactory, pg_url: str, empty_store: sa.Engine
 ) -> None:
     running = start_sandbox(orders=150)
+    with empty_store.begin() as connection:  # models trained by earlier tests in this database
+        connection.execute(sa.text("TRUNCATE ops.delay_models"))
     env = _user_env(checkout)
     edits = _user_edits_env_file(running, pg_url)
     ran: list[str] = []
