@@ -140,13 +140,20 @@ class Settings(BaseSettings):
     max_failure_share: float = _setting(
         0.2,
         "`raw_orders` fails when more than this share of orders could not be fetched or stored "
-        "(re-checks of quarantined gone orders and payloads already quarantined do not count)",
+        "(orders Buffalo answers as not existing, re-checks of quarantined gone orders and "
+        "payloads already quarantined do not count)",
+    )
+    max_gone_share: float = _setting(
+        0.5,
+        "orders Buffalo answers as not existing (the same with a fresh ticket) never fail a run, "
+        "unless more than this share of the orders asked in one run does: that is a wrong account "
+        "or base URL, not deletions (`1`: never)",
     )
     gone_after_failures: int = _setting(
         3,
         "an order whose detail fails for good (Buffalo says it does not exist, or another 4xx) in "
         "this many runs in a row is quarantined in `ops.gone_orders`: fetched again only by the "
-        "re-check, and no longer counted toward `BUFFALO_MAX_FAILURE_SHARE`",
+        "re-check, and (a 4xx) no longer counted toward `BUFFALO_MAX_FAILURE_SHARE`",
     )
     gone_recheck_days: float = _setting(
         7.0,

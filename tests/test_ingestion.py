@@ -312,8 +312,9 @@ def test_a_run_failing_on_orders_the_api_no_longer_has_says_why_at_the_top(
     error = run_failure.event_specific_data.error
     assert error is not None
     assert "Exceeded max_retries" not in error.message
-    assert "orders (" in error.message and "could not be fetched: " in error.message
-    assert "Order does not exist" in error.message
+    # Most orders answering that they do not exist is a wrong account, not deletions.
+    assert "orders (" in error.message and "answered that they do not exist: " in error.message
+    assert "Order does not exist" in error.message and "BUFFALO_MAX_GONE_SHARE" in error.message
     step_failure = result.get_step_failure_events()[0]
     assert step_failure.step_key == "ingest"
     assert step_failure.event_specific_data.error.message == error.message

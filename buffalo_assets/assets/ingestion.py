@@ -69,6 +69,13 @@ INGEST_RETRIES = max(ORDER_IDS_RETRIES, RAW_ORDERS_RETRIES)
 # Failure kinds that a retry a few seconds later cannot fix: the server answered, and the
 # answer was "no such order" (detail_error), too large, or not storable.
 PERMANENT_FAILURE_KINDS = frozenset({"detail_error", "too_large", "unstorable_payload"})
+# An order whose detail Buffalo answers as not existing, the same with a fresh ticket (the
+# client asks again before it returns `detail_error`): news about the order, not a failure
+# of the run. Recorded in ops.gone_orders on first sight, never counted in the failure share.
+CONFIRMED_GONE_KINDS = frozenset({"detail_error"})
+# ... unless more than `max_gone_share` of the orders asked answered so: that is a wrong
+# account or base URL, not that many deletions at once, and the run fails saying so.
+GONE_LISTED = 100  # ids of this run's gone orders in the metadata (the rest in ops.gone_orders)
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class IngestPolicy:
     full_walk_every: timedelta
     full_refresh: bool
     max_failure_share: float
+    max_gone_share: float
     gone_after_failures: int
     gone_recheck: timedelta
     reverify_share: float
@@ -108,6 +116,13 @@ class IngestConfig(Config):
         le=1,
         description="raw_orders: fail the run when more than this share of the orders could not be fetched "
         "(unset: BUFFALO_MAX_FAILURE_SHARE)",
+    )
+    max_gone_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="raw_orders: orders Buffalo answers as not existing never fail the run, unless more "
+        "than this share of the orders asked does (unset: BUFFALO_MAX_GONE_SHARE)",
     )
     gone_after_failures: int | None = Field(
         default=None,
@@ -141,6 +156,7 @@ class IngestConfig(Config):
             full_walk_every=timedelta(hours=pick(self.full_walk_every_hours, current.full_walk_hours)),
             full_refresh=self.full_refresh,
             max_failure_share=pick(self.max_failure_share, current.max_failure_share),
+            max_gone_share=pick(self.max_gone_share, current.max_gone_share),
             gone_after_failures=pick(self.gone_after_failures, current.gone_after_failures),
             gone_recheck=timedelta(days=pick(self.gone_recheck_days, current.gone_recheck_days)),
             reverify_share=pick(self.reverify_share, current.reverify_share),
@@ -362,11 +378,13 @@ never fetched and orders not yet delivered, returned, cancelled or lost (`full_r
 fetches all), plus a rolling share of the final ones, least recently verified first
 (`reverify_share`), so a status Buffalo changes later is caught. An unchanged payload
 only moves `last_fetched_at`; a changed one adds a version. Orders that could not be
-fetched are listed in `ops.fetch_errors` and fetched again by the next run, except
-those gone for good `gone_after_failures` runs in a row: quarantined in
-`ops.gone_orders`, re-checked every `gone_recheck_days`, and no longer counted in the
-failure share. A payload that cannot be stored canonically (1e400, NUL) is kept, raw
-bytes and all, in `ops.unstorable_payloads`, and tried again when it changes.
+fetched are listed in `ops.fetch_errors` and fetched again by the next run. An order
+Buffalo answers as not existing (the same with a fresh ticket) is news, not a failure:
+it is recorded in `ops.gone_orders` on first sight (metadata `gone_orders`) and never
+counted in the failure share; after `gone_after_failures` runs in a row it is
+quarantined and only re-checked every `gone_recheck_days`. A payload that cannot be
+stored canonically (1e400, NUL) is kept, raw bytes and all, in `ops.unstorable_payloads`,
+and tried again when it changes.
 """
 
 
@@ -429,7 +447,9 @@ def ingest(
     engine = postgres.get_engine()
     walk: _Walk | None = None
     walked_at = _now()
+    login_started = time.perf_counter()
     client = _logged_in(buffalo, context, ORDER_IDS_RETRIES if ORDER_IDS in selected else RAW_ORDERS_RETRIES)
+    login_s = MetadataValue.float(round(time.perf_counter() - login_started, 3))
     try:
         if ORDER_IDS in selected:
             known = raw_store.known_order_ids(engine)
@@ -457,11 +477,12 @@ def ingest(
                         walked_at,
                         requests=MetadataValue.int(stats["requests"]),
                         retries=MetadataValue.int(stats["retries"]),
+                        login_s=login_s,
                     )
                     return
             else:
                 walk.start()
-        yield from _fetch_and_store(context, policy, engine, buffalo, client, walk, walked_at)
+        yield from _fetch_and_store(context, policy, engine, buffalo, client, walk, walked_at, login_s)
     finally:
         if walk is not None:
             walk.stop()
@@ -476,6 +497,7 @@ def _fetch_and_store(
     client: BuffaloClient,
     walk: _Walk | None,
     walked_at: datetime,
+    login_s: MetadataValue,
 ) -> Iterator[Output | AssetObservation]:
     """`raw_orders`: fetch the planned orders (and the walk's new ones), then store and judge.
 
@@ -561,8 +583,18 @@ def _fetch_and_store(
         progress.log(time.perf_counter())
         stats = client.stats.as_dict()
         buffalo.remember_ticket(client)
-        # Re-checks of quarantined gone orders do not count; a payload first quarantined now does.
-        counted = [failure for failure in failed if failure.order_id not in plan.recheck]
+        # Re-checks of quarantined gone orders and orders Buffalo confirmed gone do not count;
+        # a payload first quarantined now does.
+        confirmed_gone = sorted(
+            failure.order_id
+            for failure in failed
+            if failure.kind in CONFIRMED_GONE_KINDS and failure.order_id not in plan.recheck
+        )
+        counted = [
+            failure
+            for failure in failed
+            if failure.order_id not in plan.recheck and failure.kind not in CONFIRMED_GONE_KINDS
+        ]
         counted_orders = len(wanted) - len(plan.recheck)
         share = (len(counted) + unstorable_new) / counted_orders if counted_orders else 0.0
         gone = raw_store.record_gone(
@@ -580,6 +612,8 @@ def _fetch_and_store(
             "failed": MetadataValue.int(len(failed)),
             "failure_kinds": MetadataValue.json(dict(Counter(failure.kind for failure in failed))),
             "failure_share": MetadataValue.float(round(share, 4)),
+            "gone": MetadataValue.int(len(confirmed_gone)),
+            "gone_orders": MetadataValue.json(confirmed_gone[:GONE_LISTED]),
             "reverified": MetadataValue.int(len(plan.reverify)),
             "reverified_changed": MetadataValue.int(reverified_changed),
             "gone_quarantined": MetadataValue.int(gone.quarantined),
@@ -594,6 +628,7 @@ def _fetch_and_store(
             "requests": MetadataValue.int(stats["requests"]),
             "retries": MetadataValue.int(stats["retries"]),
             "relogins": MetadataValue.int(stats["relogins"]),
+            "login_s": login_s,  # 0 when the resource's recent ticket was used
             "fetch_s": MetadataValue.float(round(fetch_s, 3)),
             # The demo and the load test read elapsed_s: the fetch, as write_s is the IO manager's.
             "elapsed_s": MetadataValue.float(round(fetch_s, 3)),
@@ -618,6 +653,20 @@ def _fetch_and_store(
     )
     if refused is not None:
         raise Failure(description=f"Buffalo login failed: {refused}", allow_retries=False)
+    gone_share = len(confirmed_gone) / counted_orders if counted_orders else 0.0
+    if gone_share > policy.max_gone_share:
+        raise Failure(
+            description=(
+                f"{len(confirmed_gone)} of {counted_orders} orders ({gone_share:.0%}) answered that they "
+                f"do not exist: {_main_reason([f for f in failed if f.kind in CONFIRMED_GONE_KINDS])}; "
+                f"more than the {policy.max_gone_share:.0%} a run takes as deletions "
+                "(BUFFALO_MAX_GONE_SHARE), so the run failed: is this the account the stored orders "
+                f"came from (BUFFALO_BASE_URL, BUFFALO_USERNAME)? The {spill.rows} fetched were stored; "
+                "the others keep what was stored before, see ops.gone_orders"
+            ),
+            metadata=metadata,
+            allow_retries=False,
+        )
     if share > policy.max_failure_share:
         # The run's top-level error in the UI is this step's failure: it must say why (see
         # _retry_allowed). A failure no retry can fix is not retried at all, nor is one that
@@ -641,9 +690,20 @@ def _fetch_and_store(
             metadata=metadata,
             allow_retries=not permanent and _retry_allowed(context, RAW_ORDERS_RETRIES),
         )
-    if failed:
-        kinds = dict(Counter(failure.kind for failure in failed))
-        context.log.warning(f"{len(failed)} orders could not be fetched ({kinds}); the next run retries them")
+    if confirmed_gone:
+        shown = ", ".join(confirmed_gone[:10]) + (" ..." if len(confirmed_gone) > 10 else "")
+        context.log.warning(
+            f"{len(confirmed_gone)} orders answered that they do not exist (asked again with a fresh "
+            f"ticket): {shown}; recorded in ops.gone_orders, not counted as failures, asked again "
+            f"by the next runs until quarantined after {policy.gone_after_failures}"
+        )
+    if len(failed) > len(confirmed_gone):
+        gone_ids = set(confirmed_gone)
+        kinds = dict(Counter(f.kind for f in failed if f.order_id not in gone_ids))
+        context.log.warning(
+            f"{len(failed) - len(confirmed_gone)} orders could not be fetched ({kinds}); "
+            "the next run retries them"
+        )
 
 
 def _main_reason(failed: list[FetchFailure]) -> str:
