@@ -38,6 +38,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
+from sqlalchemy.engine import URL, make_url
 
 from bench import write_results
 from bench.ingest import baseline, start_sandbox
@@ -208,12 +209,28 @@ def _timeline(records: Sequence[Any], started: float, ended: float) -> dict[str,
     return {f"timeline.{k}": round(v, 3) for k, v in timeline.items()}
 
 
+def _password_from(passfile: Path, url: URL) -> str:
+    """The password a libpq password file gives for `url` (host:port:database:user:password)."""
+    for line in passfile.read_text().splitlines():
+        fields = line.split(":", 4)
+        wanted = (url.host, str(url.port), url.database, url.username)
+        if len(fields) == 5 and all(f in ("*", w) for f, w in zip(fields[:4], wanted, strict=True)):
+            return fields[4]
+    raise SystemExit(f"{passfile} has no password for {url.render_as_string()}")
+
+
 def dlt(url: str, pg_url: str, workers: int) -> dict[str, Any]:
     if not DLT_PYTHON.exists():
         raise SystemExit(f"{DLT_PYTHON} is missing: run `make bench-venv` (or pass --skip-dlt)")
     env = {**os.environ, "BUFFALO_USERNAME": SANDBOX_USERNAME, "BUFFALO_PASSWORD": SANDBOX_PASSWORD}
     env.pop("PYTHONPATH", None)
-    dsn = pg_url.replace("postgresql+psycopg2://", "postgresql://")
+    # The embedded server's URL names a libpq password file (`?passfile=`), which dlt does
+    # not read: the peer gets the password in its environment (never on its command line).
+    url_parts = make_url(pg_url)
+    if "passfile" in url_parts.query:
+        env["PGPASSWORD"] = _password_from(Path(str(url_parts.query["passfile"])), url_parts)
+        url_parts = url_parts.difference_update_query(["passfile"])
+    dsn = url_parts.set(drivername="postgresql").render_as_string(hide_password=False)
     command = [
         str(DLT_PYTHON), str(ROOT / "bench" / "dlt_peer.py"),
         "--base-url", url, "--pg-url", dsn, "--workers", str(workers),
