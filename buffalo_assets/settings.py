@@ -175,9 +175,8 @@ class Settings(BaseSettings):
     )
     ingest_cron: str = _setting(
         "*/15 * * * *",
-        "cron of Dagster's ingest schedule, in Africa/Johannesburg time; the Airflow DAG runs on it "
-        "too when `BUFFALO_AIRFLOW_SCHEDULE` is unset, read in Airflow's default time zone (UTC "
-        "unless `AIRFLOW__CORE__DEFAULT_TIMEZONE` is set)",
+        "cron of the ingest schedule, in Africa/Johannesburg time: Dagster's, and the Airflow DAG's "
+        "when `BUFFALO_AIRFLOW_SCHEDULE` is unset",
     )
     schedule_enabled: bool | None = _setting(
         None,
@@ -253,8 +252,8 @@ class Settings(BaseSettings):
     # -- Airflow (read by the DAG in Airflow's own virtualenv) -----------------------------
     airflow_schedule: str | None = _setting(
         None,
-        "schedule of DAG `buffalo_orders` when the orchestrator is `airflow`: a cron in Airflow's "
-        "default time zone (UTC unless `AIRFLOW__CORE__DEFAULT_TIMEZONE` is set)",
+        "schedule of DAG `buffalo_orders` when the orchestrator is `airflow`: a cron in "
+        "Africa/Johannesburg time",
         where="airflow",
         shown="`BUFFALO_INGEST_CRON`, else `*/15 * * * *`",
     )

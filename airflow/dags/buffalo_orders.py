@@ -13,8 +13,9 @@ the DAG has no schedule and runs only when triggered.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
+import pendulum
 from dagster_provider import DagsterAssetRunOperator
 
 try:  # Airflow 3
@@ -27,6 +28,9 @@ ORCHESTRATOR = os.environ.get("BUFFALO_ORCHESTRATOR", "dagster").strip().lower()
 if ORCHESTRATOR not in ORCHESTRATORS:
     raise ValueError(f"BUFFALO_ORCHESTRATOR is {ORCHESTRATOR!r}; expected one of {', '.join(ORCHESTRATORS)}")
 
+# The schedule is read in South African time, as Dagster reads its own: a daily `0 6 * * *`
+# runs at 06:00 in Johannesburg (04:00 UTC) whichever orchestrator schedules.
+TIMEZONE = "Africa/Johannesburg"
 # Same cadence as Dagster's ingest_orders_schedule unless the operations team changes it.
 # Empty counts as unset (compose passes `${VAR:-}`), as in the Dagster settings.
 CRON = os.environ.get("BUFFALO_AIRFLOW_SCHEDULE") or os.environ.get("BUFFALO_INGEST_CRON") or "*/15 * * * *"
@@ -54,7 +58,7 @@ with DAG(
     dag_id="buffalo_orders",
     description="Buffalo orders into PostgreSQL, materialized by Dagster",
     schedule=SCHEDULE,
-    start_date=datetime(2026, 1, 1),
+    start_date=pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
     catchup=False,
     max_active_runs=1,
     # Active from the start: BUFFALO_ORCHESTRATOR alone decides whether it is scheduled, and a
