@@ -506,6 +506,77 @@ def test_scheduler_and_triggerer_run_a_triggered_dag_run_waiting_deferred(
     assert ti["try_number"] == 1
 
 
+@needs_airflow
+@pytest.mark.slow
+def test_clearing_a_task_whose_dagster_run_succeeded_materializes_again(
+    airflow_stack: AirflowStack, dagster: DagsterStack
+) -> None:
+    SandboxControl(dagster.running.url).set_faults(latency_ms=0)
+    run_id = airflow_stack.trigger(DAG_ID)
+    assert eventually(lambda: _dag_run_ended(airflow_stack, DAG_ID, run_id), 300, "the DAG run") == "success"
+    # What a user does in the UI to run a task again: clear it (its DAG run goes back to queued).
+    airflow_stack.call(
+        "POST",
+        f"/dags/{DAG_ID}/clearTaskInstances",
+        {
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": ["fetch_and_store_raw"],
+            "only_failed": False,
+            "reset_dag_runs": True,
+        },
+    )
+
+    def cleared_and_ended() -> str | None:
+        if airflow_stack.task(DAG_ID, run_id, "fetch_and_store_raw")["try_number"] < 2:
+            return None
+        return _dag_run_ended(airflow_stack, DAG_ID, run_id)
+
+    assert eventually(cleared_and_ended, 300, "the cleared task's new try ending") == "success"
+    runs = dagster.runs(
+        **{"airflow/dag_id": DAG_ID, "airflow/run_id": run_id, "airflow/task_id": "fetch_and_store_raw"}
+    )
+    # A new Dagster run for the new try; the succeeded one was not taken as its result.
+    assert sorted(run.tags["airflow/try_number"] for run in runs) == ["1", "2"]
+    assert {dagster.status(run.run_id) for run in runs} == {DagsterRunStatus.SUCCESS}
+
+
+@needs_airflow
+@needs_airflow2
+@pytest.mark.parametrize("venv", [AIRFLOW_VENV, AIRFLOW2_VENV], ids=["airflow3", "airflow2.11"])
+def test_airflow_reads_the_dags_cron_in_south_african_time(venv: Path, tmp_path: Path) -> None:
+    """A daily `0 6 * * *` runs at 06:00 in Johannesburg, 04:00 UTC, as Dagster reads it."""
+    script = (
+        "import runpy, sys; from datetime import datetime, timezone\n"
+        "from airflow.timetables.base import TimeRestriction\n"
+        "dag = runpy.run_path(sys.argv[1])['dag']\n"
+        "try:  # the DAG as the scheduler reads it: serialized\n"
+        "    from airflow.serialization.serialized_objects import DagSerialization as S\n"
+        "except ImportError:\n"
+        "    from airflow.serialization.serialized_objects import SerializedDAG as S\n"
+        "dag = S.from_dict(S.to_dict(dag))\n"
+        "earliest = datetime(2026, 12, 1, tzinfo=timezone.utc)\n"
+        "info = dag.timetable.next_dagrun_info(last_automated_data_interval=None, "
+        "restriction=TimeRestriction(earliest=earliest, latest=None, catchup=True))\n"
+        "print(info.run_after.astimezone(timezone.utc).isoformat())\n"
+    )
+    env = {
+        **airflow_env(tmp_path, "http://127.0.0.1:1", venv),
+        "BUFFALO_ORCHESTRATOR": "airflow",
+        "BUFFALO_AIRFLOW_SCHEDULE": "0 6 * * *",
+    }
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script, str(ROOT / "airflow" / "dags" / "buffalo_orders.py")],
+        env={**env, "PYTHONPATH": str(ROOT / "airflow" / "plugins")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # (Airflow 3 runs at the cron's moment, 2.11 at the end of its data interval: a day later.)
+    assert done.stdout.strip().splitlines()[-1] in ("2026-12-01T04:00:00+00:00", "2026-12-02T04:00:00+00:00")
+
+
 def _worker_pids(ti_id: str) -> list[int]:
     """Processes titled `airflow worker -- <task instance id>` (Airflow 3's task runner)."""
     found = []
@@ -542,12 +613,22 @@ def test_a_worker_killed_during_the_wait_is_retried_and_reattaches_to_the_one_da
     pids = eventually(lambda: _worker_pids(ti["id"]), 30, "the worker process showing up")
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
+    # The run keeps going (each request 20 s) until the retry has found it, then finishes.
+    SandboxControl(dagster.running.url).set_faults(latency_ms=20_000)
     first = dagster.runs(**{"airflow/dag_id": dag_id, "airflow/run_id": run_id})[0]
     assert dagster.status(first.run_id) in (
         DagsterRunStatus.QUEUED,
         DagsterRunStatus.STARTING,
         DagsterRunStatus.STARTED,
     )
+
+    def retry_running() -> bool:
+        found = airflow_stack.task(dag_id, run_id, "fetch_and_store_raw")
+        return found["try_number"] == 2 and found["state"] == "running"
+
+    eventually(retry_running, 180, "the retry running")
+    time.sleep(5)  # the retry looks for the earlier run as it starts
+    assert dagster.status(first.run_id) == DagsterRunStatus.STARTED
     SandboxControl(dagster.running.url).set_faults(latency_ms=0)
 
     state = eventually(lambda: _dag_run_ended(airflow_stack, dag_id, run_id), 300, "the DAG run ending")

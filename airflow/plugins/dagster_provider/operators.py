@@ -68,7 +68,10 @@ class DagsterAssetRunOperator(BaseOperator):
     :param poll_interval: seconds between status polls.
     :param poll_error_budget: seconds Dagster may be unreachable while waiting before the
         try fails (the retry reattaches to the same run).
-    :param reattach: look for a run launched by an earlier try first (True, default).
+    :param reattach: look for a run launched by an earlier try first (True, default) and
+        wait for it while it is still going.
+    :param reuse_succeeded_run: also take an earlier try's run that already succeeded as
+        this try's result (False, default: a cleared task materializes again).
     """
 
     template_fields: Sequence[str] = ("asset_selection", "run_config", "tags")
@@ -88,6 +91,7 @@ class DagsterAssetRunOperator(BaseOperator):
         poll_interval: float = 5.0,
         poll_error_budget: float = 600.0,
         reattach: bool = True,
+        reuse_succeeded_run: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,6 +105,7 @@ class DagsterAssetRunOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.poll_error_budget = poll_error_budget
         self.reattach = reattach
+        self.reuse_succeeded_run = reuse_succeeded_run
         self._run_id: str | None = None
 
     @property
@@ -164,6 +169,13 @@ class DagsterAssetRunOperator(BaseOperator):
         same_instance = {k: identity[k] for k in ("airflow/dag_id", "airflow/run_id", "airflow/task_id")}
         runs = hook.find_runs(same_instance)
         if not runs or runs[0]["status"] in ENDED_FAILED:
+            return None
+        if runs[0]["status"] == "SUCCESS" and not self.reuse_succeeded_run:
+            self.log.info(
+                "Dagster run %s of an earlier try already succeeded; launching a new one "
+                "(reuse_succeeded_run=True would take it as this try's result)",
+                runs[0]["runId"],
+            )
             return None
         return runs[0]
 
