@@ -483,9 +483,16 @@ def test_scheduler_and_triggerer_run_a_triggered_dag_run_waiting_deferred(
     SandboxControl(dagster.running.url).set_faults(latency_ms=800)  # a wait long enough to see
     run_id = airflow_stack.trigger(DAG_ID)
     seen_states: set[str] = set()
+    links_while_deferred: list[str | None] = []
+    links_path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/fetch_and_store_raw/links"
 
     def fetch_ended() -> str | None:
-        seen_states.add(airflow_stack.task(DAG_ID, run_id, "fetch_and_store_raw")["state"] or "none")
+        state = airflow_stack.task(DAG_ID, run_id, "fetch_and_store_raw")["state"] or "none"
+        seen_states.add(state)
+        if state == "deferred":
+            links_while_deferred.append(
+                airflow_stack.call("GET", links_path)["extra_links"].get("Dagster run")
+            )
         return _dag_run_ended(airflow_stack, DAG_ID, run_id)
 
     assert eventually(fetch_ended, 300, "the DAG run ending") == "success", airflow_stack.log.read_text()[
@@ -504,6 +511,10 @@ def test_scheduler_and_triggerer_run_a_triggered_dag_run_waiting_deferred(
     value = xcom["value"]
     assert runs[1].run_id in (value, json.loads(value) if value.startswith('"') else None)
     assert ti["try_number"] == 1
+    # The task's "Dagster run" link leads to its run, while it waits and once it is done.
+    run_url = f"{dagster.url}/runs/{runs[1].run_id}"
+    assert links_while_deferred and set(links_while_deferred) == {run_url}
+    assert airflow_stack.call("GET", links_path)["extra_links"] == {"Dagster run": run_url}
 
 
 @needs_airflow

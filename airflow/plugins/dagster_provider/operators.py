@@ -8,7 +8,8 @@ Reattach on retry: every run is tagged with the task instance that launched it
 (`airflow/dag_id`, `airflow/run_id`, `airflow/task_id`, `airflow/try_number`,
 `airflow/logical_date`). A later try of the same task instance (a retry after a killed
 worker, a polling error, a timeout) first looks for a run of an earlier try and waits for
-it instead of launching a second one, unless that run ended FAILURE or CANCELED.
+it instead of launching a second one while that run is still going (a run that succeeded
+is reused only with `reuse_succeeded_run=True`, so a cleared task materializes again).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 import httpx
 
 try:  # Airflow 3
-    from airflow.sdk import BaseOperator
+    from airflow.sdk import BaseOperator, BaseOperatorLink
 except ImportError:  # Airflow 2.10+
     from airflow.models import BaseOperator  # type: ignore[no-redef]
+    from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
 
 from dagster_provider.hooks import (
     DEFAULT_CONN_ID,
@@ -35,6 +37,25 @@ from dagster_provider.hooks import (
 from dagster_provider.triggers import MAX_BACKOFF_S, DagsterRunTrigger
 
 XCOM_RUN_ID = "dagster_run_id"
+XCOM_RUN_URL = "dagster_run_url"
+# Where Airflow 3 looks for a link's URL (BaseOperatorLink.xcom_key's default for this class):
+# pushed as soon as the run is launched, so the link works while the task waits.
+XCOM_LINK_KEY = "_link_DagsterRunLink"
+
+
+class DagsterRunLink(BaseOperatorLink):  # type: ignore[misc,valid-type]
+    """The task's "Dagster run" button: the run's page in the Dagster UI."""
+
+    name = "Dagster run"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        if hasattr(ti_key, "xcom_pull"):  # Airflow 3: the task runner asks with the running task
+            url = ti_key.xcom_pull(task_ids=ti_key.task_id, key=XCOM_RUN_URL)
+        else:  # Airflow 2: the webserver asks with the task instance's key
+            from airflow.models import XCom
+
+            url = XCom.get_value(ti_key=ti_key, key=XCOM_RUN_URL)
+        return str(url) if url else ""
 
 
 class DagsterRunFailed(AirflowException):  # type: ignore[misc,valid-type]
@@ -75,6 +96,7 @@ class DagsterAssetRunOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("asset_selection", "run_config", "tags")
+    operator_extra_links = (DagsterRunLink(),)
     template_fields_renderers = {"run_config": "json", "tags": "json"}
     ui_color = "#4F43DD"
 
@@ -139,8 +161,12 @@ class DagsterAssetRunOperator(BaseOperator):
                 hook.settings.run_url(run_id),
             )
         self._run_id = run_id
-        # Pushed before waiting, so a killed or deferred try still shows which run it owns.
+        # Pushed before waiting, so a killed or deferred try still shows which run it owns,
+        # and the "Dagster run" link leads to it while the task waits.
+        url = hook.settings.run_url(run_id)
         context["ti"].xcom_push(key=XCOM_RUN_ID, value=run_id)
+        context["ti"].xcom_push(key=XCOM_RUN_URL, value=url)
+        context["ti"].xcom_push(key=XCOM_LINK_KEY, value=url)
         if status not in ENDED and self.deferrable:
             self.defer(
                 trigger=DagsterRunTrigger(
