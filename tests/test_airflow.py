@@ -515,6 +515,12 @@ def test_scheduler_and_triggerer_run_a_triggered_dag_run_waiting_deferred(
     run_url = f"{dagster.url}/runs/{runs[1].run_id}"
     assert links_while_deferred and set(links_while_deferred) == {run_url}
     assert airflow_stack.call("GET", links_path)["extra_links"] == {"Dagster run": run_url}
+    # Each task announced the table it updated, for DAGs scheduled on it.
+    events = airflow_stack.call("GET", f"/assets/events?source_run_id={run_id}&source_dag_id={DAG_ID}")
+    assert {(event["source_task_id"], event["uri"]) for event in events["asset_events"]} == {
+        ("get_order_ids", "buffalo://raw/order_ids"),
+        ("fetch_and_store_raw", "buffalo://raw/order_versions"),
+    }
 
 
 @needs_airflow

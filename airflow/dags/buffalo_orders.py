@@ -20,8 +20,16 @@ from dagster_provider import DagsterAssetRunOperator
 
 try:  # Airflow 3
     from airflow.sdk import DAG
+    from airflow.sdk import Asset as Outlet
 except ImportError:  # Airflow 2.10+
+    from airflow.datasets import Dataset as Outlet
+
     from airflow import DAG
+
+# What each task updates, for data-aware scheduling: a DAG with `schedule=[Asset(uri)]`
+# (Airflow 2: `Dataset(uri)`) runs after each successful ingest.
+ORDER_IDS_TABLE = "buffalo://raw/order_ids"
+ORDER_VERSIONS_TABLE = "buffalo://raw/order_versions"
 
 ORCHESTRATORS = ("dagster", "airflow")
 ORCHESTRATOR = os.environ.get("BUFFALO_ORCHESTRATOR", "dagster").strip().lower() or "dagster"
@@ -70,10 +78,13 @@ with DAG(
     render_template_as_native_obj=True,
     tags=["buffalo", "dagster"],
 ) as dag:
-    get_order_ids = DagsterAssetRunOperator(task_id="get_order_ids", asset_selection=["order_ids"])
+    get_order_ids = DagsterAssetRunOperator(
+        task_id="get_order_ids", asset_selection=["order_ids"], outlets=[Outlet(ORDER_IDS_TABLE)]
+    )
     fetch_and_store_raw = DagsterAssetRunOperator(
         task_id="fetch_and_store_raw",
         asset_selection=["raw_orders"],
+        outlets=[Outlet(ORDER_VERSIONS_TABLE)],
         run_config={"ops": {"ingest": {"config": {"full_refresh": "{{ params.full_refresh }}"}}}},
     )
     get_order_ids >> fetch_and_store_raw
