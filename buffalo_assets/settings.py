@@ -241,8 +241,9 @@ class Settings(BaseSettings):
     # -- operations alerts -----------------------------------------------------------------
     ops_alert_webhook: SecretStr | None = _setting(
         None,
-        "failed runs are POSTed here as JSON, for the operations team (the URL often holds a "
-        "token: masked, never logged or quoted in an error)",
+        "failed runs (and Airflow tasks that failed without a failed run behind them) are POSTed "
+        "here as JSON, for the operations team (the URL often holds a token: masked, never logged "
+        "or quoted in an error)",
         shown="unset (logged)",
     )
     dagster_ui_url: str | None = _setting(None, "base URL of the Dagster UI, for links in alerts")

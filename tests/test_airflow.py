@@ -311,7 +311,15 @@ def test_the_dag_materializes_both_assets_in_dagster_and_fails_with_dagsters_err
     assert f"{dagster.url}/runs/" in ok.stdout + ok.stderr  # the task log links to the Dagster run
 
     SandboxControl(running.url).set_faults(reject_logins=True)
-    failed = airflow(["dags", "test", DAG_ID, "2026-11-30"], home, dagster.url, BUFFALO_AIRFLOW_RETRIES="0")
+    with webhook_receiver() as (webhook, alerts):
+        failed = airflow(
+            ["dags", "test", DAG_ID, "2026-11-30"],
+            home,
+            dagster.url,
+            BUFFALO_AIRFLOW_RETRIES="0",
+            BUFFALO_OPS_ALERT_WEBHOOK=webhook,
+        )
+    assert alerts == []  # a failed Dagster run: Dagster's alert_on_run_failure reports it, once
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0 or "failed" in output.lower()
     assert "Buffalo login failed" in output and "Incorrect username or password" in output, output[-5000:]
@@ -322,6 +330,32 @@ def test_the_dag_materializes_both_assets_in_dagster_and_fails_with_dagsters_err
     runs = [run for run in dagster.runs(**{"airflow/dag_id": DAG_ID}) if run.run_id not in seen]
     assert [run.tags["airflow/task_id"] for run in runs] == ["get_order_ids"]  # the next task never ran
     assert runs[0].status == DagsterRunStatus.FAILURE
+
+
+@needs_airflow
+def test_a_task_failing_without_a_dagster_run_is_posted_to_the_operations_webhook(
+    dagster: DagsterStack, tmp_path: Path
+) -> None:
+    home = tmp_path / "airflow_home"
+    home.mkdir()
+    migrated = airflow(["db", "migrate"], home, dagster.url)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    unreachable = f"http://127.0.0.1:{free_port()}"  # Dagster is down: only Airflow sees the failure
+    with webhook_receiver() as (webhook, alerts):
+        failed = airflow(
+            ["dags", "test", DAG_ID, "2026-12-01"],
+            home,
+            unreachable,
+            BUFFALO_AIRFLOW_RETRIES="0",
+            BUFFALO_OPS_ALERT_WEBHOOK=webhook,
+        )
+    output = failed.stdout + failed.stderr
+    assert [(alert["dag_id"], alert["task_id"], alert["try_number"]) for alert in alerts] == [
+        (DAG_ID, "get_order_ids", 1)
+    ], output[-4000:]
+    assert alerts[0]["text"].startswith(f"Buffalo Orders Platform: Airflow task {DAG_ID}.get_order_ids")
+    assert "ConnectError" in alerts[0]["error"] or "Connect" in alerts[0]["error"], alerts[0]["error"]
+    assert webhook.rsplit("/", 1)[1] not in output  # the webhook's token is never logged
 
 
 def _stored_order_ids(dagster: DagsterStack) -> set[str]:
@@ -810,6 +844,30 @@ hook = DagsterHook()
 print("repository", hook.repository_name("buffalo_assets"))
 print("status", asyncio.run(hook.arun_status(sys.argv[1])))
 """
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """An operations webhook on a free port: its URL (with a token in the path) and what it got."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/tok-{uuid.uuid4().hex}", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextlib.contextmanager

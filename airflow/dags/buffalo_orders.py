@@ -16,7 +16,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from dagster_provider import DagsterAssetRunOperator
+from dagster_provider import DagsterAssetRunOperator, notify_ops_on_failure
 
 try:  # Airflow 3
     from airflow.sdk import DAG
@@ -60,6 +60,8 @@ default_args = {
     "dagster_conn_id": os.environ.get("BUFFALO_AIRFLOW_DAGSTER_CONN_ID", "dagster_default"),
     "deferrable": _flag("BUFFALO_AIRFLOW_DEFERRABLE", default=True),
     "poll_interval": float(os.environ.get("BUFFALO_AIRFLOW_POLL_INTERVAL_S", "5")),
+    # A failure only Airflow sees goes to BUFFALO_OPS_ALERT_WEBHOOK; Dagster reports its runs'.
+    "on_failure_callback": notify_ops_on_failure,
 }
 
 with DAG(

@@ -6,6 +6,7 @@ runs. Needs only httpx besides Airflow.
 """
 
 from dagster_provider.hooks import DagsterApiError, DagsterHook
+from dagster_provider.notifications import notify_ops_on_failure
 from dagster_provider.operators import XCOM_RUN_ID, DagsterAssetRunOperator, DagsterRunFailed
 from dagster_provider.triggers import DagsterRunTrigger
 
@@ -16,4 +17,5 @@ __all__ = [
     "DagsterHook",
     "DagsterRunFailed",
     "DagsterRunTrigger",
+    "notify_ops_on_failure",
 ]
