@@ -847,6 +847,19 @@ print("status", asyncio.run(hook.arun_status(sys.argv[1])))
 
 
 @contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """`handler` served on a free loopback port (yielded) until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """An operations webhook on a free port: its URL (with a token in the path) and what it got."""
     received: list[dict[str, Any]] = []
@@ -860,14 +873,8 @@ def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/tok-{uuid.uuid4().hex}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}/hooks/tok-{uuid.uuid4().hex}", received
 
 
 @contextlib.contextmanager
@@ -892,14 +899,8 @@ def token_proxy(upstream: str, token: str) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as port:
+        yield f"127.0.0.1:{port}"
 
 
 @needs_airflow
