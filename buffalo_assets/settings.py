@@ -250,6 +250,15 @@ class Settings(BaseSettings):
     bi_password: SecretStr | None = _setting(
         None, "password of the BI role `buffalo db grant-bi` creates (without it the role cannot log in)"
     )
+    bi_statement_timeout_s: float = _setting(
+        120.0,
+        "a query of the BI role running longer is cancelled, so a heavy DirectQuery visual cannot "
+        "hold up ingestion (`buffalo db grant-bi` sets it on the role; `0`: no limit)",
+        shown="`120`",
+    )
+    bi_connection_limit: int = _setting(
+        10, "connections the BI role may hold at once (`buffalo db grant-bi` sets it; `-1`: no limit)"
+    )
     # -- Airflow (read by the DAG in Airflow's own virtualenv) -----------------------------
     airflow_schedule: str | None = _setting(
         None,

@@ -104,15 +104,33 @@ def test_the_bi_role_reads_the_bi_views_and_nothing_else(
     def grant() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "buffalo_assets.cli", "db", "grant-bi", "--role", role],
-            env={"BUFFALO_PG_URL": pg_url, "BUFFALO_BI_PASSWORD": "bi-secret", "PATH": "/usr/bin:/bin"},
+            env={
+                "BUFFALO_PG_URL": pg_url,
+                "BUFFALO_BI_PASSWORD": "bi-secret",
+                "BUFFALO_BI_STATEMENT_TIMEOUT_S": "1.5",
+                "BUFFALO_BI_CONNECTION_LIMIT": "3",
+                "PATH": "/usr/bin:/bin",
+            },
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
     granted = grant()
     assert granted.returncode == 0, granted.stderr
     assert f"role {role} reads the {len(BI_VIEWS)} views analytics.bi_* only" in granted.stdout
+    assert "statement timeout 1.5 s" in granted.stdout and "connections 3" in granted.stdout
     bi = sa.create_engine(make_url(pg_url).set(username=role, password="bi-secret"))
     try:
+        # A heavy DirectQuery visual cannot hold the database: the role's queries are cut off,
+        # and it holds at most 3 connections.
+        with bi.connect() as connection:
+            connection.execute(sa.text("SELECT pg_sleep(0.2)"))
+            with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+                connection.execute(sa.text("SELECT pg_sleep(5)"))
+        with engine.connect() as connection:
+            limit = connection.execute(
+                sa.text("SELECT rolconnlimit FROM pg_roles WHERE rolname = :r"), {"r": role}
+            ).scalar_one()
+        assert limit == 3
         with bi.connect() as connection:
             for view in BI_VIEWS:
                 connection.execute(sa.text(f"SELECT * FROM analytics.{view}")).all()

@@ -109,13 +109,24 @@ def db_grant_bi(role: str) -> None:
     url = database_url()
     engine = create_engine(url)
     upgrade(engine)
-    secret = settings.load().bi_password
+    current = settings.load()
+    secret = current.bi_password
     password = secret.get_secret_value() if secret else None
-    views = grant_bi_role(engine, role, password)
+    views = grant_bi_role(
+        engine,
+        role,
+        password,
+        statement_timeout_s=current.bi_statement_timeout_s,
+        connection_limit=current.bi_connection_limit,
+    )
     engine.dispose()
     login = "can log in" if password else "no login (set BUFFALO_BI_PASSWORD to allow one)"
+    timeout = f"{current.bi_statement_timeout_s:g} s" if current.bi_statement_timeout_s else "none"
+    limit = current.bi_connection_limit if current.bi_connection_limit >= 0 else "none"
     click.echo(
         f"role {role} reads the {len(views)} views analytics.bi_* only in {safe_url(url)}; {login}\n"
+        f"limits: statement timeout {timeout} (BUFFALO_BI_STATEMENT_TIMEOUT_S), "
+        f"connections {limit} (BUFFALO_BI_CONNECTION_LIMIT)\n"
         f"views: {', '.join(views) or '(none: run `buffalo db upgrade`)'}"
     )
 

@@ -29,19 +29,37 @@ def bi_views(connection: sa.Connection) -> list[str]:
     return [row[0] for row in rows]
 
 
-def grant_bi_role(engine: sa.Engine, role: str = "buffalo_bi", password: str | None = None) -> list[str]:
+def grant_bi_role(
+    engine: sa.Engine,
+    role: str = "buffalo_bi",
+    password: str | None = None,
+    *,
+    statement_timeout_s: float = 0,
+    connection_limit: int = -1,
+) -> list[str]:
     """Create (or update) `role` as a reader of the `analytics.bi_*` views only. Idempotent.
 
-    Returns the views it may read.
+    Its queries are cancelled after `statement_timeout_s` (0: never) and it may hold at most
+    `connection_limit` connections (-1: any number). Returns the views it may read.
     """
     if not role.replace("_", "").isalnum():
         raise ValueError(f"not a plain role name: {role!r}")
+    if statement_timeout_s < 0 or connection_limit < -1:
+        raise ValueError(
+            f"BI role limits: statement timeout {statement_timeout_s} s must be >= 0, "
+            f"connection limit {connection_limit} must be >= -1"
+        )
     name = quote(role)
     with engine.begin() as connection:
         exists = connection.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).first()
         login = "LOGIN" if password is not None else "NOLOGIN"
-        options = f"{login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"
+        options = (
+            f"{login} NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT CONNECTION LIMIT {int(connection_limit)}"
+        )
         connection.execute(sa.text(f"{'ALTER' if exists else 'CREATE'} ROLE {name} {options}"))
+        # Set on the role: every session of it starts with it (milliseconds; 0 turns it off).
+        timeout_ms = round(statement_timeout_s * 1000)
+        connection.execute(sa.text(f"ALTER ROLE {name} SET statement_timeout = {timeout_ms}"))
         if password is not None:
             # Role passwords cannot be bound parameters; quote it as a literal instead.
             literal = connection.execute(sa.text("SELECT quote_literal(:p)"), {"p": password}).scalar_one()
