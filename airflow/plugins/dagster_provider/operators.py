@@ -38,15 +38,15 @@ from dagster_provider.triggers import MAX_BACKOFF_S, DagsterRunTrigger
 
 XCOM_RUN_ID = "dagster_run_id"
 XCOM_RUN_URL = "dagster_run_url"
-# Where Airflow 3 looks for a link's URL (BaseOperatorLink.xcom_key's default for this class):
-# pushed as soon as the run is launched, so the link works while the task waits.
-XCOM_LINK_KEY = "_link_DagsterRunLink"
 
 
 class DagsterRunLink(BaseOperatorLink):  # type: ignore[misc,valid-type]
     """The task's "Dagster run" button: the run's page in the Dagster UI."""
 
     name = "Dagster run"
+    # Airflow 3 reads a link's URL from XCom under this key: the run's URL, pushed as soon as
+    # the run is launched, so the link works while the task waits (Airflow 2 asks get_link).
+    xcom_key = XCOM_RUN_URL
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         if hasattr(ti_key, "xcom_pull"):  # Airflow 3: the task runner asks with the running task
@@ -163,10 +163,8 @@ class DagsterAssetRunOperator(BaseOperator):
         self._run_id = run_id
         # Pushed before waiting, so a killed or deferred try still shows which run it owns,
         # and the "Dagster run" link leads to it while the task waits.
-        url = hook.settings.run_url(run_id)
         context["ti"].xcom_push(key=XCOM_RUN_ID, value=run_id)
-        context["ti"].xcom_push(key=XCOM_RUN_URL, value=url)
-        context["ti"].xcom_push(key=XCOM_LINK_KEY, value=url)
+        context["ti"].xcom_push(key=XCOM_RUN_URL, value=hook.settings.run_url(run_id))
         if status not in ENDED and self.deferrable:
             self.defer(
                 trigger=DagsterRunTrigger(
