@@ -585,16 +585,10 @@ def _fetch_and_store(
         buffalo.remember_ticket(client)
         # Re-checks of quarantined gone orders and orders Buffalo confirmed gone do not count;
         # a payload first quarantined now does.
-        confirmed_gone = sorted(
-            failure.order_id
-            for failure in failed
-            if failure.kind in CONFIRMED_GONE_KINDS and failure.order_id not in plan.recheck
-        )
-        counted = [
-            failure
-            for failure in failed
-            if failure.order_id not in plan.recheck and failure.kind not in CONFIRMED_GONE_KINDS
-        ]
+        fresh = [failure for failure in failed if failure.order_id not in plan.recheck]
+        gone_failures = [failure for failure in fresh if failure.kind in CONFIRMED_GONE_KINDS]
+        counted = [failure for failure in fresh if failure.kind not in CONFIRMED_GONE_KINDS]
+        confirmed_gone = sorted(failure.order_id for failure in gone_failures)
         counted_orders = len(wanted) - len(plan.recheck)
         share = (len(counted) + unstorable_new) / counted_orders if counted_orders else 0.0
         gone = raw_store.record_gone(
@@ -658,7 +652,7 @@ def _fetch_and_store(
         raise Failure(
             description=(
                 f"{len(confirmed_gone)} of {counted_orders} orders ({gone_share:.0%}) answered that they "
-                f"do not exist: {_main_reason([f for f in failed if f.kind in CONFIRMED_GONE_KINDS])}; "
+                f"do not exist: {_main_reason(gone_failures)}; "
                 f"more than the {policy.max_gone_share:.0%} a run takes as deletions "
                 "(BUFFALO_MAX_GONE_SHARE), so the run failed: is this the account the stored orders "
                 f"came from (BUFFALO_BASE_URL, BUFFALO_USERNAME)? The {spill.rows} fetched were stored; "
