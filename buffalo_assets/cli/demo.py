@@ -18,8 +18,9 @@ import click
 from buffalo_assets import settings
 from buffalo_assets.cli._common import demo_database_url, demo_world_path, figure, run_child
 from buffalo_assets.cli.dev import dagster_environment
+from buffalo_assets.cli.sandbox import DELAY_PROCESS_OPTION, EVENT_TEXTS_OPTION
 from buffalo_assets.sandbox.app import SandboxConfig
-from buffalo_assets.sandbox.journeys import DELAY_PROCESSES, LANGUAGES, make_process
+from buffalo_assets.sandbox.journeys import make_process
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -29,21 +30,8 @@ if TYPE_CHECKING:
 @click.option("--orders", default=2_000, show_default=True, help="Orders in the demo sandbox")
 @click.option("--advance-days", default=1.0, show_default=True, help="Sandbox days between the two runs")
 @click.option("--seed", default=7, show_default=True, help="Seed of the sandbox's orders")
-@click.option(
-    "--delay-process",
-    type=click.Choice(DELAY_PROCESSES),
-    default="customs",
-    show_default=True,
-    help="How the sandbox's journeys run late (as `buffalo sandbox --delay-process`)",
-)
-@click.option(
-    "--event-texts",
-    "event_language",
-    type=click.Choice(LANGUAGES),
-    default="en",
-    show_default=True,
-    help="Language of the tracking texts (zh: with --delay-process backlog)",
-)
+@DELAY_PROCESS_OPTION
+@EVENT_TEXTS_OPTION
 @click.pass_context
 def demo(
     ctx: click.Context, orders: int, advance_days: float, seed: int, delay_process: str, event_language: str

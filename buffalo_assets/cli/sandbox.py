@@ -19,6 +19,25 @@ from buffalo_assets.sandbox.faults import (
 )
 from buffalo_assets.sandbox.journeys import DELAY_PROCESSES, LANGUAGES, make_process
 
+# The world's delay process and tracking-text language: `buffalo sandbox` and `buffalo demo`.
+DELAY_PROCESS_OPTION = click.option(
+    "--delay-process",
+    type=click.Choice(DELAY_PROCESSES),
+    default="customs",
+    show_default=True,
+    help="How journeys run late: customs (weekly customs congestion, inspections, unpaid "
+    "duty), backlog (origin backlog, transshipments, courier disruptions; other texts) or "
+    "chance (nothing predicts it)",
+)
+EVENT_TEXTS_OPTION = click.option(
+    "--event-texts",
+    "event_language",
+    type=click.Choice(LANGUAGES),
+    default="en",
+    show_default=True,
+    help="Language of the tracking events' texts (zh: Chinese, with --delay-process backlog)",
+)
+
 
 def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
     """Options shared by every command that starts a sandbox."""
@@ -43,23 +62,8 @@ def sandbox_options(command: Callable[..., None]) -> Callable[..., None]:
             default=None,
             help="Sandbox clock start, UTC (default: now)",
         ),
-        click.option(
-            "--delay-process",
-            type=click.Choice(DELAY_PROCESSES),
-            default="customs",
-            show_default=True,
-            help="How journeys run late: customs (weekly customs congestion, inspections, unpaid "
-            "duty), backlog (origin backlog, transshipments, courier disruptions; other texts) or "
-            "chance (nothing predicts it)",
-        ),
-        click.option(
-            "--event-texts",
-            "event_language",
-            type=click.Choice(LANGUAGES),
-            default="en",
-            show_default=True,
-            help="Language of the tracking events' texts (zh: Chinese, with --delay-process backlog)",
-        ),
+        DELAY_PROCESS_OPTION,
+        EVENT_TEXTS_OPTION,
         click.option(
             "--faults",
             "fault_rate",
