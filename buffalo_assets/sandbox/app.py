@@ -133,6 +133,11 @@ class Sandbox:
                 self.book.add(arrivals, before, self.now)
             return arrivals
 
+    def surge(self, factor: float) -> None:
+        """Customs congestion times `factor` from now on (customs process only)."""
+        with self.lock:
+            self.book.surge(self.now, factor)
+
     def add_orders(self, count: int) -> None:
         with self.lock:
             self.book.add(count, self.now, self.now)
@@ -487,6 +492,14 @@ def create_app(sandbox: Sandbox) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"now": sandbox.now, "new_orders": arrived, "orders": sandbox.visible_count()})
 
+    async def surge(request: Request) -> Response:
+        body = await _json(request)
+        try:
+            sandbox.surge(float(body.get("factor", 2.0)))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"now": sandbox.now})
+
     async def add_orders(request: Request) -> Response:
         body = await _json(request)
         sandbox.add_orders(int(body.get("count", 1)))
@@ -549,6 +562,7 @@ def create_app(sandbox: Sandbox) -> Starlette:
         Route("/_sandbox/status", status, methods=["GET"]),
         Route("/_sandbox/clock/advance", advance, methods=["POST"]),
         Route("/_sandbox/orders", add_orders, methods=["POST"]),
+        Route("/_sandbox/customs/surge", surge, methods=["POST"]),
         Route("/_sandbox/orders/{order_id}/gone", mark_gone, methods=["POST"]),
         Route("/_sandbox/orders/{order_id}/bloat", bloat, methods=["POST"]),
         Route("/_sandbox/faults", set_faults, methods=["PUT"]),

@@ -28,6 +28,10 @@ class SandboxControl:
     def advance(self, *, days: float = 0, hours: float = 0) -> dict[str, Any]:
         return self._call("POST", "clock/advance", {"days": days, "hours": hours})
 
+    def surge_customs(self, factor: float) -> dict[str, Any]:
+        """Customs takes `factor` times as long from now on (customs process only)."""
+        return self._call("POST", "customs/surge", {"factor": factor})
+
     def add_orders(self, count: int) -> dict[str, Any]:
         return self._call("POST", "orders", {"count": count})
 

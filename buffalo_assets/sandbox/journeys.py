@@ -141,12 +141,27 @@ class CustomsWeeks:
         self.seed = seed
         self.congestion_scale = congestion_scale
         self.duty_wait_weights = duty_wait_weights
+        # Congestion surges ordered from the control API: (from, factor), see `surge`.
+        self.surges: list[tuple[float, float]] = []
 
     def congestion(self, arrival: float) -> float:
-        """The hidden customs congestion factor of the ISO week (SAST) of `arrival`."""
+        """The hidden customs congestion factor of the ISO week (SAST) of `arrival`, times any
+        surge in force at `arrival`."""
         week = datetime.fromtimestamp(arrival, SAST).isocalendar()
         draw = random.Random(stable_seed(self.seed, "week", week.year, week.week)).random()
-        return 1 + self.congestion_scale * draw**2
+        factor = 1.0
+        for start, multiple in self.surges:
+            if arrival >= start:
+                factor *= multiple
+        return (1 + self.congestion_scale * draw**2) * factor
+
+    def surge(self, start: float, factor: float) -> None:
+        """From `start` on, customs takes `factor` times as long (a strike, a new inspection
+        regime): what a drift detector should notice. Journeys keep their random draws, so
+        only parcels reaching the hub from `start` on change."""
+        if not factor > 0:
+            raise ValueError(f"a congestion factor must be above 0, got {factor}")
+        self.surges.append((start, factor))
 
     @staticmethod
     def inspection_chance(parcel: Parcel) -> float:

@@ -217,6 +217,14 @@ class OrderBook:
         step = (last_at - first_at) / count if count else 0.0
         self.created.extend(first_at + step * (i + 1) for i in range(count))
 
+    def surge(self, start: float, factor: float) -> None:
+        """Customs congestion times `factor` for parcels reaching the hub from `start` on."""
+        surge = getattr(self.process, "surge", None)
+        if surge is None:
+            raise ValueError(f"the {self.process.name} delay process has no customs congestion to surge")
+        surge(start, factor)
+        self._plan.cache_clear()  # plans are rebuilt with the surge; their draws stay the same
+
     def order_id(self, index: int) -> int:
         return FIRST_ORDER_ID + index
 
