@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import stat
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -206,6 +207,31 @@ class Settings(BaseSettings):
         "cost / (1 + cost), 0.67 by default; the same rule judges the model and the baseline",
         shown="`2`",
     )
+    prediction_retention_days: float = _setting(
+        400.0,
+        "days the prediction history (`analytics.delay_predictions`) and the drift rows are kept; "
+        "older rows are deleted when the orders in flight are scored",
+        shown="`400`",
+    )
+    drift_psi: float = _setting(
+        0.25,
+        "population stability index above which a feature of the orders in flight counts as drifted "
+        "from the champion's training rows (0.1: worth a look, 0.25: large); a drift warns and asks "
+        "for a retraining",
+        shown="`0.25`",
+    )
+    min_realized_precision: float = _setting(
+        0.5,
+        "realized precision of the champion's at-risk calls (its newest week with at least 20 judged "
+        "calls) below which a retraining is asked for",
+        shown="`0.5`",
+    )
+    analytics_as_of: datetime | None = _setting(
+        None,
+        "run the analytics as of this moment (ISO 8601 with a zone) instead of now: replaying a past "
+        "day, or a sandbox whose clock runs ahead; leave empty in production",
+        shown="now",
+    )
     # -- customer alerts -----------------------------------------------------------------
     customer_alert_cooldown_hours: float = _setting(
         72.0,
@@ -339,6 +365,27 @@ class Settings(BaseSettings):
     def _positive_cost(cls, value: float) -> float:
         if not value > 0:
             raise ValueError("must be above 0 (a false alarm always costs something)")
+        return value
+
+    @field_validator("drift_psi", "prediction_retention_days")
+    @classmethod
+    def _above_zero(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be above 0")
+        return value
+
+    @field_validator("min_realized_precision")
+    @classmethod
+    def _a_share(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError("must be between 0 and 1")
+        return value
+
+    @field_validator("analytics_as_of")
+    @classmethod
+    def _with_zone(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-06-01T12:00:00+02:00")
         return value
 
     # -- derived -------------------------------------------------------------------------

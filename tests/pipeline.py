@@ -7,6 +7,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +71,37 @@ def run(
     selection: AssetSelection | None = None,
     password: str | None = None,
     run_config: dict[str, Any] | None = None,
+    as_of: str | None = None,
     **client: Any,
 ) -> ExecuteInProcessResult:
-    return materialize(
-        assets,
-        instance=instance,
-        resources=resources(running, pg_url, password, **client),
-        run_config=run_config,
-        selection=selection,
-        raise_on_error=False,
-    )
+    """Materialize `assets` in process; `as_of` (ISO time) runs the analytics as of that moment
+    (BUFFALO_ANALYTICS_AS_OF, as a user replaying a day would set it)."""
+    before = os.environ.get(AS_OF)
+    if as_of is not None:
+        os.environ[AS_OF] = as_of
+    try:
+        return materialize(
+            assets,
+            instance=instance,
+            resources=resources(running, pg_url, password, **client),
+            run_config=run_config,
+            selection=selection,
+            raise_on_error=False,
+        )
+    finally:
+        if before is None:
+            os.environ.pop(AS_OF, None)
+        else:
+            os.environ[AS_OF] = before
+
+
+AS_OF = "BUFFALO_ANALYTICS_AS_OF"
+
+
+def world_now(running: RunningSandbox) -> str:
+    """The sandbox clock, as an ISO time for `run(..., as_of=...)`."""
+    now = float(running.sandbox.now)
+    return datetime.fromtimestamp(now, UTC).isoformat()
 
 
 def metadata_of(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:

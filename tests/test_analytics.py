@@ -51,6 +51,7 @@ from tests.pipeline import (
     resources,
     run,
     stop_group,
+    world_now,
 )
 
 DAY = 86_400.0
@@ -60,12 +61,15 @@ DATA_TABLES = (
     "core.order_items, core.order_events, ops.transform_errors, raw.order_observations, ops.gone_orders, "
     "ops.unstorable_payloads, analytics.order_stage_durations, analytics.order_status_now, "
     "analytics.delivery_kpis, analytics.delivery_late_shares, analytics.order_delay_risk, "
-    "ops.delivery_reports, analytics.customer_alerts, analytics.inbound_stock, analytics.stock_cover"
+    "ops.delivery_reports, analytics.customer_alerts, analytics.inbound_stock, analytics.stock_cover, "
+    "analytics.delay_predictions, analytics.delay_model_performance, analytics.delay_model_drift, "
+    "ops.delay_retrain_requests"
 )
 GATE = "delay_model_gate"
 ANALYTICS_KEYS = (
     "order_stage_durations", "order_status_now", "delivery_kpis", "delivery_late_shares", "delay_model",
-    "order_delay_risk", "delivery_report",
+    "order_delay_risk", "delay_predictions", "delay_model_drift", "delay_model_performance",
+    "delivery_report",
 )  # fmt: skip
 # The columns the issues fix for analytics.order_delay_risk, in order, with their types.
 RISK_COLUMNS = [
@@ -79,9 +83,11 @@ RISK_COLUMNS = [
     ("expected_low_at", "timestamp with time zone"),
     ("expected_high_at", "timestamp with time zone"),
     ("unscored_reason", "text"),
+    ("reasons", "text"),
 ]
 # Worlds whose clock starts at a fixed moment: the same orders and the same verdict on any date.
 START = datetime(2026, 6, 1, 10, 0, tzinfo=UTC).timestamp()
+AT_START = datetime.fromtimestamp(START, UTC).isoformat()  # their analytics run at their clock
 WINNING = {"orders": 1_500, "history_days": 90, "seed": 7, "start": START}  # customs: a model wins
 CHANCE = {**WINNING, "delay_process": "chance"}  # nothing but chance makes a parcel late
 
@@ -131,7 +137,7 @@ def test_a_winning_challenger_becomes_the_champion_scores_and_later_runs_keep_it
     tmp_path: Path,
 ) -> None:
     running = start_sandbox(**WINNING)
-    first = run(running, pg_url, instance, ALL)
+    first = run(running, pg_url, instance, ALL, as_of=world_now(running))
     assert first.success
     verdict = _gate(first)
     assert verdict.passed and verdict.metadata["judged"].value, verdict.description
@@ -183,10 +189,10 @@ def test_a_winning_challenger_becomes_the_champion_scores_and_later_runs_keep_it
     assert "promoted" in report and "Reliability" in report
     _buffalo_report_writes_and_serves_the_latest_report(pg_url, tmp_path, report)
 
-    # A day later: no training (the newest is younger than BUFFALO_MODEL_RETRAIN_HOURS); the
-    # champion rescores what is in flight, and the gate says so.
-    running.sandbox.advance(DAY)
-    second = run(running, pg_url, instance, ALL)
+    # Half a day later (the world's clock): no training (the newest is younger than
+    # BUFFALO_MODEL_RETRAIN_HOURS); the champion rescores what is in flight, and the gate says so.
+    running.sandbox.advance(DAY / 2)
+    second = run(running, pg_url, instance, ALL, as_of=world_now(running))
     assert second.success and metadata_of(second, "delay_model")["retrained"] is False
     kept = _gate(second)
     assert kept.passed and f"champion {stored.model_version} scores" in str(kept.description)
@@ -200,8 +206,9 @@ def test_a_winning_challenger_becomes_the_champion_scores_and_later_runs_keep_it
     # Asked to retrain: a challenger is judged against the champion too; whichever wins
     # scores, the other is kept with the reason, and there is never more than one champion.
     third = run(
-        running, pg_url, instance, ALL, run_config={"ops": {"delay_model": {"config": {"retrain": True}}}}
-    )
+        running, pg_url, instance, ALL, as_of=world_now(running),
+        run_config={"ops": {"delay_model": {"config": {"retrain": True}}}},
+    )  # fmt: skip
     assert third.success and metadata_of(third, "delay_model")["retrained"] is True
     models = _models(engine)
     assert len(models) == 2 and (models["status"] == "champion").sum() == 1
@@ -266,7 +273,7 @@ def test_a_losing_challenger_never_scores_while_the_champion_and_everything_else
     engine = analytics_store
     # 1. Nothing predicts lateness and there is no champion: the challenger is rejected, the
     #    orders in flight are listed unscored with the reason, and nothing waits for a model.
-    first = run(start_sandbox(**CHANCE), pg_url, instance, ALL)
+    first = run(start_sandbox(**CHANCE), pg_url, instance, ALL, as_of=AT_START)
     assert first.success
     verdict = _gate(first)
     assert not verdict.passed and verdict.severity == AssetCheckSeverity.WARN
@@ -286,14 +293,14 @@ def test_a_losing_challenger_never_scores_while_the_champion_and_everything_else
     #    holds the next training back for BUFFALO_MODEL_RETRAIN_HOURS): the challenger wins.
     _empty_the_data(engine)
     retrain = {"ops": {"delay_model": {"config": {"retrain": True}}}}
-    second = run(start_sandbox(**WINNING), pg_url, instance, ALL, run_config=retrain)
+    second = run(start_sandbox(**WINNING), pg_url, instance, ALL, run_config=retrain, as_of=AT_START)
     assert second.success and _gate(second).passed
     champion = _models(engine).iloc[-1]
     assert champion["status"] == "champion"
 
     # 3. Back to the chance world, a new challenger: rejected, and the champion keeps scoring.
     _empty_the_data(engine)
-    third = run(start_sandbox(**CHANCE), pg_url, instance, ALL, run_config=retrain)
+    third = run(start_sandbox(**CHANCE), pg_url, instance, ALL, run_config=retrain, as_of=AT_START)
     assert third.success
     verdict = _gate(third)
     assert not verdict.passed and verdict.severity == AssetCheckSeverity.WARN

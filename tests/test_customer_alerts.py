@@ -101,7 +101,8 @@ def outbox(pg_url: str, engine: sa.Engine, instance: DagsterInstance) -> Iterato
                 "raw.order_observations, ops.gone_orders, ops.unstorable_payloads, "
                 "analytics.order_stage_durations, analytics.order_status_now, analytics.delivery_kpis, "
                 "analytics.delivery_late_shares, analytics.order_delay_risk, ops.delay_models, "
-                f"ops.delivery_reports, {OUTBOX}"
+                f"ops.delivery_reports, {OUTBOX}, analytics.delay_predictions, "
+                "analytics.delay_model_performance, analytics.delay_model_drift, ops.delay_retrain_requests"
             )
         )
     config = SandboxConfig(orders=1_500, history_days=90, start=time.time() - 60)

@@ -338,7 +338,12 @@ def test_the_documented_commands_run_as_written_from_a_fresh_checkout(
 ) -> None:
     running = start_sandbox(orders=150)
     with empty_store.begin() as connection:  # models trained by earlier tests in this database
-        connection.execute(sa.text("TRUNCATE ops.delay_models"))
+        connection.execute(
+            sa.text(
+                "TRUNCATE ops.delay_models, ops.delay_retrain_requests, analytics.delay_predictions, "
+                "analytics.delay_model_performance, analytics.delay_model_drift"
+            )
+        )
     env = _user_env(checkout)
     edits = _user_edits_env_file(running, pg_url)
     ran: list[str] = []

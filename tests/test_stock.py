@@ -42,7 +42,9 @@ ALL = [*ANALYTICS, *STOCK_ASSETS]
 STOCK_TABLES = "analytics.inbound_stock, analytics.stock_cover, ops.stock_levels"
 ANALYTICS_TABLES = (
     "analytics.order_stage_durations, analytics.order_status_now, analytics.delivery_kpis, "
-    "analytics.delivery_late_shares, analytics.order_delay_risk, ops.delay_models, ops.delivery_reports"
+    "analytics.delivery_late_shares, analytics.order_delay_risk, ops.delay_models, ops.delivery_reports, "
+    "analytics.delay_predictions, analytics.delay_model_performance, analytics.delay_model_drift, "
+    "ops.delay_retrain_requests"
 )
 # The question inbound_stock answers, asked of core and the risk scores directly: units and
 # declared value of goods in flight per (lower-cased, single-spaced) name and SAST ISO week

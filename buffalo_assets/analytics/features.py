@@ -457,6 +457,15 @@ def in_flight_features(history: History, orders: pd.Series | None = None) -> pd.
     return snapshot_features(history, pos, np.full(len(pos), history.as_of_s))
 
 
+def in_flight_at(history: History, at_s: float) -> pd.DataFrame:
+    """Features at `at_s` (at or before the history's moment) of every order travelling then."""
+    created = history.created_s <= at_s
+    ended = ~np.isnan(history.end_s) & (history.end_s <= at_s)
+    delivered = ~np.isnan(history.delivered_s) & (history.delivered_s <= at_s)
+    pos = np.flatnonzero(created & ~ended & ~delivered)
+    return snapshot_features(history, pos, np.full(len(pos), at_s))
+
+
 def in_flight(history: History) -> np.ndarray:
     """Per order: still travelling at `as_of` (no terminal stage reached)."""
     return ~np.isin(history.final_stage, list(TERMINAL_STAGES)) & np.isnan(history.end_s)

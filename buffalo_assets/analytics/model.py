@@ -34,12 +34,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from buffalo_assets.analytics._time import DAY_S, HOUR_S, from_epoch
+from buffalo_assets.analytics.drift import FeatureProfile
 from buffalo_assets.analytics.features import (
     CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
     History,
     NotEnoughHistory,
     Snapshots,
+    in_flight_at,
     snapshots,
 )
 from buffalo_assets.analytics.measures import (
@@ -50,6 +52,7 @@ from buffalo_assets.analytics.measures import (
     reliability,
     scorer_metrics,
 )
+from buffalo_assets.analytics.reasons import explain
 from buffalo_assets.analytics.stages import STAGES
 from buffalo_assets.analytics.text_signals import TextSignals
 
@@ -70,6 +73,7 @@ DELAY_RISK_COLUMNS: tuple[str, ...] = (
     "expected_low_at",
     "expected_high_at",
     "unscored_reason",
+    "reasons",
 )
 DEFAULT_HORIZON_DAYS = 3.0
 DEFAULT_FALSE_ALARM_COST = 2.0
@@ -198,6 +202,9 @@ class DelayModel:
     training_rows: int = 0
     evaluation: dict[str, Any] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=dict)
+    # The training rows' picture (drift.py): typical values (for reasons.py) and the
+    # distributions in-flight orders are compared with. None in models of earlier releases.
+    profile: FeatureProfile | None = None
 
     def _params(self, **extra: Any) -> dict[str, Any]:
         categorical = [c in CATEGORICAL_FEATURES for c in self.feature_columns]
@@ -471,6 +478,7 @@ def train_delay_model(
     base_raw, _ = fitted.baseline.predict_raw(validation.features)
     fitted.baseline.calibration = PlattScaling().fit(base_raw, validation.late)
     fitted.range_offsets = fitted.calibrate_ranges(history, validation)
+    fitted.profile = training_profile(fitted, history, train, vcut)
     fitted.as_of = from_epoch(np.array([history.as_of_s])).iloc[0].isoformat()
     threshold = risk_threshold(false_alarm_cost)
     evaluation: dict[str, Any] = {
@@ -500,6 +508,33 @@ def train_delay_model(
     fitted.evaluation = evaluation
     return TrainingResult(
         model=fitted, evaluation=evaluation, test=test, seconds=time.perf_counter() - started
+    )
+
+
+PROFILE_DAYS = 14  # daily cross-sections of the orders in flight at the end of the training window
+
+
+def training_profile(model: DelayModel, history: History, train: Snapshots, until_s: float) -> FeatureProfile:
+    """The training window's picture for drift and reasons (`drift.FeatureProfile`).
+
+    Distributions come from what scoring sees: the orders in flight at one moment, taken
+    daily over the last `PROFILE_DAYS` of the training window; the typical values and the
+    range of the one-valued (rolling) features from the training rows.
+    """
+    from threadpoolctl import threadpool_limits
+
+    moments = [until_s - k * DAY_S for k in range(PROFILE_DAYS)]
+    population = pd.concat([in_flight_at(history, at) for at in moments], ignore_index=True)
+    with threadpool_limits(limits=model.threads):
+        x_rows = model.design(history, train.features)
+        x_population = model.design(history, population)
+    late = pd.Series(train.late).groupby(train.features["order_id"].to_numpy()).max()
+    return FeatureProfile.of(
+        x_rows,
+        model.feature_columns,
+        set(CATEGORICAL_FEATURES),
+        float(late.mean()) if len(late) else None,
+        population=x_population,
     )
 
 
@@ -547,17 +582,29 @@ def score_in_flight(
     features: pd.DataFrame,
     threshold: float,
     scored_at: datetime | None = None,
+    *,
+    reasons: bool = True,
 ) -> pd.DataFrame:
     """`analytics.order_delay_risk` rows for in-flight orders' features (from `in_flight_features`).
 
     An order already past its promise is late whatever the model says: p_late 1, at risk.
-    Expected dates never lie before the scoring moment.
+    Expected dates never lie before the scoring moment. Each order at risk and not yet past
+    its promise gets its `reasons` from the model's own attributions (`reasons.py`).
     """
     scored = pd.Timestamp(scored_at or datetime.now(UTC)).tz_convert("UTC")
     predicted = model.predict(history, features)
     at = pd.to_datetime(features["at"], utc=True)
     overdue = features["hours_to_promise"].to_numpy() < 0
     p_late = np.clip(np.where(overdue, 1.0, predicted["p_late"].to_numpy()), 0.0, 1.0)
+    at_risk = p_late >= threshold
+    why = np.full(len(features), None, dtype=object)
+    why[overdue] = "past the promised date"
+    explained = at_risk & ~overdue
+    if reasons and explained.any():
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=model.threads):
+            why[explained] = explain(model, history, features[explained])
 
     def after(days: pd.Series) -> pd.Series:
         return (at + pd.to_timedelta(days.to_numpy() * DAY_S, unit="s")).dt.floor("s")
@@ -568,12 +615,13 @@ def score_in_flight(
             "promised_delivery_at": pd.to_datetime(features["promised_delivery_at"], utc=True).to_numpy(),
             "expected_delivery_at": after(predicted["remaining_days"]).to_numpy(),
             "p_late": p_late,
-            "at_risk": p_late >= threshold,
+            "at_risk": at_risk,
             "scored_at": scored,
             "model_version": model.version,
             "expected_low_at": after(predicted["low_days"]).to_numpy(),
             "expected_high_at": after(predicted["high_days"]).to_numpy(),
             "unscored_reason": None,
+            "reasons": why,
         }
     )[list(DELAY_RISK_COLUMNS)]
 
@@ -595,6 +643,7 @@ def unscored_in_flight(
             "expected_low_at": pd.NaT,
             "expected_high_at": pd.NaT,
             "unscored_reason": reason,
+            "reasons": None,
         }
     )[list(DELAY_RISK_COLUMNS)]
 

@@ -1,7 +1,8 @@
 """A static HTML page people look at: how deliveries went, and what is at risk now.
 
-Four plots (matplotlib, Agg backend, nothing shown on screen): door-to-door distribution,
-late share by week, customs dwell by week, and the risk of what is in flight. The page is
+Five plots (matplotlib, Agg backend, nothing shown on screen): door-to-door distribution,
+late share by week, customs dwell by week, the risk of what is in flight, and the realized
+accuracy of the predictions and alerts by week (how the orders called at risk ended). The page is
 self-contained (plots embedded as base64 PNG), so it can be stored, mailed or served as is.
 Its markup is the Jinja2 template `templates/report.html.j2` (every value escaped); this
 module works out what goes in it.
@@ -24,12 +25,19 @@ else:
     from buffalo_assets.lazy import np, pd
 
 
-FIGURES: tuple[str, ...] = ("door_to_door", "late_share_by_week", "customs_dwell_by_week", "in_flight_risk")
+FIGURES: tuple[str, ...] = (
+    "door_to_door",
+    "late_share_by_week",
+    "customs_dwell_by_week",
+    "in_flight_risk",
+    "realized_accuracy",
+)
 TITLES = {
     "door_to_door": "Door-to-door days of delivered orders",
     "late_share_by_week": "Share of deliveries after the promise, by week",
     "customs_dwell_by_week": "Hours in customs, by week the parcel left customs",
     "in_flight_risk": "Orders in flight by chance of arriving late",
+    "realized_accuracy": "Realized accuracy of the at-risk calls, by week they were made",
 }
 
 
@@ -86,12 +94,14 @@ def render_report(
     risk: pd.DataFrame,
     standing: ModelStanding | None = None,
     generated_at: datetime | None = None,
+    performance: pd.DataFrame | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """The HTML page and its plots as PNG bytes by name (`FIGURES`).
 
     `status_now`, `kpis` and `risk` are the `order_status_now`, `delivery_kpis` and
     `order_delay_risk` outputs; `standing` (the gate's verdict and the champion's test
-    figures) adds the model's section. Any figure may be missing: it shows as a dash.
+    figures) adds the model's section; `performance` (`delay_model_performance`) the realized
+    accuracy by week. Any figure may be missing: it shows as a dash.
     """
     delivered = status_now[status_now["delivered_at"].notna()]
     door = (
@@ -143,7 +153,26 @@ def render_report(
         axes.set_xlabel("p_late")
         axes.set_ylabel("orders in flight")
 
+    def realized(axes: Any) -> None:
+        weekly_calls = _realized_by_week(performance)
+        if weekly_calls.empty:
+            return _no_data(axes)
+        when = pd.to_datetime(weekly_calls.index)
+        for column, label, color in (
+            ("model_precision", "precision of the predictions", "#3b6ea5"),
+            ("model_recall", "recall of the predictions", "#7f7f7f"),
+            ("alerts_precision", "precision of the alerts sent", "#c0504d"),
+            ("model_brier", "Brier score (lower is better)", "#9b59b6"),
+        ):
+            if column in weekly_calls and weekly_calls[column].notna().any():
+                axes.plot(when, weekly_calls[column], marker="o", label=label, color=color)
+        axes.set_ylim(0, 1)
+        axes.set_xlabel("week the predictions were made (Monday); orders still on their way are not judged")
+        axes.legend(fontsize="small")
+        _weekly_axis(axes)
+
     drawers = {
+        "realized_accuracy": realized,
         "door_to_door": door_to_door,
         "late_share_by_week": late_share,
         "customs_dwell_by_week": customs,
@@ -172,6 +201,27 @@ def render_report(
         ],
     )
     return page, figures
+
+
+def _realized_by_week(performance: pd.DataFrame | None) -> pd.DataFrame:
+    """Per week, over every model: precision, recall and Brier of the predictions, precision of the alerts."""
+    if performance is None or not len(performance):
+        return pd.DataFrame()
+    whole = performance[performance["dimension"] == "all"].copy()
+    whole["sq_sum"] = whole["brier"] * whole["ended"]
+    out = {}
+    for source in ("model", "alerts"):
+        mine = (
+            whole[whole["source"] == source]
+            .groupby("week_start")[["true_alarms", "flagged", "late", "sq_sum", "ended"]]
+            .sum(min_count=1)
+        )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"{source}_precision"] = mine["true_alarms"] / mine["flagged"].where(mine["flagged"] > 0)
+            if source == "model":
+                out["model_recall"] = mine["true_alarms"] / mine["late"].where(mine["late"] > 0)
+                out["model_brier"] = mine["sq_sum"] / mine["ended"].where(mine["ended"] > 0)
+    return pd.DataFrame(out).sort_index()
 
 
 def _template() -> Any:

@@ -52,14 +52,15 @@ from buffalo_assets.analytics.kpis import (
 from buffalo_assets.analytics.model import DELAY_RISK_COLUMNS
 from buffalo_assets.analytics.status import STATUS_NOW_COLUMNS, order_status_now
 from buffalo_assets.assets.ingestion import OWNERS
-from buffalo_assets.storage import model_store, tables
+from buffalo_assets.storage import model_store, prediction_store, tables
 from buffalo_assets.storage.io_manager import DataFrame, column_schema
 from buffalo_assets.storage.resource import PostgresResource
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 else:
-    from buffalo_assets.lazy import pd
+    from buffalo_assets.lazy import np, pd
 
 GROUP = "analytics"
 KINDS = {"postgres", "pandas"}
@@ -110,7 +111,8 @@ def _common() -> dict[str, Any]:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    """The analytics' moment: now, or BUFFALO_ANALYTICS_AS_OF (a replay, or a sandbox clock ahead)."""
+    return settings.load().analytics_as_of or datetime.now(UTC)
 
 
 # -- stage durations, status now ----------------------------------------------------------
@@ -302,19 +304,56 @@ def training_as_of(events: "pd.DataFrame", now: datetime) -> datetime:
 
 
 def _load_champion(row: model_store.ModelRow | None) -> tuple[Any, str | None]:
-    """The champion's model, or None and why this release cannot read its bytes.
+    """The champion's model, or None and why this installation cannot use it.
 
-    Only the errors of reading a pickle written by other code are caught (a class or module
-    renamed, another library version); any other error fails the asset.
+    A model is loaded only by the scikit-learn version that trained it (the registry's
+    `sklearn_version`, or the model's own record for rows of earlier releases): another
+    version may unpickle it and predict something else without a word. Only the errors of
+    reading a pickle written by other code are caught (a class or module renamed); any
+    other error fails the asset.
     """
+    import sklearn  # type: ignore[import-untyped]
+
     from buffalo_assets.analytics.model import DelayModel
 
     if row is None or row.model is None:
         return None, None
+    mismatch = (
+        f"was trained with scikit-learn {{trained}} and this installation has {sklearn.__version__}: "
+        "a model is loaded only by the version that trained it; retrain (materialize delay_model, "
+        "config retrain: true)"
+    )
+    if row.sklearn_version is not None and row.sklearn_version != sklearn.__version__:
+        return None, mismatch.format(trained=row.sklearn_version)
     try:
-        return DelayModel.from_bytes(row.model), None
+        model = DelayModel.from_bytes(row.model)
     except (pickle.UnpicklingError, ImportError, AttributeError) as exc:
         return None, f"cannot be read by this release ({type(exc).__name__}: {exc})"
+    trained = model.libraries.get("scikit-learn")
+    if trained is not None and trained != sklearn.__version__:
+        return None, mismatch.format(trained=trained)
+    return model, None
+
+
+def registry_of(
+    model: Any, history: Any, evaluation: Mapping[str, Any], current: settings.Settings, because: str
+) -> dict[str, Any]:
+    """The registry columns of a trained model's `ops.delay_models` row."""
+    import hashlib
+
+    columns = list(model.feature_columns)
+    created = history.created_s[~np.isnan(history.created_s)]
+    return {
+        "feature_columns": columns,
+        "features_hash": hashlib.sha256(",".join(columns).encode()).hexdigest()[:16],
+        "sklearn_version": model.libraries.get("scikit-learn"),
+        "numpy_version": model.libraries.get("numpy"),
+        "training_from": datetime.fromtimestamp(float(created.min()), UTC) if len(created) else None,
+        "training_until": datetime.fromisoformat(evaluation["validation_cut"]),
+        "promise_business_days": current.promise_business_days,
+        "false_alarm_cost": current.false_alarm_cost,
+        "trained_because": because,
+    }
 
 
 @asset(
@@ -361,11 +400,23 @@ def delay_model(
     with engine.connect() as connection:
         champion = model_store.champion(connection)
         last = model_store.newest(connection, statuses=model_store.TRAININGS)
-    if last is not None and not config.retrain:
-        age_h = (now - last.trained_at).total_seconds() / 3600
-        if age_h < current.model_retrain_hours:
-            context.log.info(f"no training: the newest ({last.model_version}) is {age_h:.1f} hours old")
-            return Output(None, metadata=_standing(champion, last, age_h))
+        request = prediction_store.open_request(connection)
+    champion_model, problem = _load_champion(champion)
+    if problem is not None:
+        context.log.warning(f"champion {champion.model_version if champion else ''} {problem}")
+    age_h = (now - last.trained_at).total_seconds() / 3600 if last is not None else math.inf
+    because = (
+        "asked" if config.retrain
+        else "first" if last is None
+        else "champion unreadable" if problem is not None
+        else f"requested: {request['reason']}" if request is not None
+        else "schedule" if age_h >= current.model_retrain_hours
+        else None
+    )  # fmt: skip
+    if because is None and last is not None:
+        context.log.info(f"no training: the newest ({last.model_version}) is {age_h:.1f} hours old")
+        return Output(None, metadata=_standing(champion, last, age_h))
+    context.log.info(f"training a challenger ({because})")
     as_of = training_as_of(order_events, now)
     history = build_history(clean_orders, order_events, as_of, current.promise_business_days)
     delivered = int((~pd.isna(history.delivered_s)).sum())
@@ -383,6 +434,7 @@ def delay_model(
         model_store.record(
             engine, model_version=version, trained_at=now, status="untrained", note=note,
             metrics={"delivered_orders": delivered}, run_id=context.run_id, as_of=as_of,
+            registry={"trained_because": because, "promise_business_days": current.promise_business_days},
         )  # fmt: skip
         return Output(
             None,
@@ -397,9 +449,6 @@ def delay_model(
                 "champion": champion.model_version if champion else "none",
             },
         )
-    champion_model, problem = _load_champion(champion)
-    if problem is not None:
-        context.log.warning(f"champion {champion.model_version if champion else ''} {problem}")
     verdict = judge(result, history, champion_model, champion.model_version if champion else None, problem)
     model = result.model
     evaluation = result.evaluation | {
@@ -413,6 +462,7 @@ def delay_model(
         metrics=evaluation, run_id=context.run_id, model=model.to_bytes(),
         threshold=float(evaluation["threshold"]), training_rows=model.training_rows, as_of=as_of,
         replaces=champion.model_version if champion else None,
+        registry=registry_of(model, history, evaluation, current, because or "schedule"),
     )  # fmt: skip
     (context.log.info if verdict.promoted else context.log.warning)(
         f"challenger {model.version} {verdict.reason}"
@@ -426,6 +476,7 @@ def delay_model(
             "verdict": verdict.reason,
             "trained": MetadataValue.bool(True),
             "retrained": MetadataValue.bool(True),
+            "trained_because": because,
             "judged": MetadataValue.bool(verdict.judged),
             "champion": model.version
             if verdict.promoted
@@ -539,67 +590,278 @@ def gate_result(
     )
 
 
-@asset(
-    name="order_delay_risk",
+@multi_asset(
+    name="score_orders_in_flight",
+    outs={
+        "order_delay_risk": AssetOut(
+            description=(
+                "Every order in flight, scored by the champion delay model: p_late (calibrated), "
+                "at_risk, the promised and expected delivery dates with a 10th-90th percentile range, "
+                "and for each order at risk its top reasons from the model's own attributions. "
+                "Without a usable champion every order in flight is listed with p_late empty and "
+                "unscored_reason saying why."
+            ),
+            kinds={"scikit-learn", "postgres"},
+            metadata=_table_metadata(tables.order_delay_risk),
+            **_common(),
+        ),
+        "delay_predictions": AssetOut(
+            description=(
+                "The prediction history: a row each time an order's prediction changes (another "
+                "model, at_risk flipped, or p_late moved by 0.01 or more), kept "
+                "BUFFALO_PREDICTION_RETENTION_DAYS. What was said about a parcel, and when."
+            ),
+            kinds={"postgres"},
+            metadata=_table_metadata(tables.delay_predictions, preview=False, write_mode="append"),
+            **_common(),
+        ),
+        "delay_model_drift": AssetOut(
+            description=(
+                "How far the orders in flight have moved from the champion's training rows, per "
+                "feature (population stability index, or the percentile of a one-valued feature) "
+                "and for the recent late share. A drift asks for a retraining."
+            ),
+            kinds={"postgres"},
+            metadata=_table_metadata(tables.delay_model_drift, preview=False, write_mode="append"),
+            **_common(),
+        ),
+    },
     ins={
         "clean_orders": _in("clean_orders", ORDER_COLUMNS),
         "order_events": _in("order_events", EVENT_COLUMNS),
     },
     deps=[delay_model],
-    kinds={"scikit-learn", "postgres"},
-    metadata=_table_metadata(tables.order_delay_risk),
-    **_common(),
+    can_subset=False,
 )
-def order_delay_risk(
+def score_orders_in_flight(
     context: AssetExecutionContext,
     clean_orders: DataFrame,
     order_events: DataFrame,
     postgres: PostgresResource,
-) -> Output:
-    """Every order in flight, scored by the champion delay model: `p_late` (the calibrated
-    chance of arriving after the promise), `at_risk` (p_late at or above the alert threshold of
-    BUFFALO_FALSE_ALARM_COST), the promised and expected delivery dates (with a 10th-90th
-    percentile range), when it was scored and by which `model_version`. An order already past
-    its promise has p_late 1. With no champion yet, every order in flight is still listed,
-    with p_late empty and `unscored_reason` saying why."""
+) -> Iterator[Output]:
+    """Scores the orders in flight with the champion, appends what changed to the prediction
+    history, and compares the orders in flight with the champion's training rows.
+
+    An order already past its promise has p_late 1 (reason: past the promised date). A
+    champion this installation cannot use (another scikit-learn version) scores nothing: the
+    orders are listed unscored with the reason, and delay_model trains a challenger."""
+    from buffalo_assets.analytics.drift import drift, drift_frame, drift_summary
     from buffalo_assets.analytics.features import build_history, in_flight_features
-    from buffalo_assets.analytics.model import (
-        DelayModel,
-        risk_threshold,
-        score_in_flight,
-        unscored_in_flight,
-    )
+    from buffalo_assets.analytics.model import risk_threshold, score_in_flight, unscored_in_flight
 
     as_of = _now()
     current = settings.load()
-    with postgres.get_engine().connect() as connection:
+    engine = postgres.get_engine()
+    with engine.connect() as connection:
         champion = model_store.champion(connection)
         newest = model_store.newest(connection)
     history = build_history(clean_orders, order_events, as_of, current.promise_business_days)
     features = in_flight_features(history)
     threshold = risk_threshold(current.false_alarm_cost)
-    if champion is None or champion.model is None:
-        reason = "no champion delay model yet: " + (
-            f"the newest training, {newest.model_version}, was {newest.status} ({newest.note})"
-            if newest
-            else "delay_model has not run"
+    model, problem = _load_champion(champion)
+    started = time.perf_counter()
+    if model is None:
+        reason = (
+            f"champion {champion.model_version} {problem}"
+            if champion is not None and problem is not None
+            else "no champion delay model yet: "
+            + (
+                f"the newest training, {newest.model_version}, was {newest.status} ({newest.note})"
+                if newest
+                else "delay_model has not run"
+            )
         )
         context.log.warning(reason)
         risk = unscored_in_flight(features, reason, as_of)
         metadata: dict[str, Any] = {"note": reason, "model_version": "none"}
     else:
-        model = DelayModel.from_bytes(champion.model)
         risk = score_in_flight(model, history, features, threshold, as_of)
         metadata = {"model_version": model.version}
-    return Output(
-        risk[list(DELAY_RISK_COLUMNS)],
+    scoring_s = time.perf_counter() - started
+    risk = risk[list(DELAY_RISK_COLUMNS)]
+    at_risk = risk["at_risk"].fillna(False).astype(bool)
+    yield Output(
+        risk,
+        output_name="order_delay_risk",
         metadata={
             **metadata,
             "threshold": MetadataValue.float(round(threshold, 4)),
             "in_flight": MetadataValue.int(len(risk)),
             "scored": MetadataValue.int(int(risk["p_late"].notna().sum())),
-            "at_risk": MetadataValue.int(int(risk["at_risk"].fillna(False).astype(bool).sum())),
+            "at_risk": MetadataValue.int(int(at_risk.sum())),
+            "with_reasons": MetadataValue.int(int(risk["reasons"].notna().sum())),
+            "scoring_s": MetadataValue.float(round(scoring_s, 2)),
             "scored_at": as_of.isoformat(),
+        },
+    )
+
+    changed = prediction_store.changed_predictions(engine, risk)
+    deleted = prediction_store.append_predictions(engine, changed, current.prediction_retention_days, as_of)
+    yield Output(
+        None,
+        output_name="delay_predictions",
+        metadata={
+            "stored": MetadataValue.int(len(changed)),
+            "unchanged": MetadataValue.int(int(risk["p_late"].notna().sum()) - len(changed)),
+            "deleted_past_retention": MetadataValue.int(deleted),
+            "scored_at": as_of.isoformat(),
+        },
+    )
+
+    profile = getattr(model, "profile", None)
+    if model is None or profile is None:
+        why = "no usable champion" if model is None else f"champion {model.version} has no training profile"
+        yield Output(None, output_name="delay_model_drift", metadata={"compared": False, "note": why})
+        return
+    frame = model.text.transform(history, features)
+    x = frame[list(model.feature_columns)].to_numpy(dtype="float64")
+    rows = drift(profile, x, tuple(model.feature_columns), recent_late_share(history), current.drift_psi)
+    found = drift_frame(rows, pd.Timestamp(as_of), model.version, len(features))
+    prediction_store.append_drift(engine, found, current.prediction_retention_days, as_of)
+    drifted = drift_summary(found)
+    requested = False
+    if drifted:
+        requested = prediction_store.request_retraining(
+            engine, reason=f"drift: {drifted}", champion_version=model.version,
+            run_id=context.run_id, now=as_of,
+        )  # fmt: skip
+        context.log.warning(f"orders in flight drifted from {model.version}'s training: {drifted}")
+    psi_rows = found[found["measure"] == "psi"]
+    yield Output(
+        None,
+        output_name="delay_model_drift",
+        metadata={
+            "compared": True,
+            "model_version": model.version,
+            "features": MetadataValue.int(len(found)),
+            "drifted": MetadataValue.int(int(found["drifted"].sum())),
+            "drifted_features": drifted or "none",
+            "max_psi": _figure(psi_rows["value"].max() if len(psi_rows) else None),
+            "retraining_requested": MetadataValue.bool(requested),
+            "computed_at": as_of.isoformat(),
+        },
+    )
+
+
+RECENT_DAYS = 14.0
+MIN_RECENT_DELIVERIES = 20
+
+
+def recent_late_share(history: Any) -> float | None:
+    """Late share of the orders delivered in the last 14 days before the history's moment."""
+    from buffalo_assets.analytics._time import DAY_S
+
+    delivered = history.delivered_s
+    recent = ~np.isnan(delivered) & (delivered > history.as_of_s - RECENT_DAYS * DAY_S)
+    if recent.sum() < MIN_RECENT_DELIVERIES:
+        return None
+    return float((delivered[recent] > history.promise_s[recent]).mean())
+
+
+@asset_check(
+    asset=AssetKey("delay_model_drift"),
+    name="in_flight_drift",
+    blocking=False,
+    description=(
+        "Warns when a feature of the orders in flight (or the recent late share) has drifted beyond "
+        "BUFFALO_DRIFT_PSI from the champion's training rows, naming the features; a retraining is "
+        "then asked for. Not judged (a WARN, never a pass) when there is no champion to compare with."
+    ),
+)
+def in_flight_drift(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
+    from buffalo_assets.analytics.drift import drift_summary
+
+    with postgres.get_engine().connect() as connection:
+        found = pd.read_sql_query(
+            "SELECT * FROM analytics.delay_model_drift WHERE computed_at = "
+            "(SELECT max(computed_at) FROM analytics.delay_model_drift)",
+            connection,
+        )
+        request = prediction_store.open_request(connection)
+    if not len(found):
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description="not judged: no champion with a training profile has been compared yet",
+            metadata={"judged": False},
+        )
+    drifted = drift_summary(found)
+    metadata: dict[str, Any] = {
+        "judged": True,
+        "model_version": str(found["model_version"].iloc[0]),
+        "computed_at": str(found["computed_at"].iloc[0]),
+        "drifted": int(found["drifted"].sum()),
+        "retraining_requested": request is not None,
+    }
+    if drifted:
+        asked = f"; retraining asked for ({request['reason'][:200]})" if request else ""
+        return AssetCheckResult(
+            passed=False,
+            severity=AssetCheckSeverity.WARN,
+            description=f"drift from the champion's training rows: {drifted}{asked}",
+            metadata=metadata,
+        )
+    return AssetCheckResult(
+        passed=True, description="no feature drifted beyond BUFFALO_DRIFT_PSI", metadata=metadata
+    )
+
+
+@asset(
+    name="delay_model_performance",
+    deps=["delay_predictions", "order_status_now", "customer_alerts"],
+    kinds={"postgres", "pandas"},
+    metadata=_table_metadata(tables.delay_model_performance),
+    **_common(),
+)
+def delay_model_performance(context: AssetExecutionContext, postgres: PostgresResource) -> Output:
+    """Realized accuracy per week and model: of the orders predicted (or alerted at_risk) that
+    week, how many have ended, how many were late, and the precision, recall and Brier score of
+    the calls, judged on how the orders actually ended; for all orders, per province and per
+    weight band. A realized precision of the champion below BUFFALO_MIN_REALIZED_PRECISION
+    asks for a retraining."""
+    from buffalo_assets.analytics.performance import ALERTS_SQL, CALLS_SQL, low_precision, realized
+
+    as_of = _now()
+    current = settings.load()
+    engine = postgres.get_engine()
+    with engine.connect() as connection:
+        calls = pd.read_sql_query(sa.text(CALLS_SQL), connection)
+        alerts = pd.read_sql_query(sa.text(ALERTS_SQL), connection)
+        champion = model_store.champion(connection)
+    stamp = pd.Timestamp(as_of)
+    performance = pd.concat(
+        [realized(calls, "model", stamp), realized(alerts, "alerts", stamp)], ignore_index=True
+    )
+    reason = low_precision(
+        performance, champion.model_version if champion else None, current.min_realized_precision
+    )
+    requested = False
+    if reason is not None:
+        requested = prediction_store.request_retraining(
+            engine, reason=reason, champion_version=champion.model_version if champion else None,
+            run_id=context.run_id, now=as_of,
+        )  # fmt: skip
+        context.log.warning(reason)
+    overall = performance[(performance["dimension"] == "all") & (performance["source"] == "model")]
+    latest = overall.sort_values("week_start").iloc[-1] if len(overall) else None
+    return Output(
+        performance,
+        metadata={
+            "weeks": MetadataValue.int(int(overall["week_start"].nunique())),
+            "latest_week": str(latest["week_start"]) if latest is not None else "none",
+            "latest_precision": _figure(latest["precision"] if latest is not None else None),
+            "latest_recall": _figure(latest["recall"] if latest is not None else None),
+            "latest_judged_orders": MetadataValue.int(int(latest["ended"]) if latest is not None else 0),
+            "alerts_judged": MetadataValue.int(
+                int(
+                    performance.loc[
+                        (performance["source"] == "alerts") & (performance["dimension"] == "all"), "ended"
+                    ].sum()
+                )
+            ),
+            "retraining_requested": MetadataValue.bool(requested),
+            "low_precision": reason or "no",
+            "as_of": as_of.isoformat(),
         },
     )
 
@@ -613,6 +875,7 @@ def order_delay_risk(
         "order_status_now": _in("order_status_now", ["order_id", "created_at", "delivered_at", "is_late"]),
         "delivery_kpis": _in("delivery_kpis"),
         "order_delay_risk": _in("order_delay_risk", ["order_id", "p_late", "at_risk"]),
+        "delay_model_performance": _in("delay_model_performance"),
     },
     deps=[delay_model],
     kinds={"matplotlib", "postgres"},
@@ -624,14 +887,16 @@ def delivery_report(
     order_status_now: DataFrame,
     delivery_kpis: DataFrame,
     order_delay_risk: DataFrame,
+    delay_model_performance: DataFrame,
     postgres: PostgresResource,
 ) -> Output:
     """A static HTML page people look at: door-to-door days of delivered orders, the late share
-    by week, customs dwell by week, and the risk of what is in flight, with the gate's verdict
-    on the newest delay model and the champion's test figures next to the baseline's (AUC,
-    average precision and Brier score with intervals, a reliability table, how often the
-    expected range held). Stored in `ops.delivery_reports`; `buffalo report` writes the latest
-    to a file (or serves it on 127.0.0.1)."""
+        by week, customs dwell by week, the risk of what is in flight, and the realized accuracy of
+    the at-risk calls and alerts by week, with the gate's verdict
+        on the newest delay model and the champion's test figures next to the baseline's (AUC,
+        average precision and Brier score with intervals, a reliability table, how often the
+        expected range held). Stored in `ops.delivery_reports`; `buffalo report` writes the latest
+        to a file (or serves it on 127.0.0.1)."""
     from buffalo_assets.analytics.report import ModelStanding, render_report
 
     generated = _now()
@@ -645,7 +910,9 @@ def delivery_report(
         newest_status=newest.status if newest else None,
         newest_note=newest.note if newest else None,
     )
-    page, figures = render_report(order_status_now, delivery_kpis, order_delay_risk, standing, generated)
+    page, figures = render_report(
+        order_status_now, delivery_kpis, order_delay_risk, standing, generated, delay_model_performance
+    )
     report_id = f"{generated:%Y%m%dT%H%M%SZ}-{context.run_id[:8]}"
     frame = pd.DataFrame(
         [{"report_id": report_id, "generated_at": generated, "html": page, "run_id": context.run_id}]
@@ -677,7 +944,8 @@ ANALYTICS_ASSETS = [
     order_status_now_asset,
     delivery_kpis_and_late_shares,
     delay_model,
-    order_delay_risk,
+    score_orders_in_flight,
+    delay_model_performance,
     delivery_report,
 ]
-ANALYTICS_CHECKS = [delay_model_gate]
+ANALYTICS_CHECKS = [delay_model_gate, in_flight_drift]

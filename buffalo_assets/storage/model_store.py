@@ -24,7 +24,20 @@ from buffalo_assets.storage.tables import delay_models
 TRAININGS = ("champion", "retired", "rejected", "not_judged")
 _COLUMNS = (
     "model_version, trained_at, model, threshold, training_rows, metrics, note, run_id, status, as_of, "
-    "promoted_at, retired_at"
+    "promoted_at, retired_at, feature_columns, features_hash, sklearn_version, numpy_version, "
+    "training_from, training_until, promise_business_days, false_alarm_cost, trained_because"
+)
+# What a row records about how its model was made (ops.delay_models' registry columns).
+REGISTRY: tuple[str, ...] = (
+    "feature_columns",
+    "features_hash",
+    "sklearn_version",
+    "numpy_version",
+    "training_from",
+    "training_until",
+    "promise_business_days",
+    "false_alarm_cost",
+    "trained_because",
 )
 
 
@@ -42,6 +55,15 @@ class ModelRow:
     as_of: datetime | None
     promoted_at: datetime | None
     retired_at: datetime | None
+    feature_columns: list[str] | None = None
+    features_hash: str | None = None
+    sklearn_version: str | None = None
+    numpy_version: str | None = None
+    training_from: datetime | None = None
+    training_until: datetime | None = None
+    promise_business_days: int | None = None
+    false_alarm_cost: float | None = None
+    trained_because: str | None = None
 
 
 def _row(found: sa.Row[Any] | None) -> ModelRow | None:
@@ -100,13 +122,19 @@ def record(
     training_rows: int = 0,
     as_of: datetime | None = None,
     replaces: str | None = None,
+    registry: Mapping[str, Any] | None = None,
 ) -> None:
     """Store one training's row; a `champion` retires the previous champion in the same transaction.
 
     `replaces` is the champion the new one was judged against (None: there was none). If
     another run promoted a different champion meanwhile, nothing is written and
     `ChampionChanged` says so: the new model was never compared with that one.
+    `registry` fills the registry columns (`REGISTRY`); a training serves every open
+    retraining request in the same transaction.
     """
+    unknown = set(registry or {}) - set(REGISTRY)
+    if unknown:
+        raise ValueError(f"not registry columns of ops.delay_models: {sorted(unknown)}")
     row = {
         "model_version": model_version,
         "trained_at": trained_at,
@@ -120,6 +148,7 @@ def record(
         "as_of": as_of,
         "promoted_at": trained_at if status == "champion" else None,
         "retired_at": None,
+        **dict(registry or {}),
     }
     with engine.begin() as connection:
         if status == "champion":
@@ -142,6 +171,11 @@ def record(
                 {"now": trained_at},
             )
         connection.execute(sa.insert(delay_models).values(**row))
+        if status != "untrained":
+            connection.execute(
+                sa.text("UPDATE ops.delay_retrain_requests SET served_by = :version WHERE served_by IS NULL"),
+                {"version": model_version},
+            )
 
 
 class ChampionChanged(RuntimeError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from buffalo_assets.orders.vocabulary import STAGES
 
@@ -371,6 +371,12 @@ order_delay_risk = sa.Table(
     _column("expected_low_at", _TS, "Early end of the expected range (10th percentile)"),
     _column("expected_high_at", _TS, "Late end of the expected range (90th percentile)"),
     _column("unscored_reason", sa.Text, "Why p_late is empty (no champion model yet), else null"),
+    _column(
+        "reasons",
+        sa.Text,
+        "Why an at-risk order is at risk: up to three reasons from the model's own attributions, "
+        "most important first, separated by '; ' (null when not at risk)",
+    ),
     schema="analytics",
     comment="Every in-flight order's chance of arriving late, from the champion delay model.",
 )
@@ -406,6 +412,20 @@ delay_models = sa.Table(
     _column("as_of", _TS, "The moment it was trained as of (newest tracking event seen)"),
     _column("promoted_at", _TS, "When it became the champion"),
     _column("retired_at", _TS, "When a newer champion replaced it"),
+    _column("feature_columns", ARRAY(sa.Text), "The features it reads, in order"),
+    _column("features_hash", sa.Text, "sha256 of the feature list (first 16 hex digits)"),
+    _column("sklearn_version", sa.Text, "scikit-learn that trained it: only the same version loads it"),
+    _column("numpy_version", sa.Text, "numpy that trained it"),
+    _column("training_from", _TS, "Creation of the oldest order of its history"),
+    _column("training_until", _TS, "End of its training window (later orders calibrated and judged it)"),
+    _column("promise_business_days", sa.Integer, "BUFFALO_PROMISE_BUSINESS_DAYS it was trained with"),
+    _column("false_alarm_cost", _FLOAT, "BUFFALO_FALSE_ALARM_COST it was judged with"),
+    _column(
+        "trained_because",
+        sa.Text,
+        "first, schedule (BUFFALO_MODEL_RETRAIN_HOURS), asked (config retrain), requested: <why> "
+        "(drift or low realized precision), or champion unreadable",
+    ),
     sa.CheckConstraint(MODEL_STATUS_CHECK, name="delay_models_status"),
     schema="ops",
     comment="Every delay model trained, with its verdict; the champion scores analytics.order_delay_risk.",
@@ -416,6 +436,114 @@ sa.Index(
     delay_models.c.status,
     unique=True,
     postgresql_where=sa.text("status = 'champion'"),
+)
+
+delay_predictions = sa.Table(
+    "delay_predictions",
+    metadata,
+    _column("order_id", sa.Text, "Buffalo order id", primary_key=True),
+    _column("scored_at", _TS, "When this prediction was made", primary_key=True),
+    _column("model_version", sa.Text, "The champion that made it", nullable=False),
+    _column("p_late", _FLOAT, "Calibrated chance of arriving after the promise", nullable=False),
+    _column("at_risk", sa.Boolean, "p_late at or above the alert threshold", nullable=False),
+    _column("promised_delivery_at", _TS, "The promise it is about"),
+    _column("expected_delivery_at", _TS, "Median expected delivery"),
+    _column("expected_low_at", _TS, "Early end of the expected range"),
+    _column("expected_high_at", _TS, "Late end of the expected range"),
+    _column("reasons", sa.Text, "The reasons given with it (at-risk orders)"),
+    schema="analytics",
+    comment=(
+        "Prediction history: a row when an order's prediction changes (model, at_risk, or p_late by "
+        "0.01 or more), kept BUFFALO_PREDICTION_RETENTION_DAYS."
+    ),
+)
+sa.Index("delay_predictions_scored_at", delay_predictions.c.scored_at)
+
+PERFORMANCE_SOURCES = ("model", "alerts")
+delay_model_performance = sa.Table(
+    "delay_model_performance",
+    metadata,
+    _column(
+        "week_start", sa.Date, "Monday (SAST) of the ISO week the predictions were made in", primary_key=True
+    ),
+    _column("model_version", sa.Text, "The model that made them", primary_key=True),
+    _column(
+        "source",
+        sa.Text,
+        "model: every prediction made before the promise; alerts: the at_risk customer alerts sent",
+        primary_key=True,
+    ),
+    _column("dimension", sa.Text, "all, province or weight_band", primary_key=True),
+    _column(
+        "value",
+        sa.Text,
+        "The slice: all, a province, or a weight band (<2 kg, 2-10 kg, 10-20 kg, >20 kg)",
+        primary_key=True,
+    ),
+    _column("orders", sa.Integer, "Orders predicted (or alerted) that week", nullable=False),
+    _column(
+        "ended",
+        sa.Integer,
+        "Of them, how many have an outcome (delivered, or past the promise)",
+        nullable=False,
+    ),
+    _column("late", sa.Integer, "Ended late", nullable=False),
+    _column("flagged", sa.Integer, "Ended orders called at risk that week", nullable=False),
+    _column("true_alarms", sa.Integer, "Called at risk and late", nullable=False),
+    _column("false_alarms", sa.Integer, "Called at risk and on time", nullable=False),
+    _column("precision", _FLOAT, "true_alarms / flagged (null without a flagged order)"),
+    _column("recall", _FLOAT, "true_alarms / late (null without a late order; model only)"),
+    _column("brier", _FLOAT, "Mean squared error of the week's last p_late of each order (model only)"),
+    _column("computed_at", _TS, "When it was computed", nullable=False),
+    sa.CheckConstraint(
+        "source IN (" + ", ".join(f"'{s}'" for s in PERFORMANCE_SOURCES) + ")",
+        name="delay_model_performance_source",
+    ),
+    schema="analytics",
+    comment=(
+        "Realized accuracy of the delay predictions and alerts, per week and model, "
+        "judged on how orders ended."
+    ),
+)
+
+delay_model_drift = sa.Table(
+    "delay_model_drift",
+    metadata,
+    _column("computed_at", _TS, "When the orders in flight were compared", primary_key=True),
+    _column(
+        "model_version", sa.Text, "The champion whose training window they were compared with", nullable=False
+    ),
+    _column("feature", sa.Text, "Feature (or late_share_delivered_14d)", primary_key=True),
+    _column(
+        "measure",
+        sa.Text,
+        "psi (population stability index) or percentile (of a one-valued feature)",
+        nullable=False,
+    ),
+    _column("value", _FLOAT, "The measure's value", nullable=False),
+    _column(
+        "drifted",
+        sa.Boolean,
+        "PSI above BUFFALO_DRIFT_PSI, or outside the 1st-99th percentile",
+        nullable=False,
+    ),
+    _column("in_flight_orders", sa.Integer, "Orders in flight compared", nullable=False),
+    schema="analytics",
+    comment="How far the orders in flight have drifted from the champion's training rows, per feature.",
+)
+
+retrain_requests = sa.Table(
+    "delay_retrain_requests",
+    metadata,
+    _column("requested_at", _TS, "When it was asked for", primary_key=True),
+    _column("reason", sa.Text, "Why: the drifted features, or the realized precision", nullable=False),
+    _column("champion_version", sa.Text, "The champion at the time"),
+    _column("run_id", sa.Text, "Dagster run that asked"),
+    _column("served_by", sa.Text, "The model version trained for it; null until then"),
+    schema="ops",
+    comment=(
+        "Retrainings asked for by drift or low realized precision; delay_model serves the oldest open one."
+    ),
 )
 
 delivery_reports = sa.Table(

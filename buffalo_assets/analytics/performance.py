@@ -1,0 +1,161 @@
+"""Realized accuracy: what the predictions and alerts of each week said, against how orders ended.
+
+The calls of a week are read from the prediction history (`analytics.delay_predictions`):
+per order, week (ISO, SAST, of the prediction) and model, the order counts as called at
+risk when any of its predictions that week said `at_risk`, and its week's last p_late is
+the one the Brier score judges. Only predictions made before the order's promise count (a
+parcel past its promise is late by definition, and would flatter the figures).
+
+An order has ended when it was delivered, or when its promise passed undelivered (it is then
+late whatever happens next); orders still on their way are counted in `orders` but not
+judged. Cancelled orders never end. For the alerts, the at_risk customer alerts sent in a
+week are judged the same way: an alerted parcel that arrived on time is a false alarm.
+
+Slices: every figure for all orders, per province and per weight band.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+else:
+    from buffalo_assets.lazy import np, pd
+
+PERFORMANCE_COLUMNS: tuple[str, ...] = (
+    "week_start",
+    "model_version",
+    "source",
+    "dimension",
+    "value",
+    "orders",
+    "ended",
+    "late",
+    "flagged",
+    "true_alarms",
+    "false_alarms",
+    "precision",
+    "recall",
+    "brier",
+    "computed_at",
+)
+WEIGHT_BANDS = ((2.0, "<2 kg"), (10.0, "2-10 kg"), (20.0, "10-20 kg"), (float("inf"), ">20 kg"))
+DIMENSIONS = ("all", "province", "weight_band")
+# Below this many ended orders called at risk in a week, its precision is too uncertain to
+# ask for a retraining.
+MIN_FLAGGED_FOR_REQUEST = 20
+
+# Per order, week and model: called at risk that week, the week's last p_late, and the outcome.
+CALLS_SQL = """
+WITH calls AS (
+    SELECT order_id,
+           model_version,
+           date_trunc('week', scored_at AT TIME ZONE 'Africa/Johannesburg')::date AS week_start,
+           bool_or(at_risk) AS flagged,
+           (array_agg(p_late ORDER BY scored_at DESC))[1] AS p_late
+    FROM analytics.delay_predictions
+    WHERE promised_delivery_at IS NULL OR scored_at < promised_delivery_at
+    GROUP BY 1, 2, 3
+)
+SELECT c.order_id, c.model_version, c.week_start, c.flagged, c.p_late,
+       s.is_late, s.delivered_at, s.province, s.weight_kg
+FROM calls c LEFT JOIN analytics.order_status_now s USING (order_id)
+"""
+# The at_risk alerts sent, with the model whose prediction was in force when each was made.
+ALERTS_SQL = """
+SELECT a.order_id,
+       coalesce(p.model_version, 'unknown') AS model_version,
+       date_trunc('week', a.created_at AT TIME ZONE 'Africa/Johannesburg')::date AS week_start,
+       true AS flagged, NULL::double precision AS p_late,
+       s.is_late, s.delivered_at, s.province, s.weight_kg
+FROM analytics.customer_alerts a
+LEFT JOIN analytics.order_status_now s USING (order_id)
+LEFT JOIN LATERAL (
+    SELECT model_version FROM analytics.delay_predictions d
+    WHERE d.order_id = a.order_id AND d.scored_at <= a.created_at
+    ORDER BY d.scored_at DESC LIMIT 1
+) p ON true
+WHERE a.reason = 'at_risk' AND a.sent_at IS NOT NULL
+"""
+
+
+def weight_band(weight: pd.Series) -> pd.Series:
+    kg = pd.to_numeric(weight, errors="coerce").to_numpy(dtype="float64")
+    bands = np.full(len(kg), "not weighed", dtype=object)
+    lower = 0.0
+    for upper, name in WEIGHT_BANDS:
+        bands[(kg >= lower) & (kg < upper)] = name
+        lower = upper
+    return pd.Series(bands, index=weight.index)
+
+
+def realized(calls: pd.DataFrame, source: str, computed_at: pd.Timestamp) -> pd.DataFrame:
+    """Per week, model and slice: counts, precision, recall and Brier score of `calls`."""
+    if not len(calls):
+        return pd.DataFrame(columns=list(PERFORMANCE_COLUMNS))
+    frame = calls.copy()
+    is_late = frame["is_late"].astype("boolean")
+    frame["ended"] = (frame["delivered_at"].notna() | is_late.fillna(False)).astype(bool) & is_late.notna()
+    frame["late_"] = frame["ended"] & is_late.fillna(False).astype(bool)
+    frame["flag_"] = frame["ended"] & frame["flagged"].astype(bool)
+    frame["hit"] = frame["flag_"] & frame["late_"]
+    frame["miss"] = frame["flag_"] & ~frame["late_"]
+    p = pd.to_numeric(frame["p_late"], errors="coerce")
+    frame["sq"] = np.where(frame["ended"] & p.notna(), (p - frame["late_"].astype(float)) ** 2, np.nan)
+    frame["all"] = "all"
+    frame["province"] = frame["province"].fillna("unknown").astype(str)
+    frame["weight_band"] = weight_band(frame["weight_kg"])
+    parts = []
+    for dimension in DIMENSIONS:
+        grouped = frame.groupby(["week_start", "model_version", dimension], dropna=False)
+        part = grouped.agg(
+            orders=("order_id", "nunique"),
+            ended=("ended", "sum"),
+            late=("late_", "sum"),
+            flagged=("flag_", "sum"),
+            true_alarms=("hit", "sum"),
+            false_alarms=("miss", "sum"),
+            brier=("sq", "mean"),
+        ).reset_index()
+        part = part.rename(columns={dimension: "value"})
+        part["dimension"] = dimension
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["precision"] = np.where(
+            out["flagged"] > 0, out["true_alarms"] / out["flagged"].clip(lower=1), np.nan
+        )
+        recall = np.where(out["late"] > 0, out["true_alarms"] / out["late"].clip(lower=1), np.nan)
+    out["recall"] = recall if source == "model" else np.nan
+    if source != "model":
+        out["brier"] = np.nan
+    out["source"] = source
+    out["computed_at"] = computed_at
+    for column in ("orders", "ended", "late", "flagged", "true_alarms", "false_alarms"):
+        out[column] = out[column].astype("int64")
+    return out[list(PERFORMANCE_COLUMNS)].sort_values(
+        ["week_start", "model_version", "source", "dimension", "value"]
+    )
+
+
+def low_precision(performance: pd.DataFrame, champion: str | None, minimum: float) -> str | None:
+    """Why a retraining is asked for, when the champion's newest judged week fell below `minimum`."""
+    if champion is None or not len(performance):
+        return None
+    mine = performance[
+        (performance["model_version"] == champion)
+        & (performance["source"] == "model")
+        & (performance["dimension"] == "all")
+        & (performance["flagged"] >= MIN_FLAGGED_FOR_REQUEST)
+    ]
+    if not len(mine):
+        return None
+    newest = mine.sort_values("week_start").iloc[-1]
+    if newest["precision"] < minimum:
+        return (
+            f"realized precision {newest['precision']:.2f} in the week of {newest['week_start']} "
+            f"({newest['true_alarms']} of {newest['flagged']} at-risk calls late), below {minimum:.2f}"
+        )
+    return None
