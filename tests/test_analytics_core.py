@@ -159,6 +159,9 @@ def test_late_shares_by_cause_add_up_to_the_late_share_of_the_period(world: dict
     assert np.allclose(by_cause, overall.reindex(by_cause.index))
     causes = set(weekly.loc[weekly["dimension"] == "cause", "value"])
     assert "customs" in causes
+    # Weight bands slice the same deliveries: they add up to the provinces' totals.
+    bands = weekly[weekly["dimension"] == "weight_band"].groupby("period_start")[["late", "delivered"]].sum()
+    assert bands.equals(provinces) and {">20 kg", "<2 kg"} <= set(weekly["value"])
 
 
 def _in_flight_truth(book: OrderBook, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -512,3 +515,52 @@ def test_a_training_window_learns_nothing_said_or_delivered_after_its_end(
     assert set(signals.risk) <= said_by_end and set(signals.code) <= said_by_end
     assert "parcel re-routed via nairobi #" in set(history.texts) - said_by_end
     assert "parcel re-routed via nairobi #" not in signals.risk
+
+
+def test_reasons_name_what_raised_the_models_answer_and_nothing_it_ignored() -> None:
+    from buffalo_assets.analytics.reasons import contributions, top_reasons
+    from buffalo_assets.analytics.stages import STAGES
+
+    customs = float(STAGES.index("customs"))
+    columns = ("stage_code", "hours_in_stage", "declared_value_zar", "weight_kg")
+    typical = {"stage_code": customs, "hours_in_stage": 24.0, "declared_value_zar": 1_000.0, "weight_kg": 2.0}
+
+    def predict_raw(x: np.ndarray) -> np.ndarray:  # the model reads value and hours in stage only
+        return 1 / (1 + np.exp(-(0.002 * (x[:, 2] - 1_000) + 0.05 * (x[:, 1] - 24))))
+
+    x = np.array(
+        [[customs, 24.0, 4_000.0, 30.0], [customs, 120.0, 1_000.0, 30.0], [customs, 24.0, 1_000.0, 30.0]]
+    )
+    frame = pd.DataFrame(x, columns=list(columns))
+    found = contributions(predict_raw, x, columns, typical)
+    assert found["value"][0] == pytest.approx(6.0) and found["stage"][1] == pytest.approx(4.8)
+    assert found["mass"] == pytest.approx([0.0, 0.0, 0.0])  # 30 kg, but the model never reads mass
+    reasons = top_reasons(found, frame, ["", "", ""], typical)
+    assert reasons[0] == "declared at R4,000"
+    assert reasons[1] == "in customs for 5 days"
+    assert reasons[2] is None  # nothing raised its answer above the typical order's
+
+
+def test_drift_flags_a_shifted_population_and_not_a_sample_of_the_same_one() -> None:
+    from buffalo_assets.analytics.drift import FeatureProfile, drift
+
+    rng = np.random.default_rng(3)
+    columns = ("weight_kg", "stage_code", "dwell_7d_customs")
+    train = np.column_stack(
+        [rng.lognormal(1, 0.8, 5_000), rng.integers(0, 8, 5_000), rng.uniform(20, 60, 5_000)]
+    )
+    profile = FeatureProfile.of(train, columns, {"stage_code"}, late_share=0.3)
+
+    def now(weight_shift: float, customs_hours: float) -> np.ndarray:
+        n = 300
+        return np.column_stack(
+            [rng.lognormal(1 + weight_shift, 0.8, n), rng.integers(0, 8, n), np.full(n, customs_hours)]
+        )
+
+    calm = {r["feature"]: r for r in drift(profile, now(0.0, 40.0), columns, 0.31, 0.25)}
+    assert not any(r["drifted"] for r in calm.values()), calm
+    assert calm["dwell_7d_customs"]["measure"] == "percentile"
+    moved = {r["feature"]: r for r in drift(profile, now(1.0, 150.0), columns, 0.7, 0.25)}
+    assert moved["weight_kg"]["drifted"] and moved["weight_kg"]["value"] > 0.5
+    assert moved["dwell_7d_customs"]["drifted"] and moved["dwell_7d_customs"]["value"] == 100.0
+    assert moved["late_share_delivered_14d"]["drifted"] and not moved["stage_code"]["drifted"]

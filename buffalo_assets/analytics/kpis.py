@@ -193,11 +193,25 @@ def delay_causes(status_now: pd.DataFrame, durations: pd.DataFrame) -> pd.Series
     return cause.reindex(late_ids.to_numpy()).fillna("unclear")
 
 
-def late_share_by(status_now: pd.DataFrame, durations: pd.DataFrame) -> pd.DataFrame:
-    """Late share of delivered orders per period, by province and by delay cause (long format).
+WEIGHT_BANDS = ((2.0, "<2 kg"), (10.0, "2-10 kg"), (20.0, "10-20 kg"), (float("inf"), ">20 kg"))
 
-    For `dimension == 'province'` the shares are within the province; for 'cause' the
-    denominator is every order delivered in the period, so the causes of a period add up
+
+def weight_band(weight: pd.Series) -> pd.Series:
+    """Each weight's band (`WEIGHT_BANDS`), `not weighed` without a weight."""
+    kg = pd.to_numeric(weight, errors="coerce").to_numpy(dtype="float64")
+    bands = np.full(len(kg), "not weighed", dtype=object)
+    lower = 0.0
+    for upper, name in WEIGHT_BANDS:
+        bands[(kg >= lower) & (kg < upper)] = name
+        lower = upper
+    return pd.Series(bands, index=weight.index)
+
+
+def late_share_by(status_now: pd.DataFrame, durations: pd.DataFrame) -> pd.DataFrame:
+    """Late share of delivered orders per period, by province, weight band and delay cause (long format).
+
+    For `dimension` 'province' and 'weight_band' the shares are within the slice; for 'cause'
+    the denominator is every order delivered in the period, so the causes of a period add up
     to its late share.
     """
     delivered = status_now[status_now["delivered_at"].notna()].copy()
@@ -217,6 +231,13 @@ def late_share_by(status_now: pd.DataFrame, durations: pd.DataFrame) -> pd.DataF
             .reset_index()
         )
         province["dimension"] = "province"
+        band = (
+            delivered.assign(value=weight_band(delivered["weight_kg"]))
+            .groupby(["period_start", "value"])
+            .agg(delivered=("late", "size"), late=("late", "sum"))
+            .reset_index()
+        )
+        band["dimension"] = "weight_band"
         totals = delivered.groupby("period_start")["late"].size()
         cause = (
             delivered[delivered["late"]]
@@ -228,7 +249,7 @@ def late_share_by(status_now: pd.DataFrame, durations: pd.DataFrame) -> pd.DataF
         )
         cause["delivered"] = cause["period_start"].map(totals)
         cause["dimension"] = "cause"
-        both = pd.concat([province, cause], ignore_index=True)
+        both = pd.concat([province, band, cause], ignore_index=True)
         both["grain"] = grain
         rows.append(both)
     result = pd.concat(rows, ignore_index=True)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from buffalo_assets.analytics.kpis import weight_band
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -41,7 +43,6 @@ PERFORMANCE_COLUMNS: tuple[str, ...] = (
     "brier",
     "computed_at",
 )
-WEIGHT_BANDS = ((2.0, "<2 kg"), (10.0, "2-10 kg"), (20.0, "10-20 kg"), (float("inf"), ">20 kg"))
 DIMENSIONS = ("all", "province", "weight_band")
 # Below this many ended orders called at risk in a week, its precision is too uncertain to
 # ask for a retraining.
@@ -79,16 +80,6 @@ LEFT JOIN LATERAL (
 ) p ON true
 WHERE a.reason = 'at_risk' AND a.sent_at IS NOT NULL
 """
-
-
-def weight_band(weight: pd.Series) -> pd.Series:
-    kg = pd.to_numeric(weight, errors="coerce").to_numpy(dtype="float64")
-    bands = np.full(len(kg), "not weighed", dtype=object)
-    lower = 0.0
-    for upper, name in WEIGHT_BANDS:
-        bands[(kg >= lower) & (kg < upper)] = name
-        lower = upper
-    return pd.Series(bands, index=weight.index)
 
 
 def realized(calls: pd.DataFrame, source: str, computed_at: pd.Timestamp) -> pd.DataFrame:

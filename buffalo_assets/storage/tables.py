@@ -336,7 +336,7 @@ delivery_late_shares = sa.Table(
     _column(
         "dimension",
         sa.Text,
-        "province, or cause (the stage that overran its typical time most)",
+        "province, weight_band, or cause (the stage that overran its typical time most)",
         primary_key=True,
     ),
     _column(

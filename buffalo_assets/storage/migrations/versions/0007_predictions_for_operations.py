@@ -89,6 +89,8 @@ OLD_BI_ORDER_DELAY_RISK = """
     SELECT order_id, promised_delivery_at, expected_delivery_at, p_late, at_risk, scored_at,
            model_version, expected_low_at, expected_high_at, unscored_reason
     FROM analytics.order_delay_risk"""
+LATE_SHARE_DIMENSION = "province, weight_band, or cause (the stage that overran its typical time most)"
+OLD_LATE_SHARE_DIMENSION = "province, or cause (the stage that overran its typical time most)"
 
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
@@ -367,6 +369,10 @@ def upgrade() -> None:
         schema="ops",
     )
     # ### end Alembic commands ###
+    op.alter_column(
+        "delivery_late_shares", "dimension", existing_type=sa.Text(), existing_nullable=False,
+        comment=LATE_SHARE_DIMENSION, existing_comment=OLD_LATE_SHARE_DIMENSION, schema="analytics",
+    )  # fmt: skip
     op.execute(f"CREATE OR REPLACE VIEW analytics.bi_order_delay_risk AS {BI_ORDER_DELAY_RISK}")
     op.execute(f"CREATE OR REPLACE VIEW analytics.bi_delay_models AS {BI_DELAY_MODELS}")
     for name, query in NEW_VIEWS.items():
@@ -374,6 +380,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM analytics.delivery_late_shares WHERE dimension = 'weight_band'")
+    op.alter_column(
+        "delivery_late_shares", "dimension", existing_type=sa.Text(), existing_nullable=False,
+        comment=OLD_LATE_SHARE_DIMENSION, existing_comment=LATE_SHARE_DIMENSION, schema="analytics",
+    )  # fmt: skip
     for name in NEW_VIEWS:
         op.execute(f"DROP VIEW analytics.{name}")
     # Views lose columns only by being made again; the BI role must be granted them again.
