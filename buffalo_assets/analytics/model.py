@@ -28,7 +28,7 @@ import hashlib
 import io
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -584,12 +584,14 @@ def score_in_flight(
     scored_at: datetime | None = None,
     *,
     reasons: bool = True,
+    latest_texts: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """`analytics.order_delay_risk` rows for in-flight orders' features (from `in_flight_features`).
 
     An order already past its promise is late whatever the model says: p_late 1, at risk.
     Expected dates never lie before the scoring moment. Each order at risk and not yet past
-    its promise gets its `reasons` from the model's own attributions (`reasons.py`).
+    its promise gets its `reasons` from the model's own attributions (`reasons.py`);
+    `latest_texts` (order id -> newest tracking text) words the tracking-news reason.
     """
     scored = pd.Timestamp(scored_at or datetime.now(UTC)).tz_convert("UTC")
     predicted = model.predict(history, features)
@@ -604,7 +606,7 @@ def score_in_flight(
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=model.threads):
-            why[explained] = explain(model, history, features[explained])
+            why[explained] = explain(model, history, features[explained], latest_texts)
 
     def after(days: pd.Series) -> pd.Series:
         return (at + pd.to_timedelta(days.to_numpy() * DAY_S, unit="s")).dt.floor("s")

@@ -34,7 +34,7 @@ SEPARATOR = "; "
 _STAGE_WORDS = {
     "processing": "at the warehouse in China",
     "dispatched": "dispatched",
-    "in_transit": "in the air",
+    "in_transit": "in transit",
     "arrived_hub": "at the Johannesburg hub",
     "customs": "in customs",
     "out_for_delivery": "out for delivery",
@@ -49,14 +49,16 @@ def _stage(code: float) -> str:
 
 def _days(hours: float) -> str:
     days = hours / 24
-    return f"{days:.0f} days" if days >= 1.5 else f"{hours:.0f} hours"
+    if days >= 1.5:
+        return f"{days:.0f} days"
+    return f"{hours:.0f} hours" if hours >= 1.5 else "less than 2 hours"
 
 
 def _usual(value: float, typical: float) -> str:
     if not (np.isfinite(value) and np.isfinite(typical)) or typical <= 0:
         return ""
     ratio = value / typical
-    return f" ({ratio:.1f}x its usual time lately)" if ratio >= 1.15 else ""
+    return f" ({ratio:.1f}x the usual)" if ratio >= 1.15 else ""
 
 
 # Each group: the features it sets to their typical value, and how to word it for one row
@@ -198,8 +200,14 @@ def top_reasons(
     return out
 
 
-def explain(model: Any, history: Any, features: pd.DataFrame) -> list[str | None]:
-    """Reasons for each row of `features` (in-flight features) from `model`'s own attributions."""
+def explain(
+    model: Any, history: Any, features: pd.DataFrame, latest_texts: Mapping[str, str] | None = None
+) -> list[str | None]:
+    """Reasons for each row of `features` (in-flight features) from `model`'s own attributions.
+
+    `latest_texts` (order id -> its newest tracking text, as Buffalo wrote it) words the text
+    reason; without it the text's template (numbers as #) is quoted.
+    """
     profile: FeatureProfile | None = getattr(model, "profile", None)
     if profile is None or not len(features):
         return [None] * len(features)
@@ -212,5 +220,23 @@ def explain(model: Any, history: Any, features: pd.DataFrame) -> list[str | None
 
     contribution = contributions(predict_raw, x, columns, profile.typical)
     ids = frame["last_text_id"].to_numpy(dtype="int64")
-    texts = [str(history.texts[i]) if i >= 0 else "" for i in ids]
+    orders = frame["order_id"].astype(str).to_numpy()
+    known = latest_texts or {}
+    texts = [
+        known.get(order) or (str(history.texts[i]) if i >= 0 else "")
+        for order, i in zip(orders, ids, strict=True)
+    ]
     return top_reasons(contribution, frame, texts, profile.typical)
+
+
+def latest_texts(events: pd.DataFrame, orders: pd.Series, as_of: Any) -> dict[str, str]:
+    """Each order's newest tracking text at or before `as_of`, as written."""
+    if not len(events) or not len(orders):
+        return {}
+    wanted = events[events["order_id"].astype(str).isin(set(orders.astype(str)))]
+    at = pd.to_datetime(wanted["event_at"], utc=True)
+    wanted = wanted[at.notna() & (at <= pd.Timestamp(as_of))].assign(_at=at)
+    newest = wanted.sort_values("_at", kind="stable").drop_duplicates("order_id", keep="last")
+    return dict(
+        zip(newest["order_id"].astype(str), newest["description"].fillna("").astype(str), strict=True)
+    )

@@ -648,6 +648,7 @@ def score_orders_in_flight(
     from buffalo_assets.analytics.drift import drift, drift_frame, drift_summary
     from buffalo_assets.analytics.features import build_history, in_flight_features
     from buffalo_assets.analytics.model import risk_threshold, score_in_flight, unscored_in_flight
+    from buffalo_assets.analytics.reasons import latest_texts
 
     as_of = _now()
     current = settings.load()
@@ -675,7 +676,8 @@ def score_orders_in_flight(
         risk = unscored_in_flight(features, reason, as_of)
         metadata: dict[str, Any] = {"note": reason, "model_version": "none"}
     else:
-        risk = score_in_flight(model, history, features, threshold, as_of)
+        texts = latest_texts(order_events, features["order_id"], as_of)
+        risk = score_in_flight(model, history, features, threshold, as_of, latest_texts=texts)
         metadata = {"model_version": model.version}
     scoring_s = time.perf_counter() - started
     risk = risk[list(DELAY_RISK_COLUMNS)]
