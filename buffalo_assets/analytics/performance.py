@@ -12,10 +12,17 @@ judged. Cancelled orders never end. For the alerts, the at_risk customer alerts 
 week are judged the same way: an alerted parcel that arrived on time is a false alarm.
 
 Slices: every figure for all orders, per province and per weight band.
+
+A week's figures are final once every promise of its predictions has passed (an order not
+delivered by its promise is late, whatever happens next): only the weeks that may still
+change (`open_weeks`) are computed again, and stored over their old rows; older weeks stay
+as they were, also after the prediction history they came from is pruned.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from buffalo_assets.analytics.kpis import weight_band
@@ -57,7 +64,7 @@ WITH calls AS (
            bool_or(at_risk) AS flagged,
            (array_agg(p_late ORDER BY scored_at DESC))[1] AS p_late
     FROM analytics.delay_predictions
-    WHERE promised_delivery_at IS NULL OR scored_at < promised_delivery_at
+    WHERE (promised_delivery_at IS NULL OR scored_at < promised_delivery_at) AND scored_at >= :since
     GROUP BY 1, 2, 3
 )
 SELECT c.order_id, c.model_version, c.week_start, c.flagged, c.p_late,
@@ -78,7 +85,7 @@ LEFT JOIN LATERAL (
     WHERE d.order_id = a.order_id AND d.scored_at <= a.created_at
     ORDER BY d.scored_at DESC LIMIT 1
 ) p ON true
-WHERE a.reason = 'at_risk' AND a.sent_at IS NOT NULL
+WHERE a.reason = 'at_risk' AND a.sent_at IS NOT NULL AND a.created_at >= :since
 """
 
 
@@ -128,6 +135,21 @@ def realized(calls: pd.DataFrame, source: str, computed_at: pd.Timestamp) -> pd.
         out[column] = out[column].astype("int64")
     return out[list(PERFORMANCE_COLUMNS)].sort_values(
         ["week_start", "model_version", "source", "dimension", "value"]
+    )
+
+
+def open_weeks(promise_business_days: int) -> int:
+    """Weeks whose figures may still change: the promise's weeks (five business days a week)
+    after a prediction, plus one for holidays, the prediction's own week and a margin."""
+    return math.ceil(promise_business_days / 5) + 4
+
+
+def since(as_of: datetime, promise_business_days: int) -> datetime:
+    """Monday 00:00 SAST of the oldest week computed again (`open_weeks` before `as_of`'s)."""
+    local = pd.Timestamp(as_of).tz_convert("Africa/Johannesburg")
+    monday = (local - pd.Timedelta(days=local.weekday())).normalize()
+    return (
+        (monday - pd.Timedelta(weeks=open_weeks(promise_business_days) - 1)).tz_convert("UTC").to_pydatetime()
     )
 
 

@@ -812,23 +812,26 @@ def in_flight_drift(context: AssetCheckExecutionContext, postgres: PostgresResou
     name="delay_model_performance",
     deps=["delay_predictions", "order_status_now", "customer_alerts"],
     kinds={"postgres", "pandas"},
-    metadata=_table_metadata(tables.delay_model_performance),
+    metadata=_table_metadata(tables.delay_model_performance, write_mode="upsert"),
     **_common(),
 )
 def delay_model_performance(context: AssetExecutionContext, postgres: PostgresResource) -> Output:
     """Realized accuracy per week and model: of the orders predicted (or alerted at_risk) that
     week, how many have ended, how many were late, and the precision, recall and Brier score of
     the calls, judged on how the orders actually ended; for all orders, per province and per
-    weight band. A realized precision of the champion below BUFFALO_MIN_REALIZED_PRECISION
-    asks for a retraining."""
-    from buffalo_assets.analytics.performance import ALERTS_SQL, CALLS_SQL, low_precision, realized
+    weight band. Only the weeks whose figures may still change are computed again (a week is
+    final once every promise of its predictions has passed); older weeks' rows are kept. A
+    realized precision of the champion below BUFFALO_MIN_REALIZED_PRECISION asks for a
+    retraining."""
+    from buffalo_assets.analytics.performance import ALERTS_SQL, CALLS_SQL, low_precision, realized, since
 
     as_of = _now()
     current = settings.load()
     engine = postgres.get_engine()
+    start = since(as_of, current.promise_business_days)
     with engine.connect() as connection:
-        calls = pd.read_sql_query(sa.text(CALLS_SQL), connection)
-        alerts = pd.read_sql_query(sa.text(ALERTS_SQL), connection)
+        calls = pd.read_sql_query(sa.text(CALLS_SQL), connection, params={"since": start})
+        alerts = pd.read_sql_query(sa.text(ALERTS_SQL), connection, params={"since": start})
         champion = model_store.champion(connection)
     stamp = pd.Timestamp(as_of)
     performance = pd.concat(
@@ -863,6 +866,7 @@ def delay_model_performance(context: AssetExecutionContext, postgres: PostgresRe
             ),
             "retraining_requested": MetadataValue.bool(requested),
             "low_precision": reason or "no",
+            "computed_from": start.isoformat(),
             "as_of": as_of.isoformat(),
         },
     )
