@@ -9,7 +9,7 @@ on every run and every date.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from buffalo_assets.analytics.model import (
     score_in_flight,
     train_delay_model,
 )
+from buffalo_assets.analytics.performance import realized
 from buffalo_assets.analytics.report import FIGURES, ModelStanding, render_report
 from buffalo_assets.analytics.stages import TERMINAL_STAGES
 from buffalo_assets.analytics.status import STATUS_NOW_COLUMNS, order_status_now, promised_delivery
@@ -285,7 +286,7 @@ def test_a_model_stored_as_bytes_scores_exactly_the_same(trained: tuple) -> None
     assert restored.libraries["scikit-learn"] and restored.libraries["numpy"]
 
 
-def test_the_report_page_shows_the_four_plots_and_the_gate_s_figures(
+def test_the_report_page_shows_the_five_plots_and_the_gate_s_figures(
     world: dict[str, pd.DataFrame], trained: tuple
 ) -> None:
     history, result = trained
@@ -293,12 +294,30 @@ def test_the_report_page_shows_the_four_plots_and_the_gate_s_figures(
     risk = score_in_flight(result.model, history, in_flight_features(history), risk_threshold(2.0), NOW)
     version = result.model.version
     standing = ModelStanding(version, result.evaluation, version, "champion", "promoted: beats the baseline")
-    html, figures = render_report(world["status"], kpis, risk, standing, generated_at=NOW)
+    calls = pd.DataFrame(
+        {
+            "order_id": ["1", "2", "3", "4"],
+            "model_version": version,
+            "week_start": [date(2026, 10, 19), date(2026, 10, 19), date(2026, 10, 26), date(2026, 10, 26)],
+            "flagged": [True, True, True, False],
+            "p_late": [0.9, 0.8, 0.7, 0.1],
+            "is_late": [True, False, True, False],
+            "delivered_at": [NOW, NOW, None, NOW],
+            "province": "Gauteng",
+            "weight_kg": [1.0, 5.0, 12.0, 30.0],
+        }
+    )
+    performance = realized(calls, "model", pd.Timestamp(NOW))
+    whole = performance[performance["dimension"] == "all"].set_index("week_start")
+    assert whole["precision"].tolist() == [0.5, 1.0] and whole["recall"].tolist() == [1.0, 1.0]
+    html, figures = render_report(
+        world["status"], kpis, risk, standing, generated_at=NOW, performance=performance
+    )
     assert set(figures) == set(FIGURES)
     for name, png in figures.items():
         assert png.startswith(b"\x89PNG"), name
         assert f"data-figure='{name}' src='data:image/png;base64," in html
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == len(FIGURES) == 5
     assert "Generated 2026-11-02 08:00 UTC" in html and "baseline" in html
     assert "Reliability" in html and "Brier" in html and "promoted" in html
 
@@ -317,7 +336,7 @@ def test_the_report_renders_whatever_figures_are_missing() -> None:
         ModelStanding("m1", hollow, "m2", "not_judged", "not judged: 0 test orders"),
     ):
         html, figures = render_report(status, kpis, risk, standing, generated_at=NOW)
-        assert len(figures) == 4 and "Delay model" in html
+        assert len(figures) == len(FIGURES) and "Delay model" in html
     assert "not judged (not_judged)" in html and "-" in html
 
 
@@ -331,7 +350,7 @@ def test_empty_core_tables_give_empty_outputs_and_a_clear_refusal_to_train(
     history = build_history(clean, events, NOW)
     assert len(durations) == len(status) == len(kpis) == len(in_flight_features(history)) == 0
     html, figures = render_report(status, kpis, pd.DataFrame(columns=list(DELAY_RISK_COLUMNS)))
-    assert html.count("data:image/png;base64,") == len(figures) == 4
+    assert html.count("data:image/png;base64,") == len(figures) == len(FIGURES)
     with pytest.raises(NotEnoughHistory, match="the training window has 0 orders"):
         train_delay_model(history)
 

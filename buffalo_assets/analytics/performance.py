@@ -15,7 +15,7 @@ Slices: every figure for all orders, per province and per weight band.
 
 A week's figures are final once every promise of its predictions has passed (an order not
 delivered by its promise is late, whatever happens next): only the weeks that may still
-change (`open_weeks`) are computed again, and stored over their old rows; older weeks stay
+change (`open_weeks`) are computed again, their rows replaced in one transaction; older weeks stay
 as they were, also after the prediction history they came from is pruned.
 """
 

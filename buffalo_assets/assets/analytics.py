@@ -812,7 +812,7 @@ def in_flight_drift(context: AssetCheckExecutionContext, postgres: PostgresResou
     name="delay_model_performance",
     deps=["delay_predictions", "order_status_now", "customer_alerts"],
     kinds={"postgres", "pandas"},
-    metadata=_table_metadata(tables.delay_model_performance, write_mode="upsert"),
+    metadata=_table_metadata(tables.delay_model_performance),
     **_common(),
 )
 def delay_model_performance(context: AssetExecutionContext, postgres: PostgresResource) -> Output:
@@ -820,7 +820,8 @@ def delay_model_performance(context: AssetExecutionContext, postgres: PostgresRe
     week, how many have ended, how many were late, and the precision, recall and Brier score of
     the calls, judged on how the orders actually ended; for all orders, per province and per
     weight band. Only the weeks whose figures may still change are computed again (a week is
-    final once every promise of its predictions has passed); older weeks' rows are kept. A
+    final once every promise of its predictions has passed): their rows are replaced in one
+    transaction, older weeks' rows are kept. A
     realized precision of the champion below BUFFALO_MIN_REALIZED_PRECISION asks for a
     retraining."""
     from buffalo_assets.analytics.performance import ALERTS_SQL, CALLS_SQL, low_precision, realized, since
@@ -847,10 +848,11 @@ def delay_model_performance(context: AssetExecutionContext, postgres: PostgresRe
             run_id=context.run_id, now=as_of,
         )  # fmt: skip
         context.log.warning(reason)
+    prediction_store.replace_weeks(engine, performance, start)
     overall = performance[(performance["dimension"] == "all") & (performance["source"] == "model")]
     latest = overall.sort_values("week_start").iloc[-1] if len(overall) else None
     return Output(
-        performance,
+        None,
         metadata={
             "weeks": MetadataValue.int(int(overall["week_start"].nunique())),
             "latest_week": str(latest["week_start"]) if latest is not None else "none",

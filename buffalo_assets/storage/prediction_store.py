@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from buffalo_assets.storage.bulk import write_frame
-from buffalo_assets.storage.tables import delay_model_drift, delay_predictions, retrain_requests
+from buffalo_assets.storage.tables import (
+    delay_model_drift,
+    delay_model_performance,
+    delay_predictions,
+    retrain_requests,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,6 +78,19 @@ def append_drift(engine: sa.Engine, rows: pd.DataFrame, retention_days: float, n
             sa.text("DELETE FROM analytics.delay_model_drift WHERE computed_at < :before"),
             {"before": now - timedelta(days=retention_days)},
         )
+
+
+def replace_weeks(engine: sa.Engine, performance: pd.DataFrame, since: datetime) -> None:
+    """Replace the realized accuracy of the weeks from `since` on with `performance`, in one
+    transaction: a slice no longer there (an order weighed since, so in another band) goes."""
+    first_week = pd.Timestamp(since).tz_convert("Africa/Johannesburg").date()
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("DELETE FROM analytics.delay_model_performance WHERE week_start >= :first"),
+            {"first": first_week},
+        )
+        if len(performance):
+            write_frame(connection, delay_model_performance, performance, "append")
 
 
 # -- retraining requests ------------------------------------------------------------------------
