@@ -11,7 +11,8 @@ used, `buffalo settings` and `buffalo check` warn about it (`renamed_warnings`),
 and the new name set to different values is an error naming both (never their values).
 
 Only this module and the CLI's hand-over to Dagster processes (`cli/dev.py`) touch `os.environ`,
-and only to read it.
+and only to read it; the one write is the demo's child process setting BUFFALO_ANALYTICS_AS_OF
+around its first run (`cli/_demo_runs.py`).
 """
 
 from __future__ import annotations

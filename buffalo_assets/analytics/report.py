@@ -158,14 +158,20 @@ def render_report(
         if weekly_calls.empty:
             return _no_data(axes)
         when = pd.to_datetime(weekly_calls.index)
-        for column, label, color in (
-            ("model_precision", "precision of the predictions", "#3b6ea5"),
-            ("model_recall", "recall of the predictions", "#7f7f7f"),
-            ("alerts_precision", "precision of the alerts sent", "#c0504d"),
-            ("model_brier", "Brier score (lower is better)", "#9b59b6"),
-        ):
-            if column in weekly_calls and weekly_calls[column].notna().any():
-                axes.plot(when, weekly_calls[column], marker="o", label=label, color=color)
+        lines = [
+            (column, label, color)
+            for column, label, color in (
+                ("model_precision", "precision of the predictions", "#3b6ea5"),
+                ("model_recall", "recall of the predictions", "#7f7f7f"),
+                ("alerts_precision", "precision of the alerts sent", "#c0504d"),
+                ("model_brier", "Brier score (lower is better)", "#9b59b6"),
+            )
+            if column in weekly_calls and weekly_calls[column].notna().any()
+        ]
+        if not lines:  # predictions made, none of their orders ended yet
+            return _no_data(axes)
+        for column, label, color in lines:
+            axes.plot(when, weekly_calls[column], marker="o", label=label, color=color)
         axes.set_ylim(0, 1)
         axes.set_xlabel("week the predictions were made (Monday); orders still on their way are not judged")
         axes.legend(fontsize="small")

@@ -394,7 +394,9 @@ def delay_model(
     from buffalo_assets.analytics.gate import judge
     from buffalo_assets.analytics.model import train_delay_model
 
-    now = _now()
+    # When it is trained, and how old the newest training is, are wall-clock times; the data
+    # are read as of the analytics' moment (BUFFALO_ANALYTICS_AS_OF replays move only that).
+    now = datetime.now(UTC)
     current = settings.load()
     engine = postgres.get_engine()
     with engine.connect() as connection:
@@ -417,7 +419,7 @@ def delay_model(
         context.log.info(f"no training: the newest ({last.model_version}) is {age_h:.1f} hours old")
         return Output(None, metadata=_standing(champion, last, age_h))
     context.log.info(f"training a challenger ({because})")
-    as_of = training_as_of(order_events, now)
+    as_of = training_as_of(order_events, _now())
     history = build_history(clean_orders, order_events, as_of, current.promise_business_days)
     delivered = int((~pd.isna(history.delivered_s)).sum())
     started = time.perf_counter()

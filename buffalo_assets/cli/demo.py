@@ -120,7 +120,13 @@ def _print_store_summary(connection: sa.Connection) -> None:
 def _print_analytics_summary(connection: sa.Connection) -> None:
     """Late share, the delay model against its baseline, orders at risk, alerts and goods in flight."""
     from buffalo_assets.storage import model_store
-    from buffalo_assets.storage.summaries import delivered_and_late, risk_counts, unsent_alerts_by_reason
+    from buffalo_assets.storage.summaries import (
+        delivered_and_late,
+        drifted_features,
+        risk_counts,
+        unsent_alerts_by_reason,
+        worklist_top,
+    )
 
     delivered, late = delivered_and_late(connection)
     risk = risk_counts(connection)
@@ -144,6 +150,21 @@ def _print_analytics_summary(connection: sa.Connection) -> None:
             f"recall {figure(ours.get('recall'))}"
         )
     click.echo(f"at risk    {risk.at_risk} of {risk.in_flight} orders in flight ({risk.scored} scored)")
+    top = worklist_top(connection)
+    if top is not None:
+        value = (
+            f"R{top.declared_value_zar:,.0f}" if top.declared_value_zar is not None else "no declared value"
+        )
+        click.echo(
+            f"worklist   first: order {top.order_id}, p_late {top.p_late:.2f}, {value}: {top.reasons} "
+            "(analytics.bi_delay_worklist)"
+        )
+    drifted = drifted_features(connection)
+    if drifted is not None:
+        click.echo(
+            "drift      "
+            + (f"drifted: {', '.join(drifted)}; a retraining is asked for" if drifted else "none")
+        )
     by_reason = ", ".join(f"{reason} {count}" for reason, count in unsent) or "none"
     webhook = "BUFFALO_CUSTOMER_ALERT_WEBHOOK" if settings.load().customer_alert_webhook else "a webhook"
     click.echo(

@@ -86,6 +86,43 @@ def unsent_alerts_by_reason(connection: sa.Connection) -> list[tuple[str, int]]:
 
 
 @dataclass(frozen=True)
+class WorklistTop:
+    """The first parcel of analytics.bi_delay_worklist that has reasons."""
+
+    order_id: str
+    p_late: float
+    declared_value_zar: float | None
+    reasons: str
+
+
+def worklist_top(connection: sa.Connection) -> WorklistTop | None:
+    """The parcel with the largest expected loss among those at risk and not yet overdue."""
+    row = connection.execute(
+        sa.text(
+            "SELECT order_id, p_late, declared_value_zar, reasons FROM analytics.bi_delay_worklist "
+            "WHERE reasons IS NOT NULL AND p_late < 1 ORDER BY rank LIMIT 1"
+        )
+    ).first()
+    if row is None:
+        return None
+    value = float(row.declared_value_zar) if row.declared_value_zar is not None else None
+    return WorklistTop(str(row.order_id), float(row.p_late), value, str(row.reasons))
+
+
+def drifted_features(connection: sa.Connection) -> list[str] | None:
+    """The features the newest drift comparison flagged; None when nothing was compared yet."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT feature, drifted FROM analytics.delay_model_drift "
+            "WHERE computed_at = (SELECT max(computed_at) FROM analytics.delay_model_drift)"
+        )
+    ).all()
+    if not rows:
+        return None
+    return [str(row.feature) for row in rows if row.drifted]
+
+
+@dataclass(frozen=True)
 class GoodsInFlight:
     """One kind of goods in flight: its name as written, units, and declared value (ZAR)."""
 
