@@ -11,14 +11,16 @@ used, `buffalo settings` and `buffalo check` warn about it (`renamed_warnings`),
 and the new name set to different values is an error naming both (never their values).
 
 Only this module and the CLI's hand-over to Dagster processes (`cli/dev.py`) touch `os.environ`,
-and only to read it; the one write is the demo's child process setting BUFFALO_ANALYTICS_AS_OF
-around its first run (`cli/_demo_runs.py`).
+and only to read it; the one write is `analytics_as_of`, which sets BUFFALO_ANALYTICS_AS_OF
+around in-process runs (the demo's first run, the tests' replayed days).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -548,3 +550,27 @@ def dotenv_values_for_handover() -> dict[str, str]:
     if not path.exists():
         return {}
     return {k: v for k, v in dotenv_values(path).items() if v is not None and k not in os.environ}
+
+
+ANALYTICS_AS_OF = f"{ENV_PREFIX}ANALYTICS_AS_OF"
+
+
+@contextmanager
+def analytics_as_of(moment: str | None) -> Iterator[None]:
+    """BUFFALO_ANALYTICS_AS_OF set to `moment` (ISO time) for the block, as before after it.
+
+    For runs executed in this process (`execute_in_process`, `materialize`): the demo's first
+    run and the tests' replayed days. `None` leaves the environment alone.
+    """
+    if moment is None:
+        yield
+        return
+    before = os.environ.get(ANALYTICS_AS_OF)
+    os.environ[ANALYTICS_AS_OF] = moment
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ANALYTICS_AS_OF, None)
+        else:
+            os.environ[ANALYTICS_AS_OF] = before

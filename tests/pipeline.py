@@ -19,6 +19,7 @@ from buffalo_assets.assets.transform import transform_orders
 from buffalo_assets.buffalo.resource import BuffaloResource
 from buffalo_assets.checks.core import core_checks
 from buffalo_assets.sandbox.server import RunningSandbox
+from buffalo_assets.settings import analytics_as_of
 from buffalo_assets.storage.io_manager import PostgresIOManager
 from buffalo_assets.storage.resource import PostgresResource
 
@@ -76,10 +77,7 @@ def run(
 ) -> ExecuteInProcessResult:
     """Materialize `assets` in process; `as_of` (ISO time) runs the analytics as of that moment
     (BUFFALO_ANALYTICS_AS_OF, as a user replaying a day would set it)."""
-    before = os.environ.get(AS_OF)
-    if as_of is not None:
-        os.environ[AS_OF] = as_of
-    try:
+    with analytics_as_of(as_of):
         return materialize(
             assets,
             instance=instance,
@@ -88,14 +86,6 @@ def run(
             selection=selection,
             raise_on_error=False,
         )
-    finally:
-        if before is None:
-            os.environ.pop(AS_OF, None)
-        else:
-            os.environ[AS_OF] = before
-
-
-AS_OF = "BUFFALO_ANALYTICS_AS_OF"
 
 
 def world_now(running: RunningSandbox) -> str:

@@ -11,15 +11,13 @@ run fails.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from buffalo_assets.cli._common import figure
+from buffalo_assets.settings import analytics_as_of
 
 # The demo prints its own summary (the gate's verdict included); Dagster's console logger
 # only reports errors.
@@ -54,23 +52,6 @@ def runs(home: str, sandbox_url: str, advance_days: float) -> None:
         _report_run(
             "run 2", job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
         )
-
-
-@contextmanager
-def analytics_as_of(moment: str) -> Iterator[None]:
-    """BUFFALO_ANALYTICS_AS_OF set for the block (this child process only), as before after it."""
-    before = os.environ.get(AS_OF)
-    os.environ[AS_OF] = moment
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(AS_OF, None)
-        else:
-            os.environ[AS_OF] = before
-
-
-AS_OF = "BUFFALO_ANALYTICS_AS_OF"
 
 
 def _report_run(label: str, result: Any) -> None:
