@@ -92,7 +92,7 @@ def measure(frames: Path, model_path: Path, reasons: bool) -> dict[str, Any]:
     drifted = 0
     if reasons and model.profile is not None:
         x = model.text.transform(history, features)[list(model.feature_columns)].to_numpy(dtype="float64")
-        rows = drift(model.profile, x, model.feature_columns, None, 0.25)
+        rows = drift(model.profile, x, model.feature_columns, None, 0, 0.25)
         drifted = sum(1 for row in rows if row["drifted"])
     return {
         "reasons": reasons,

@@ -74,12 +74,16 @@ RENAMED: dict[str, str] = {
 _OLD_NAMES_KEY = "__buffalo_old_names__"
 
 
-class RenamedSettingConflict(Exception):
-    """A renamed setting is set by its old and its new name, to different values.
+class SettingsConflict(Exception):
+    """Settings that are each valid but do not go together.
 
     Not a ValueError on purpose: pydantic would wrap one into a ValidationError that quotes
     every input value, secrets included.
     """
+
+
+class RenamedSettingConflict(SettingsConflict):
+    """A renamed setting is set by its old and its new name, to different values."""
 
 
 def _setting(default: Any, description: str, *, where: Where = "stack", shown: str | None = None) -> Any:
@@ -377,6 +381,18 @@ class Settings(BaseSettings):
             raise ValueError("must be above 0")
         return value
 
+    @model_validator(mode="after")
+    def _retention_covers_open_weeks(self) -> Settings:
+        # The realized accuracy recomputes its open weeks from the history: it must still be there.
+        needed = 7 * open_weeks(self.promise_business_days)
+        if self.prediction_retention_days < needed:
+            raise SettingsConflict(
+                f"BUFFALO_PREDICTION_RETENTION_DAYS must be at least {needed} days with "
+                f"BUFFALO_PROMISE_BUSINESS_DAYS={self.promise_business_days}: the realized accuracy of "
+                "the weeks still open is computed from the prediction history"
+            )
+        return self
+
     @field_validator("min_realized_precision")
     @classmethod
     def _a_share(cls, value: float) -> float:
@@ -574,3 +590,9 @@ def analytics_as_of(moment: str | None) -> Iterator[None]:
             os.environ.pop(ANALYTICS_AS_OF, None)
         else:
             os.environ[ANALYTICS_AS_OF] = before
+
+
+def open_weeks(promise_business_days: int) -> int:
+    """Weeks whose realized accuracy may still change: the promise's weeks (five business days
+    a week) after a prediction, plus one for holidays, the prediction's own week and a margin."""
+    return -(-promise_business_days // 5) + 4

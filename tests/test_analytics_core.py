@@ -576,10 +576,10 @@ def test_drift_flags_a_shifted_population_and_not_a_sample_of_the_same_one() -> 
             [rng.lognormal(1 + weight_shift, 0.8, n), rng.integers(0, 8, n), np.full(n, customs_hours)]
         )
 
-    calm = {r["feature"]: r for r in drift(profile, now(0.0, 40.0), columns, 0.31, 0.25)}
+    calm = {r["feature"]: r for r in drift(profile, now(0.0, 40.0), columns, 0.31, 300, 0.25)}
     assert not any(r["drifted"] for r in calm.values()), calm
     assert calm["dwell_7d_customs"]["measure"] == "percentile"
-    moved = {r["feature"]: r for r in drift(profile, now(1.0, 150.0), columns, 0.7, 0.25)}
+    moved = {r["feature"]: r for r in drift(profile, now(1.0, 150.0), columns, 0.7, 300, 0.25)}
     assert moved["weight_kg"]["drifted"] and moved["weight_kg"]["value"] > 0.5
     assert moved["dwell_7d_customs"]["drifted"] and moved["dwell_7d_customs"]["value"] == 100.0
     assert moved["late_share_delivered_14d"]["drifted"] and not moved["stage_code"]["drifted"]

@@ -40,6 +40,8 @@ DAYS = 14
 SURGE_DAY = 4  # before that day's run, customs starts taking SURGE_FACTOR times as long
 SURGE_FACTOR = 4.0
 WEEK_1 = date(2026, 6, 1)  # START is Monday 1 June 2026, 12:00 SAST
+WEEK_2 = date(2026, 6, 8)
+WEEK_2_STARTS = datetime(2026, 6, 7, 22, tzinfo=UTC)  # Monday 8 June, 00:00 SAST
 ASSETS = [*ANALYTICS, customer_alerts]
 DRIFT = "in_flight_drift"
 
@@ -111,6 +113,8 @@ def test_two_weeks_of_daily_scoring_keep_history_judge_last_weeks_calls_and_catc
     drift_checks: list[tuple[int, bool, str]] = []
     trained: list[tuple[int, str]] = []
     for day in range(DAYS):
+        if day:
+            running.sandbox.advance(DAY)
         if day == SURGE_DAY:
             running.sandbox.surge(SURGE_FACTOR)
         result = run(running, pg_url, instance, ASSETS, as_of=world_now(running))
@@ -130,8 +134,7 @@ def test_two_weeks_of_daily_scoring_keep_history_judge_last_weeks_calls_and_catc
         assert sent.success, day
         if day == 0:
             _the_first_champion_is_registered_and_explains_its_calls(store)
-        running.sandbox.advance(DAY)
-    now = pd.Timestamp(running.sandbox.now, unit="s", tz="UTC")
+    now = pd.Timestamp(running.sandbox.now, unit="s", tz="UTC")  # the last run's moment
 
     # 1. The history holds each change once: every stored row differs from the order's previous
     #    one, nothing was stored twice, and the newest row of each order is what it shows now.
@@ -199,6 +202,31 @@ def test_two_weeks_of_daily_scoring_keep_history_judge_last_weeks_calls_and_catc
     ended, late = _hand_count(alerted[["order_id", "promised_delivery_at"]], truth, now)
     assert (alerts["flagged"].sum(), alerts["true_alarms"].sum()) == (ended, late)
 
+    # Week 2, counted by hand from the history as a person would read it: the predictions made
+    # that week, and for each order the one still in force when the week began (made in week
+    # 1, promise not yet passed), per model.
+    starts, ends = pd.Timestamp(WEEK_2_STARTS), pd.Timestamp(WEEK_2_STARTS) + pd.Timedelta(days=7)
+    before = history[history["scored_at"] < starts].groupby("order_id").tail(1)
+    carried = before[before["promised_delivery_at"] > starts]
+    during = history[
+        (history["scored_at"] >= starts)
+        & (history["scored_at"] < ends)
+        & (history["scored_at"] < history["promised_delivery_at"])
+    ]
+    in_force = pd.concat([carried, during])
+    assert len(carried) > 0  # the week has calls that were made before it
+    flagged_2 = in_force.groupby(["order_id", "model_version"], as_index=False).agg(
+        at_risk=("at_risk", "any"), promised_delivery_at=("promised_delivery_at", "first")
+    )
+    flagged_2 = flagged_2[flagged_2["at_risk"]]
+    week_2 = performance[
+        (performance["week_start"] == WEEK_2)
+        & (performance["source"] == "model")
+        & (performance["dimension"] == "all")
+    ]
+    ended, late = _hand_count(flagged_2[["order_id", "promised_delivery_at"]], truth, now)
+    assert (week_2["flagged"].sum(), week_2["true_alarms"].sum()) == (ended, late)
+
     # 3. No drift while nothing changed; the customs jump is caught and retrained for.
     before = [d for d in drift_checks if d[0] < SURGE_DAY]
     assert all(passed for _, passed, _ in before), before
@@ -248,7 +276,14 @@ def _the_first_champion_is_registered_and_explains_its_calls(engine: sa.Engine) 
     assert len(worklist) == risk["p_late"].notna().sum()
     loss = worklist["p_late"] * worklist["declared_value_zar"].fillna(0)
     assert (np.diff(loss.to_numpy()) <= 1e-9).all()
-    alerted = set(_read(engine, "SELECT order_id FROM analytics.customer_alerts")["order_id"])
+    alerted = set(
+        _read(
+            engine,
+            "SELECT order_id FROM analytics.customer_alerts WHERE sent_at IS NOT NULL "
+            "AND reason IN ('at_risk', 'late', 'stuck', 'duty_unpaid')",
+        )["order_id"]
+    )
+    assert alerted  # the webhook took them: the worklist says so
     assert (worklist["customer_alerted"] == worklist["order_id"].isin(alerted)).all()
     assert worklist.loc[worklist["at_risk"], "reasons"].notna().all()
 
@@ -283,4 +318,11 @@ def test_a_champion_trained_by_another_scikit_learn_is_refused_and_retrained(
     assert again.success
     assert metadata_of(again, "delay_model")["trained_because"] == "champion unreadable"
     risk = _read(store, "SELECT * FROM analytics.order_delay_risk")
-    assert refused not in set(risk["model_version"].dropna())
+    # In this world a challenger beats the baseline (the first training was promoted): the new
+    # champion scores every order, the refused one none.
+    champion = _read(
+        store, "SELECT model_version, sklearn_version FROM ops.delay_models WHERE status = 'champion'"
+    )
+    assert champion["model_version"].iloc[0] != refused
+    assert champion["sklearn_version"].iloc[0] == sklearn.__version__
+    assert risk["p_late"].notna().all() and set(risk["model_version"]) == {champion["model_version"].iloc[0]}

@@ -128,6 +128,19 @@ def test_a_wrong_setting_is_refused_with_its_name(tmp_path: Path) -> None:
     assert "concurrency" in result.stderr and "many" in result.stderr
 
 
+def test_a_prediction_retention_shorter_than_the_open_weeks_is_refused_naming_both_never_a_secret(
+    tmp_path: Path,
+) -> None:
+    secret = "hunter2-the-account-password"  # noqa: S105 - made up, to prove it never shows
+    env = {"BUFFALO_PREDICTION_RETENTION_DAYS": "10", "BUFFALO_PASSWORD": secret}
+    refused = _buffalo("settings", tmp_path, env)
+    assert refused.returncode == 1
+    [error] = [line for line in refused.stderr.splitlines() if line.startswith("Error: ")]
+    assert "BUFFALO_PREDICTION_RETENTION_DAYS must be at least 42 days" in error
+    assert "BUFFALO_PROMISE_BUSINESS_DAYS=10" in error
+    assert secret not in refused.stdout + refused.stderr and "Traceback" not in refused.stderr
+
+
 # -- renamed settings ----------------------------------------------------------------------
 
 TOKEN = "T0K3N-of-the-ops-hook"  # noqa: S105 - a made-up token, to prove it never shows

@@ -104,7 +104,7 @@ class FeatureProfile:
                 profile.typical[column] = float(kinds[np.argmax(counts)]) if len(kinds) else np.nan
                 kinds, counts = np.unique(seen, return_counts=True)
                 kept = kinds[np.argsort(-counts, kind="stable")][:MAX_CATEGORIES]
-                profile.categories[column] = np.sort(kept)
+                profile.categories[column] = np.sort(kept)  # may be empty: every value missing
             else:
                 profile.percentiles[column] = (
                     np.percentile(known, np.arange(101)) if len(known) else np.full(101, np.nan)
@@ -123,7 +123,11 @@ class FeatureProfile:
         if column in self.categories:
             kept = self.categories[column]
             index = np.searchsorted(kept, values)
-            inside = (index < len(kept)) & (kept[np.clip(index, 0, max(len(kept) - 1, 0))] == values)
+            inside = (
+                (index < len(kept)) & (kept[np.clip(index, 0, len(kept) - 1)] == values)
+                if len(kept)
+                else np.zeros(len(values), dtype=bool)
+            )
             bins = np.where(inside, index, len(kept))  # len(kept): a category the training never had
             size = len(kept) + 2
         else:
@@ -147,6 +151,7 @@ def drift(
     x: np.ndarray,
     columns: tuple[str, ...],
     recent_late_share: float | None,
+    recent_deliveries: int,
     threshold: float,
 ) -> list[dict[str, Any]]:
     """One row per compared feature: measure (psi or percentile), value, drifted."""
@@ -179,8 +184,14 @@ def drift(
         then = np.array([profile.late_share, 1 - profile.late_share])
         now = np.array([recent_late_share, 1 - recent_late_share])
         value = psi(then, now)
+        noise = (1 + 3 * np.sqrt(2)) / max(recent_deliveries, 1)  # two bins: one degree of freedom
         rows.append(
-            {"feature": LATE_SHARE_FEATURE, "measure": "psi", "value": value, "drifted": value > threshold}
+            {
+                "feature": LATE_SHARE_FEATURE,
+                "measure": "psi",
+                "value": value,
+                "drifted": value > threshold + noise,
+            }
         )
     return rows
 

@@ -21,9 +21,8 @@ as they were, also after the prediction history they came from is pruned.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from buffalo_assets.analytics.kpis import weight_band
 
@@ -54,17 +53,43 @@ DIMENSIONS = ("all", "province", "weight_band")
 # Below this many ended orders called at risk in a week, its precision is too uncertain to
 # ask for a retraining.
 MIN_FLAGGED_FOR_REQUEST = 20
+# ... and only a week whose orders have (nearly) all ended: cancelled ones never end.
+JUDGED_SHARE = 0.95
 
 # Per order, week and model: called at risk that week, the week's last p_late, and the outcome.
+# A prediction is in force from its row until the order's next row, so a week's calls are the
+# rows made in it plus, for each order, the row in force when the week began (if its promise
+# had not passed by then). Rows before the promise only; nothing after :as_of.
 CALLS_SQL = """
-WITH calls AS (
-    SELECT order_id,
-           model_version,
-           date_trunc('week', scored_at AT TIME ZONE 'Africa/Johannesburg')::date AS week_start,
+WITH weeks AS (
+    SELECT week_start::date AS week_start,
+           week_start::timestamp AT TIME ZONE 'Africa/Johannesburg' AS starts,
+           (week_start + interval '7 days')::timestamp AT TIME ZONE 'Africa/Johannesburg' AS ends
+    FROM generate_series(CAST(:first_week AS date), CAST(:last_week AS date), interval '7 days') AS week_start
+),
+in_force AS (
+    SELECT w.week_start, p.order_id, p.model_version, p.at_risk, p.p_late, p.scored_at
+    FROM weeks w
+    JOIN analytics.delay_predictions p
+      ON p.scored_at >= w.starts AND p.scored_at < w.ends AND p.scored_at <= :as_of
+     AND (p.promised_delivery_at IS NULL OR p.scored_at < p.promised_delivery_at)
+    UNION ALL
+    SELECT w.week_start, c.order_id, c.model_version, c.at_risk, c.p_late, c.scored_at
+    FROM weeks w
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT ON (order_id) order_id, model_version, at_risk, p_late, scored_at,
+               promised_delivery_at
+        FROM analytics.delay_predictions
+        WHERE scored_at < w.starts AND scored_at >= w.starts - CAST(:carry AS interval)
+        ORDER BY order_id, scored_at DESC
+    ) c
+    WHERE c.promised_delivery_at > w.starts AND w.starts <= :as_of
+),
+calls AS (
+    SELECT week_start, order_id, model_version,
            bool_or(at_risk) AS flagged,
            (array_agg(p_late ORDER BY scored_at DESC))[1] AS p_late
-    FROM analytics.delay_predictions
-    WHERE (promised_delivery_at IS NULL OR scored_at < promised_delivery_at) AND scored_at >= :since
+    FROM in_force
     GROUP BY 1, 2, 3
 )
 SELECT c.order_id, c.model_version, c.week_start, c.flagged, c.p_late,
@@ -86,6 +111,7 @@ LEFT JOIN LATERAL (
     ORDER BY d.scored_at DESC LIMIT 1
 ) p ON true
 WHERE a.reason = 'at_risk' AND a.sent_at IS NOT NULL AND a.created_at >= :since
+  AND a.created_at <= :as_of
 """
 
 
@@ -139,9 +165,10 @@ def realized(calls: pd.DataFrame, source: str, computed_at: pd.Timestamp) -> pd.
 
 
 def open_weeks(promise_business_days: int) -> int:
-    """Weeks whose figures may still change: the promise's weeks (five business days a week)
-    after a prediction, plus one for holidays, the prediction's own week and a margin."""
-    return math.ceil(promise_business_days / 5) + 4
+    """Weeks whose figures may still change (`settings.open_weeks`)."""
+    from buffalo_assets.settings import open_weeks as weeks
+
+    return weeks(promise_business_days)
 
 
 def since(as_of: datetime, promise_business_days: int) -> datetime:
@@ -153,8 +180,24 @@ def since(as_of: datetime, promise_business_days: int) -> datetime:
     )
 
 
+def query_parameters(as_of: datetime, promise_business_days: int) -> dict[str, Any]:
+    """The bind parameters of CALLS_SQL and ALERTS_SQL for the open weeks up to `as_of`."""
+    start = since(as_of, promise_business_days)
+    local = pd.Timestamp(as_of).tz_convert("Africa/Johannesburg")
+    return {
+        "since": start,
+        "first_week": pd.Timestamp(start).tz_convert("Africa/Johannesburg").date(),
+        "last_week": (local - pd.Timedelta(days=local.weekday())).date(),
+        "as_of": as_of,
+        # How far back a row can still be in force: its promise is at most this much later.
+        "carry": f"{open_weeks(promise_business_days) * 7} days",
+    }
+
+
 def low_precision(performance: pd.DataFrame, champion: str | None, minimum: float) -> str | None:
-    """Why a retraining is asked for, when the champion's newest judged week fell below `minimum`."""
+    """Why a retraining is asked for, when the champion's newest judged week (at least
+    `MIN_FLAGGED_FOR_REQUEST` ended at-risk calls, `JUDGED_SHARE` of its orders ended) fell
+    below `minimum`."""
     if champion is None or not len(performance):
         return None
     mine = performance[
@@ -162,6 +205,8 @@ def low_precision(performance: pd.DataFrame, champion: str | None, minimum: floa
         & (performance["source"] == "model")
         & (performance["dimension"] == "all")
         & (performance["flagged"] >= MIN_FLAGGED_FOR_REQUEST)
+        # A week still under way judges only its orders that ended early: a biased few.
+        & (performance["ended"] >= JUDGED_SHARE * performance["orders"])
     ]
     if not len(mine):
         return None

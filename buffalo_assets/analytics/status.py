@@ -112,6 +112,8 @@ def order_status_now(
     delivered = pd.to_datetime(orders["delivered_at"], utc=True)
     created_s = epoch_seconds(created)
     promised_s = epoch_seconds(promised)
+    # A delivery after the moment is not known yet (a replay of an earlier moment).
+    delivered = delivered.where(delivered <= pd.Timestamp(now))
     delivered_s = epoch_seconds(delivered)
     stage = orders["stage"].astype(str).to_numpy()
 

@@ -309,8 +309,9 @@ def _load_champion(row: model_store.ModelRow | None) -> tuple[Any, str | None]:
     A model is loaded only by the scikit-learn version that trained it (the registry's
     `sklearn_version`, or the model's own record for rows of earlier releases): another
     version may unpickle it and predict something else without a word. Only the errors of
-    reading a pickle written by other code are caught (a class or module renamed); any
-    other error fails the asset.
+    unpickling there are caught (a class or module renamed, estimators whose state another
+    version cannot take), and said with their type and message; the orders are then listed
+    unscored with that reason, and `delay_model` retrains once.
     """
     import sklearn  # type: ignore[import-untyped]
 
@@ -327,7 +328,17 @@ def _load_champion(row: model_store.ModelRow | None) -> tuple[Any, str | None]:
         return None, mismatch.format(trained=row.sklearn_version)
     try:
         model = DelayModel.from_bytes(row.model)
-    except (pickle.UnpicklingError, ImportError, AttributeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        ImportError,
+        AttributeError,
+        EOFError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as exc:
+        # What unpickling objects written by other code raises (a renamed class, estimators of
+        # another scikit-learn whose state no longer fits); anything else is a fault.
         return None, f"cannot be read by this release ({type(exc).__name__}: {exc})"
     trained = model.libraries.get("scikit-learn")
     if trained is not None and trained != sklearn.__version__:
@@ -410,7 +421,8 @@ def delay_model(
     because = (
         "asked" if config.retrain
         else "first" if last is None
-        else "champion unreadable" if problem is not None
+        # Once: if that challenger lost, the usual schedule applies (no training every run).
+        else "champion unreadable" if problem is not None and last.trained_because != "champion unreadable"
         else f"requested: {request['reason']}" if request is not None
         else "schedule" if age_h >= current.model_retrain_hours
         else None
@@ -719,7 +731,7 @@ def score_orders_in_flight(
         return
     frame = model.text.transform(history, features)
     x = frame[list(model.feature_columns)].to_numpy(dtype="float64")
-    rows = drift(profile, x, tuple(model.feature_columns), recent_late_share(history), current.drift_psi)
+    rows = drift(profile, x, tuple(model.feature_columns), *recent_late_share(history), current.drift_psi)
     found = drift_frame(rows, pd.Timestamp(as_of), model.version, len(features))
     prediction_store.append_drift(engine, found, current.prediction_retention_days, as_of)
     drifted = drift_summary(found)
@@ -751,15 +763,17 @@ RECENT_DAYS = 14.0
 MIN_RECENT_DELIVERIES = 20
 
 
-def recent_late_share(history: Any) -> float | None:
-    """Late share of the orders delivered in the last 14 days before the history's moment."""
+def recent_late_share(history: Any) -> tuple[float | None, int]:
+    """Late share of the orders delivered in the last 14 days before the history's moment, and
+    how many they are (None below `MIN_RECENT_DELIVERIES`)."""
     from buffalo_assets.analytics._time import DAY_S
 
     delivered = history.delivered_s
     recent = ~np.isnan(delivered) & (delivered > history.as_of_s - RECENT_DAYS * DAY_S)
-    if recent.sum() < MIN_RECENT_DELIVERIES:
-        return None
-    return float((delivered[recent] > history.promise_s[recent]).mean())
+    count = int(recent.sum())
+    if count < MIN_RECENT_DELIVERIES:
+        return None, count
+    return float((delivered[recent] > history.promise_s[recent]).mean()), count
 
 
 @asset_check(
@@ -776,17 +790,16 @@ def in_flight_drift(context: AssetCheckExecutionContext, postgres: PostgresResou
     from buffalo_assets.analytics.drift import drift_summary
 
     with postgres.get_engine().connect() as connection:
-        found = pd.read_sql_query(
-            "SELECT * FROM analytics.delay_model_drift WHERE computed_at = "
-            "(SELECT max(computed_at) FROM analytics.delay_model_drift)",
-            connection,
-        )
+        found = prediction_store.current_drift(connection)
         request = prediction_store.open_request(connection)
     if not len(found):
         return AssetCheckResult(
             passed=False,
             severity=AssetCheckSeverity.WARN,
-            description="not judged: no champion with a training profile has been compared yet",
+            description=(
+                "not judged: the newest scoring compared nothing (no usable champion with a "
+                "training profile, or no order in flight)"
+            ),
             metadata={"judged": False},
         )
     drifted = drift_summary(found)
@@ -826,15 +839,21 @@ def delay_model_performance(context: AssetExecutionContext, postgres: PostgresRe
     transaction, older weeks' rows are kept. A
     realized precision of the champion below BUFFALO_MIN_REALIZED_PRECISION asks for a
     retraining."""
-    from buffalo_assets.analytics.performance import ALERTS_SQL, CALLS_SQL, low_precision, realized, since
+    from buffalo_assets.analytics.performance import (
+        ALERTS_SQL,
+        CALLS_SQL,
+        low_precision,
+        query_parameters,
+        realized,
+    )
 
     as_of = _now()
     current = settings.load()
     engine = postgres.get_engine()
-    start = since(as_of, current.promise_business_days)
+    params = query_parameters(as_of, current.promise_business_days)
     with engine.connect() as connection:
-        calls = pd.read_sql_query(sa.text(CALLS_SQL), connection, params={"since": start})
-        alerts = pd.read_sql_query(sa.text(ALERTS_SQL), connection, params={"since": start})
+        calls = pd.read_sql_query(sa.text(CALLS_SQL), connection, params=params)
+        alerts = pd.read_sql_query(sa.text(ALERTS_SQL), connection, params=params)
         champion = model_store.champion(connection)
     stamp = pd.Timestamp(as_of)
     performance = pd.concat(
@@ -850,7 +869,7 @@ def delay_model_performance(context: AssetExecutionContext, postgres: PostgresRe
             run_id=context.run_id, now=as_of,
         )  # fmt: skip
         context.log.warning(reason)
-    prediction_store.replace_weeks(engine, performance, start)
+    prediction_store.replace_weeks(engine, performance, params["first_week"], params["last_week"])
     overall = performance[(performance["dimension"] == "all") & (performance["source"] == "model")]
     latest = overall.sort_values("week_start").iloc[-1] if len(overall) else None
     return Output(
@@ -870,7 +889,7 @@ def delay_model_performance(context: AssetExecutionContext, postgres: PostgresRe
             ),
             "retraining_requested": MetadataValue.bool(requested),
             "low_precision": reason or "no",
-            "computed_from": start.isoformat(),
+            "computed_from": str(params["first_week"]),
             "as_of": as_of.isoformat(),
         },
     )

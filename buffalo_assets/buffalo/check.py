@@ -138,7 +138,7 @@ def load_settings() -> settings.Settings:
             name = settings.env_name(str(error["loc"][0])) if error["loc"] else "a setting"
             wrong.append(f"{name}: {error['msg']}")
         raise CheckFailed("wrong settings: " + "; ".join(wrong)) from None
-    except settings.RenamedSettingConflict as conflict:
+    except settings.SettingsConflict as conflict:
         raise CheckFailed(str(conflict)) from None
 
 

@@ -16,7 +16,7 @@ def show_settings(markdown: bool) -> None:
         return
     try:
         current = settings.load()
-    except settings.RenamedSettingConflict as conflict:
+    except settings.SettingsConflict as conflict:
         raise click.ClickException(str(conflict)) from None
     explicit = current.model_fields_set
     old_name = {new: old for old, new in current.renamed_in_use.items()}

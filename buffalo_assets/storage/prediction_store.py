@@ -10,7 +10,7 @@ the scoring frequency. Rows older than BUFFALO_PREDICTION_RETENTION_DAYS are del
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -80,17 +80,32 @@ def append_drift(engine: sa.Engine, rows: pd.DataFrame, retention_days: float, n
         )
 
 
-def replace_weeks(engine: sa.Engine, performance: pd.DataFrame, since: datetime) -> None:
-    """Replace the realized accuracy of the weeks from `since` on with `performance`, in one
-    transaction: a slice no longer there (an order weighed since, so in another band) goes."""
-    first_week = pd.Timestamp(since).tz_convert("Africa/Johannesburg").date()
+def replace_weeks(engine: sa.Engine, performance: pd.DataFrame, first_week: date, last_week: date) -> None:
+    """Replace the realized accuracy of the weeks `first_week`..`last_week` (Mondays) with
+    `performance`, in one transaction: a slice no longer there (an order weighed since, so in
+    another band) goes; other weeks stay as they are."""
     with engine.begin() as connection:
         connection.execute(
-            sa.text("DELETE FROM analytics.delay_model_performance WHERE week_start >= :first"),
-            {"first": first_week},
+            sa.text(
+                "DELETE FROM analytics.delay_model_performance WHERE week_start BETWEEN :first AND :last"
+            ),
+            {"first": first_week, "last": last_week},
         )
         if len(performance):
             write_frame(connection, delay_model_performance, performance, "append")
+
+
+def current_drift(connection: sa.Connection) -> pd.DataFrame:
+    """The drift rows of the newest scoring, by the champion scoring now; empty when that
+    scoring compared nothing (no usable champion, no profile, nothing in flight)."""
+    return pd.read_sql_query(
+        sa.text(
+            "SELECT d.* FROM analytics.delay_model_drift d "
+            "JOIN ops.delay_models m ON m.model_version = d.model_version AND m.status = 'champion' "
+            "WHERE d.computed_at = (SELECT max(scored_at) FROM analytics.order_delay_risk)"
+        ),
+        connection,
+    )
 
 
 # -- retraining requests ------------------------------------------------------------------------
@@ -110,10 +125,12 @@ def open_request(connection: sa.Connection) -> dict[str, Any] | None:
 def request_retraining(
     engine: sa.Engine, *, reason: str, champion_version: str | None, run_id: str | None, now: datetime
 ) -> bool:
-    """Ask `delay_model` for a challenger, unless a request is open or the newest training served one.
+    """Ask `delay_model` for a challenger, unless a request is open or the newest training was
+    a requested challenger that lost.
 
-    One request per training cycle: a challenger trained on request that was not promoted is
-    not asked for again; the next one comes on the usual schedule (BUFFALO_MODEL_RETRAIN_HOURS).
+    One request per training cycle: after a challenger trained on request was not promoted,
+    the next one comes on the usual schedule (BUFFALO_MODEL_RETRAIN_HOURS); after one was
+    promoted, the new champion may be asked to retrain when it drifts in turn.
     """
     with engine.begin() as connection:
         connection.execute(sa.text("LOCK TABLE ops.delay_retrain_requests IN SHARE ROW EXCLUSIVE MODE"))
@@ -121,11 +138,15 @@ def request_retraining(
             return False
         newest = connection.execute(
             sa.text(
-                "SELECT trained_because FROM ops.delay_models WHERE status <> 'untrained' "
+                "SELECT trained_because, status FROM ops.delay_models WHERE status <> 'untrained' "
                 "ORDER BY trained_at DESC, model_version DESC LIMIT 1"
             )
-        ).scalar()
-        if newest is not None and str(newest).startswith("requested"):
+        ).first()
+        if (
+            newest is not None
+            and str(newest.trained_because).startswith("requested")
+            and newest.status != "champion"
+        ):
             return False
         connection.execute(
             sa.insert(retrain_requests).values(

@@ -110,11 +110,12 @@ def worklist_top(connection: sa.Connection) -> WorklistTop | None:
 
 
 def drifted_features(connection: sa.Connection) -> list[str] | None:
-    """The features the newest drift comparison flagged; None when nothing was compared yet."""
+    """The features the newest scoring's drift comparison flagged; None when it compared nothing."""
     rows = connection.execute(
         sa.text(
-            "SELECT feature, drifted FROM analytics.delay_model_drift "
-            "WHERE computed_at = (SELECT max(computed_at) FROM analytics.delay_model_drift)"
+            "SELECT d.feature, d.drifted FROM analytics.delay_model_drift d "
+            "JOIN ops.delay_models m ON m.model_version = d.model_version AND m.status = 'champion' "
+            "WHERE d.computed_at = (SELECT max(scored_at) FROM analytics.order_delay_risk)"
         )
     ).all()
     if not rows:

@@ -524,7 +524,7 @@ delay_model_drift = sa.Table(
     _column(
         "drifted",
         sa.Boolean,
-        "PSI above BUFFALO_DRIFT_PSI, or outside the 1st-99th percentile",
+        "PSI above BUFFALO_DRIFT_PSI plus what sampling alone gives, or beyond the training range",
         nullable=False,
     ),
     _column("in_flight_orders", sa.Integer, "Orders in flight compared", nullable=False),

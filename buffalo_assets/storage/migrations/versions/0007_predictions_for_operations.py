@@ -65,7 +65,7 @@ NEW_VIEWS: dict[str, str] = {
         SELECT computed_at, model_version, feature, measure, value, drifted, in_flight_orders
         FROM analytics.delay_model_drift""",
     # In-flight parcels by expected loss (p_late x declared value), with the reasons, the
-    # promised and expected dates, and whether the customer was told of a delay.
+    # promised and expected dates, and whether a delay or duty alert reached the customer.
     "bi_delay_worklist": """
         SELECT row_number() OVER (
                    ORDER BY r.p_late * coalesce(s.declared_value_zar, 0) DESC NULLS LAST, r.order_id
@@ -78,9 +78,9 @@ NEW_VIEWS: dict[str, str] = {
         FROM analytics.order_delay_risk r
         LEFT JOIN analytics.order_status_now s USING (order_id)
         LEFT JOIN (
-            SELECT order_id, max(coalesce(sent_at, created_at)) AS alerted_at
+            SELECT order_id, max(sent_at) AS alerted_at
             FROM analytics.customer_alerts
-            WHERE reason IN ('at_risk', 'late', 'stuck', 'duty_unpaid')
+            WHERE reason IN ('at_risk', 'late', 'stuck', 'duty_unpaid') AND sent_at IS NOT NULL
             GROUP BY order_id
         ) a USING (order_id)
         WHERE r.p_late IS NOT NULL""",
@@ -126,7 +126,9 @@ def upgrade() -> None:
             "drifted",
             sa.Boolean(),
             nullable=False,
-            comment="PSI above BUFFALO_DRIFT_PSI, or outside the 1st-99th percentile",
+            comment=(
+                "PSI above BUFFALO_DRIFT_PSI plus what sampling alone gives, or beyond the training range"
+            ),
         ),
         sa.Column("in_flight_orders", sa.Integer(), nullable=False, comment="Orders in flight compared"),
         sa.PrimaryKeyConstraint("computed_at", "feature"),
