@@ -123,6 +123,8 @@ ELSEWHERE = {
     ".venv/bin/python -m bench.delay --worlds devA,devA2 --orders 8000 --days 120 --skip-scale": BENCHMARK,
     ".venv/bin/python -m bench.delay --scale-only --orders 100000": BENCHMARK,
     ".venv/bin/python -m bench.delay --report bench/results/report": BENCHMARK,
+    ".venv/bin/python -m bench.scoring": BENCHMARK,
+    ".venv/bin/python -m bench.scoring --in-flight 10000": BENCHMARK,
     "make bench-venv": "installs dlt, the benchmark's peer, into bench/.venv-dlt (minutes of pip)",
     ".venv/bin/python -m bench.e2e": BENCHMARK,
     ".venv/bin/python -m bench.e2e --orders 100000 --latency-ms 20 --skip-baseline --skip-dlt "
