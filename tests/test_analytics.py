@@ -69,7 +69,7 @@ GATE = "delay_model_gate"
 ANALYTICS_KEYS = (
     "order_stage_durations", "order_status_now", "delivery_kpis", "delivery_late_shares", "delay_model",
     "order_delay_risk", "delay_predictions", "delay_model_drift", "delay_model_performance",
-    "delivery_report",
+    "delivery_report", "calendar",
 )  # fmt: skip
 # The columns the issues fix for analytics.order_delay_risk, in order, with their types.
 RISK_COLUMNS = [
@@ -178,6 +178,15 @@ def test_a_winning_challenger_becomes_the_champion_scores_and_later_runs_keep_it
             sa.text("SELECT model_version, model FROM ops.delay_models WHERE status = 'champion'")
         ).one()
         report = connection.execute(sa.text("SELECT html FROM ops.delivery_reports")).scalar_one()
+    # The BI date table: every day of the orders' years and the next, SA holidays named, and
+    # every weekly KPI period is one of its weeks.
+    with engine.connect() as connection:
+        days = pd.read_sql_query("SELECT * FROM analytics.bi_calendar ORDER BY date", connection)
+    assert str(days["date"].iloc[0]) == "2026-01-01" and str(days["date"].iloc[-1]) == "2027-12-31"
+    reconciliation = days[days["date"].astype(str) == "2026-12-16"].iloc[0]
+    assert reconciliation["holiday_name"] == "Day of Reconciliation" and not reconciliation["is_business_day"]
+    weeks = set(kpis.loc[kpis["grain"] == "week", "period_start"].astype(str))
+    assert weeks <= set(days["week_start"].astype(str))
     assert 0 < len(risk) == in_flight
     assert risk["p_late"].between(0, 1).all() and risk["unscored_reason"].isna().all()
     assert (risk["at_risk"] == (risk["p_late"] >= risk_threshold(2.0))).all()

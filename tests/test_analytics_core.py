@@ -583,3 +583,26 @@ def test_drift_flags_a_shifted_population_and_not_a_sample_of_the_same_one() -> 
     assert moved["weight_kg"]["drifted"] and moved["weight_kg"]["value"] > 0.5
     assert moved["dwell_7d_customs"]["drifted"] and moved["dwell_7d_customs"]["value"] == 100.0
     assert moved["late_share_delivered_14d"]["drifted"] and not moved["stage_code"]["drifted"]
+
+
+def test_the_calendars_business_days_are_the_days_the_promise_counts() -> None:
+    from buffalo_assets.analytics.calendar import sa_calendar
+    from buffalo_assets.analytics.status import promised_delivery
+
+    days = sa_calendar(2026, 2027)
+    assert len(days) == 730 and days["date"].is_unique
+    business = days.loc[days["is_business_day"], "date"].astype(str).tolist()
+    # An order created on a business day at 09:00 is promised n business days later: the
+    # n-th business day of the calendar after it.
+    for created in ("2026-12-10", "2026-12-14", "2026-03-19"):
+        promised = promised_delivery(
+            pd.Series([pd.Timestamp(f"{created} 09:00", tz="Africa/Johannesburg")]), 10
+        )
+        after = [day for day in business if day > created]
+        assert str(promised.iloc[0].tz_convert("Africa/Johannesburg").date()) == after[9], created
+    christmas = days[days["date"].astype(str) == "2026-12-25"].iloc[0]
+    assert christmas["holiday_name"] == "Christmas Day" and not christmas["is_business_day"]
+    assert (
+        days.loc[days["weekday"] >= 6, "is_weekend"].all()
+        and not days.loc[days["weekday"] < 6, "is_weekend"].any()
+    )

@@ -82,9 +82,9 @@ def test_no_password_encrypted_password_or_ticket_leaks_anywhere(
 
 
 BI_VIEWS = (
-    "bi_customer_alerts", "bi_delay_model_drift", "bi_delay_model_performance", "bi_delay_models",
-    "bi_delay_predictions", "bi_delay_worklist", "bi_delivery_kpis", "bi_inbound_stock", "bi_late_shares",
-    "bi_order_delay_risk", "bi_order_status", "bi_stage_durations", "bi_stock_cover",
+    "bi_calendar", "bi_customer_alerts", "bi_delay_model_drift", "bi_delay_model_performance",
+    "bi_delay_models", "bi_delay_predictions", "bi_delay_worklist", "bi_delivery_kpis", "bi_inbound_stock",
+    "bi_late_shares", "bi_order_delay_risk", "bi_order_status", "bi_stage_durations", "bi_stock_cover",
 )  # fmt: skip
 
 

@@ -895,6 +895,39 @@ def delay_model_performance(context: AssetExecutionContext, postgres: PostgresRe
     )
 
 
+# -- the calendar ----------------------------------------------------------------------------
+
+
+@asset(
+    name="calendar",
+    deps=[AssetKey("clean_orders")],
+    kinds=KINDS,
+    metadata=_table_metadata(tables.calendar),
+    **_common(),
+)
+def calendar_asset(context: AssetExecutionContext, postgres: PostgresResource) -> Output:
+    """Every day from the year of the first order to the end of next year: ISO week and its
+    Monday, weekday, month, weekend, the South African public holiday's name and whether it is
+    a business day (the days the promise counts). Power BI's date table
+    (`analytics.bi_calendar`), related to the views' dates and periods."""
+    from buffalo_assets.analytics.calendar import CALENDAR_COLUMNS, sa_calendar
+
+    now = _now()
+    with postgres.get_engine().connect() as connection:
+        first = connection.execute(sa.text("SELECT min(created_at) FROM core.clean_orders")).scalar()
+    first_year = min(first.year, now.year) if first is not None else now.year
+    days = sa_calendar(first_year, now.year + 1)[list(CALENDAR_COLUMNS)]
+    return Output(
+        days,
+        metadata={
+            "days": MetadataValue.int(len(days)),
+            "from": str(days["date"].iloc[0]),
+            "until": str(days["date"].iloc[-1]),
+            "holidays": MetadataValue.int(int(days["holiday_name"].notna().sum())),
+        },
+    )
+
+
 # -- the report ------------------------------------------------------------------------------
 
 
@@ -976,5 +1009,6 @@ ANALYTICS_ASSETS = [
     score_orders_in_flight,
     delay_model_performance,
     delivery_report,
+    calendar_asset,
 ]
 ANALYTICS_CHECKS = [delay_model_gate, in_flight_drift]

@@ -438,6 +438,27 @@ sa.Index(
     postgresql_where=sa.text("status = 'champion'"),
 )
 
+calendar = sa.Table(
+    "calendar",
+    metadata,
+    _column("date", sa.Date, "The day (South African dates)", primary_key=True),
+    _column("iso_year", sa.Integer, "ISO 8601 year of its week", nullable=False),
+    _column("iso_week", sa.Integer, "ISO 8601 week number (weeks start on Monday)", nullable=False),
+    _column("week_start", sa.Date, "Monday of its ISO week: the KPIs' weekly period_start", nullable=False),
+    _column("weekday", sa.Integer, "ISO weekday: Monday 1 .. Sunday 7", nullable=False),
+    _column("month_start", sa.Date, "First day of its month", nullable=False),
+    _column("is_weekend", sa.Boolean, "Saturday or Sunday", nullable=False),
+    _column("holiday_name", sa.Text, "South African public holiday, else null"),
+    _column(
+        "is_business_day",
+        sa.Boolean,
+        "Neither weekend nor public holiday: the days BUFFALO_PROMISE_BUSINESS_DAYS counts",
+        nullable=False,
+    ),
+    schema="analytics",
+    comment="Every day from the first order's year to next year: a date table for BI.",
+)
+
 delay_predictions = sa.Table(
     "delay_predictions",
     metadata,
