@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from buffalo_assets.buffalo.client import normalize_order_id, parse_order_page, unwrap_detail
@@ -220,6 +220,8 @@ page_like = st.fixed_dictionaries(
 
 @settings(max_examples=300, deadline=None)
 @given(body=st.one_of(json_value, page_like))
+@example(body={"data": {"resultMap": {"recordTotal": float("inf")}}})  # json.loads reads Infinity
+@example(body={"data": {"resultMap": {"recordTotal": float("nan"), "list": [float("inf")]}}})
 def test_api_response_parsers_accept_or_refuse_any_json_with_value_error(body: object) -> None:
     try:
         items, total = parse_order_page(body)

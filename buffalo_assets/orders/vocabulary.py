@@ -92,7 +92,7 @@ def parse_order_page(body: Any) -> tuple[list[Any], int | None]:
     total = result.get("recordTotal")
     try:
         record_total = int(total) if total is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # not a count (Infinity parses as a float)
         record_total = None
     return items, record_total
 
