@@ -444,14 +444,18 @@ def train_delay_model(
     vcut = cut - validation_days * DAY_S
     seed = template.seed
 
+    def with_extra(features: pd.DataFrame) -> pd.DataFrame:
+        if extra_features is not None:
+            added = extra_features(features)
+            for column in added.columns:
+                features[column] = added[column].to_numpy(dtype="float64")
+        return features
+
     def rows(**kwargs: Any) -> Snapshots:
         snap = snapshots(
             history, max_per_order=max_per_order, max_rows=template.max_rows, seed=seed, **kwargs
         )
-        if extra_features is not None:
-            added = extra_features(snap.features)
-            for column in added.columns:
-                snap.features[column] = added[column].to_numpy(dtype="float64")
+        with_extra(snap.features)
         return snap
 
     # Each window knows deliveries only up to its own end (`known_by_s`): no training or
@@ -478,7 +482,7 @@ def train_delay_model(
     base_raw, _ = fitted.baseline.predict_raw(validation.features)
     fitted.baseline.calibration = PlattScaling().fit(base_raw, validation.late)
     fitted.range_offsets = fitted.calibrate_ranges(history, validation)
-    fitted.profile = training_profile(fitted, history, train, vcut)
+    fitted.profile = training_profile(fitted, history, train, vcut, with_extra)
     fitted.as_of = from_epoch(np.array([history.as_of_s])).iloc[0].isoformat()
     threshold = risk_threshold(false_alarm_cost)
     evaluation: dict[str, Any] = {
@@ -514,17 +518,25 @@ def train_delay_model(
 PROFILE_DAYS = 14  # daily cross-sections of the orders in flight at the end of the training window
 
 
-def training_profile(model: DelayModel, history: History, train: Snapshots, until_s: float) -> FeatureProfile:
+def training_profile(
+    model: DelayModel,
+    history: History,
+    train: Snapshots,
+    until_s: float,
+    with_extra: Callable[[pd.DataFrame], pd.DataFrame] = lambda features: features,
+) -> FeatureProfile:
     """The training window's picture for drift and reasons (`drift.FeatureProfile`).
 
     Distributions come from what scoring sees: the orders in flight at one moment, taken
     daily over the last `PROFILE_DAYS` of the training window; the typical values and the
-    range of the one-valued (rolling) features from the training rows.
+    range of the one-valued (rolling) features from the training rows. `with_extra` adds to
+    those rows whatever columns the training rows were given (`train_delay_model`'s
+    `extra_features`), so a model that reads them can be profiled.
     """
     from threadpoolctl import threadpool_limits
 
     moments = [until_s - k * DAY_S for k in range(PROFILE_DAYS)]
-    population = pd.concat([in_flight_at(history, at) for at in moments], ignore_index=True)
+    population = with_extra(pd.concat([in_flight_at(history, at) for at in moments], ignore_index=True))
     with threadpool_limits(limits=model.threads):
         x_rows = model.design(history, train.features)
         x_population = model.design(history, population)
