@@ -1,16 +1,19 @@
 """Schema migrations: the baseline is release 0.1's schema, old databases upgrade in place.
 
-Each test makes its own databases on the test server (real PostgreSQL) and drops them.
+Each test makes its own databases on the test server (real PostgreSQL) and drops them; the
+BI views' date columns are read in the session's database, in a transaction rolled back.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import psycopg2
@@ -372,3 +375,79 @@ def test_db_revision_writes_nothing_when_tables_py_matches_the_head(pg_url: str)
     assert result.exit_code == 0, result.output
     assert "matches the migration head: no migration written" in result.output
     assert sorted(p.name for p in (MIGRATIONS_DIR / "versions").glob("*.py")) == before
+
+
+def test_migration_0009_downgrades_to_0008s_views_and_upgrades_again(new_database: NewDatabase) -> None:
+    engine = create_engine(new_database())
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE SCHEMA ops"))
+            command.upgrade(alembic_config(connection), "0008")
+        at_0008 = catalog(engine)
+        upgrade(engine)
+        at_head = catalog(engine)
+        assert at_head["views"] != at_0008["views"]
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "0008")
+        assert catalog(engine) == at_0008
+        assert upgrade(engine).after == head_revision() and catalog(engine) == at_head
+    finally:
+        engine.dispose()
+
+
+SAST_MOMENTS = re.compile(r"(\w+)_at(_p90)?$")
+
+
+def test_every_timestamp_of_the_bi_views_has_its_south_african_date(engine: sa.Engine) -> None:
+    with engine.connect() as connection:
+        columns = connection.execute(
+            sa.text(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'analytics' AND table_name LIKE 'bi\\_%' "
+                "ORDER BY table_name, ordinal_position"
+            )
+        ).all()
+    types = {(view, column): kind for view, column, kind in columns}
+    moments = [(view, column) for view, column, kind in columns if kind == "timestamp with time zone"]
+    keyed = [(v, c) for v, c in moments if SAST_MOMENTS.match(c)]
+    assert len(keyed) >= 30
+    missing = [
+        f"{view}.{column}"
+        for view, column in keyed
+        if types.get((view, SAST_MOMENTS.sub(r"\1\2_date_sast", column))) != "date"
+    ]
+    assert not missing, f"timestamps without a <x>_date_sast date column: {missing}"
+    # The others are when a row was computed, or a model's training window.
+    assert {c for v, c in moments if (v, c) not in keyed} == {"as_of", "training_from", "training_until"}
+
+
+def test_a_moment_after_22_00_utc_is_on_the_next_south_african_day_in_the_bi_views(
+    engine: sa.Engine,
+) -> None:
+    late, early = "2026-03-01 22:00:01+00", "2026-03-01 21:59:59+00"
+    with engine.connect() as connection, connection.begin() as transaction:
+        try:
+            for statement in (
+                "INSERT INTO analytics.order_status_now (order_id, stage, created_at, promised_delivery_at, "
+                "declared_value_zar, as_of) VALUES ('sast-1', 'customs', :late, :early, 100, now())",
+                "INSERT INTO analytics.order_delay_risk (order_id, p_late, scored_at, promised_delivery_at) "
+                "VALUES ('sast-1', 0.9, :late, :early)",
+                "INSERT INTO analytics.customer_alerts (order_id, reason, alert_id, detail, message, "
+                "created_at, sent_at, attempts) VALUES ('sast-1', 'at_risk', 'sast-1:at_risk', '{}', 'm', "
+                ":early, :late, 1)",
+            ):
+                connection.execute(sa.text(statement), {"late": late, "early": early})
+            read = connection.execute(
+                sa.text(
+                    "SELECT s.created_date_sast, s.promised_delivery_date_sast, r.scored_date_sast, "
+                    "w.alerted_date_sast, w.promised_delivery_date_sast, a.created_date_sast, "
+                    "a.sent_date_sast, s.delivered_date_sast "
+                    "FROM analytics.bi_order_status s JOIN analytics.bi_order_delay_risk r USING (order_id) "
+                    "JOIN analytics.bi_delay_worklist w USING (order_id) "
+                    "JOIN analytics.bi_customer_alerts a USING (order_id) WHERE order_id = 'sast-1'"
+                )
+            ).one()
+        finally:
+            transaction.rollback()
+    next_day, same_day = date(2026, 3, 2), date(2026, 3, 1)
+    assert tuple(read) == (next_day, same_day, next_day, next_day, same_day, same_day, next_day, None)
