@@ -12,8 +12,12 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 AIRFLOW2_VENV := airflow/.venv2
 AIRFLOW2_STAMP := $(AIRFLOW2_VENV)/.installed
 AIRFLOW_HOME ?= $(CURDIR)/.buffalo/airflow
+# The Dagster provider (airflow/provider) is a pip package: both Airflow virtualenvs install
+# it as an operations team installs it into its Airflow image.
+PROVIDER := airflow/provider
+PROVIDER_FILES := $(PROVIDER)/pyproject.toml $(wildcard $(PROVIDER)/dagster_provider/*.py)
 AIRFLOW_ENV := PATH=$(CURDIR)/$(AIRFLOW_VENV)/bin:$$PATH AIRFLOW_HOME=$(AIRFLOW_HOME) \
-	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/airflow/dags AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/airflow/plugins \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/airflow/dags \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW_CONN_DAGSTER_DEFAULT=$${AIRFLOW_CONN_DAGSTER_DEFAULT:-$${DAGSTER_URL:-http://127.0.0.1:3000}}
 
@@ -50,10 +54,11 @@ test: $(STAMP) $(AIRFLOW_STAMP) $(AIRFLOW2_STAMP)
 
 # Airflow has its own virtualenv and pinned requirements: its dependencies and Dagster's
 # must not fight.
-$(AIRFLOW_STAMP): airflow/requirements.txt airflow/constraints.txt
+$(AIRFLOW_STAMP): airflow/requirements.txt airflow/constraints.txt $(PROVIDER_FILES)
 	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r airflow/requirements.txt -c airflow/constraints.txt
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --no-deps --force-reinstall ./$(PROVIDER)
 	$(AIRFLOW_VENV)/bin/python -m pip check
 	@touch $(AIRFLOW_STAMP)
 
@@ -61,10 +66,11 @@ airflow-venv: $(AIRFLOW_STAMP)
 
 # Airflow 2.11, the oldest supported line, in its own virtualenv: the tests import the DAG
 # and run `airflow dags test` on it.
-$(AIRFLOW2_STAMP): airflow/requirements-2.11.txt airflow/constraints-2.11.txt
+$(AIRFLOW2_STAMP): airflow/requirements-2.11.txt airflow/constraints-2.11.txt $(PROVIDER_FILES)
 	@test -x $(AIRFLOW2_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW2_VENV)
 	$(AIRFLOW2_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(AIRFLOW2_VENV)/bin/python -m pip install --quiet -r airflow/requirements-2.11.txt -c airflow/constraints-2.11.txt
+	$(AIRFLOW2_VENV)/bin/python -m pip install --quiet --no-deps --force-reinstall ./$(PROVIDER)
 	$(AIRFLOW2_VENV)/bin/python -m pip check
 	@touch $(AIRFLOW2_STAMP)
 

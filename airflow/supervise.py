@@ -40,7 +40,9 @@ def environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     env.setdefault("AIRFLOW_HOME", str(HERE.parent / ".buffalo" / "airflow"))
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(HERE / "dags"))
-    env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(HERE / "plugins"))
+    # The Connections page's Test button (off by default in Airflow): the Dagster connection
+    # type answers it (DagsterHook.test_connection).
+    env.setdefault("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     env.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
     host, port = env.setdefault("AIRFLOW_HOST", "127.0.0.1"), env.setdefault("AIRFLOW_PORT", "8080")

@@ -262,7 +262,6 @@ def airflow_env(
         "HOME": os.environ.get("HOME", str(airflow_home)),
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "airflow" / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "airflow" / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW_CONN_DAGSTER_DEFAULT": dagster_url,
@@ -618,7 +617,7 @@ def test_airflow_reads_the_dags_cron_in_south_african_time(venv: Path, tmp_path:
     }
     done = subprocess.run(
         [str(venv / "bin" / "python"), "-c", script, str(ROOT / "airflow" / "dags" / "buffalo_orders.py")],
-        env={**env, "PYTHONPATH": str(ROOT / "airflow" / "plugins")},
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -914,10 +913,7 @@ def test_the_hook_sends_the_connections_token_and_a_refused_token_fails_naming_t
     with token_proxy(dagster.url, token) as address:
 
         def hook(password: str) -> subprocess.CompletedProcess[str]:
-            env = {
-                **airflow_env(tmp_path, f"http://:{password}@{address}"),
-                "PYTHONPATH": str(ROOT / "airflow" / "plugins"),
-            }
+            env = airflow_env(tmp_path, f"http://:{password}@{address}")
             return subprocess.run(
                 [str(AIRFLOW_VENV / "bin" / "python"), "-c", HOOK_SCRIPT, run_id],
                 env=env, capture_output=True, text=True, timeout=120,
@@ -933,3 +929,145 @@ def test_the_hook_sends_the_connections_token_and_a_refused_token_fails_naming_t
         refused.stderr
     ), refused.stderr[-3000:]
     assert token not in refused.stdout + refused.stderr + accepted.stdout + accepted.stderr
+
+
+# -- the provider package -------------------------------------------------------------------
+
+PROVIDER = ROOT / "airflow" / "provider"
+
+
+def _provider_version() -> str:
+    import tomllib
+
+    return tomllib.loads((PROVIDER / "pyproject.toml").read_text())["project"]["version"]
+
+
+INSTALLED_SCRIPT = """
+import importlib.metadata as m, json
+d = m.distribution("airflow-provider-buffalo-dagster")
+files = {str(f): f.locate().read_text() for f in d.files if str(f).startswith("dagster_provider/")
+         and str(f).endswith(".py")}
+print(json.dumps({"version": d.version, "direct_url": json.loads(d.read_text("direct_url.json")),
+                  "files": files}))
+"""
+
+
+@needs_airflow
+@needs_airflow2
+@pytest.mark.parametrize("venv", [AIRFLOW_VENV, AIRFLOW2_VENV], ids=["airflow3", "airflow2.11"])
+def test_the_provider_is_pip_installed_and_airflow_offers_the_dagster_connection_type_link_and_test(
+    venv: Path, dagster: DagsterStack, tmp_path: Path
+) -> None:
+    env = {**airflow_env(tmp_path, dagster.url, venv), "AIRFLOW__CORE__TEST_CONNECTION": "Enabled"}
+    # Installed by pip from airflow/provider (not a plugins folder, not a path hack), and what is
+    # installed is this checkout's code.
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", INSTALLED_SCRIPT], env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    installed = json.loads(done.stdout)
+    assert installed["version"] == _provider_version()
+    assert installed["direct_url"]["url"] == PROVIDER.resolve().as_uri()
+    source = {
+        f"dagster_provider/{p.name}": p.read_text() for p in (PROVIDER / "dagster_provider").glob("*.py")
+    }
+    assert installed["files"] == source, "the virtualenv's provider is stale: run make airflow-venv"
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(venv / "bin" / "airflow"), *args], env={**env, **extra}, capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+
+    def listed(*args: str) -> list[dict[str, Any]]:
+        out = cli("providers", *args, "--output", "json")
+        assert out.returncode == 0, out.stderr[-3000:]
+        # Airflow may log before the JSON (its last line)
+        return json.loads([line for line in out.stdout.splitlines() if line.startswith("[")][-1])
+
+    packages = {row["package_name"]: row for row in listed("list")}
+    assert packages["airflow-provider-buffalo-dagster"]["version"] == _provider_version()
+    hooks = {row["connection_type"]: row for row in listed("hooks")}
+    assert hooks["dagster"]["class"] == "dagster_provider.hooks.DagsterHook"
+    assert "dagster_provider.operators.DagsterRunLink" in {
+        row["extra_link_class_name"] for row in listed("links")
+    }
+    fields = {row["connection_parameter_name"] for row in listed("widgets")}
+    for field in ("location", "repository", "ca_bundle", "verify", "timeout"):
+        assert f"extra__dagster__{field}" in fields
+    assert "dagster" in {row["field_behaviours"] for row in listed("behaviours")}
+
+    # The Test button's check, from the CLI: the default connection reaches Dagster and finds
+    # the code location; a connection of type dagster naming another location fails, saying so.
+    as_typed = json.dumps({"conn_type": "dagster", "host": dagster.url})  # as the form saves it
+    ok = cli("connections", "test", "dagster_default", AIRFLOW_CONN_DAGSTER_DEFAULT=as_typed)
+    assert "Connection success!" in ok.stdout, (ok.stdout + ok.stderr)[-3000:]
+    elsewhere = json.dumps({"conn_type": "dagster", "host": dagster.url, "extra": {"location": "nowhere"}})
+    bad = cli("connections", "test", "dagster_elsewhere", AIRFLOW_CONN_DAGSTER_ELSEWHERE=elsewhere)
+    assert "Connection failed!" in bad.stdout, (bad.stdout + bad.stderr)[-3000:]
+    assert "Dagster has no code location 'nowhere'" in bad.stdout
+    down = json.dumps({"conn_type": "dagster", "host": "http://127.0.0.1:1"})
+    unreachable = cli("connections", "test", "dagster_down", AIRFLOW_CONN_DAGSTER_DOWN=down)
+    assert "could not reach Dagster at http://127.0.0.1:1" in unreachable.stdout, unreachable.stdout[-3000:]
+
+
+FOLLOW_SCRIPT = """
+import asyncio, json, sys
+from dagster_provider import DagsterAssetRunOperator, DagsterHook, DagsterRunTrigger
+run_id, retry_wait, path = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+if path == "trigger":
+    async def first():
+        trigger = DagsterRunTrigger(run_id, "dagster_default", poll_interval=0.5, retry_wait=retry_wait)
+        async for event in trigger.run():
+            return event.payload
+    print(json.dumps(asyncio.run(first())))
+else:
+    operator = DagsterAssetRunOperator(
+        task_id="t", asset_selection=["raw_orders"], poll_interval=0.5, retry_wait=retry_wait)
+    ended, status, message = operator._wait(DagsterHook(), run_id)
+    print(json.dumps({"run_id": ended, "status": status, "message": message}))
+"""
+
+
+@needs_airflow
+@pytest.mark.parametrize("path", ["trigger", "worker"])
+def test_a_run_dagster_retries_is_followed_to_its_retry_and_a_final_failure_is_not(
+    path: str, dagster: DagsterStack, tmp_path: Path
+) -> None:
+    """Dagster's run retries tag a failed run `dagster/will_retry` and, once the daemon
+    launched the retry, `dagster/auto_retry_run_id`: the wait follows the chain (deferred in
+    the triggerer or in a worker) and ends with the retry's result."""
+    instance = dagster.instance
+
+    def run(status: DagsterRunStatus, **tags: str) -> str:
+        return create_run_for_test(instance, job_name="__ASSET_JOB", status=status, tags=tags).run_id
+
+    def follow(run_id: str, retry_wait: float = 60) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(AIRFLOW_VENV / "bin" / "python"), "-c", FOLLOW_SCRIPT, run_id, str(retry_wait), path],
+            env=airflow_env(tmp_path, dagster.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def ended(process: subprocess.Popen[str]) -> dict[str, Any]:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-3000:]
+        return json.loads(out.strip().splitlines()[-1])
+
+    failed = run(DagsterRunStatus.FAILURE, **{"dagster/will_retry": "true"})
+    retry = run(DagsterRunStatus.SUCCESS, **{"dagster/parent_run_id": failed, "dagster/root_run_id": failed})
+    waiting = follow(failed)
+    time.sleep(3)  # the daemon launches the retry a moment after the failure
+    assert waiting.poll() is None, "the wait ended before Dagster launched the announced retry"
+    instance.add_run_tags(failed, {"dagster/auto_retry_run_id": retry})
+    assert ended(waiting) == {"run_id": retry, "status": "SUCCESS", "message": ""}
+
+    final = run(DagsterRunStatus.FAILURE, **{"dagster/will_retry": "false"})
+    assert ended(follow(final)) == {"run_id": final, "status": "FAILURE", "message": ""}
+    untagged = run(DagsterRunStatus.FAILURE)  # run retries off: no tag at all
+    assert ended(follow(untagged)) == {"run_id": untagged, "status": "FAILURE", "message": ""}
+
+    never = run(DagsterRunStatus.FAILURE, **{"dagster/will_retry": "true"})
+    stranded = ended(follow(never, retry_wait=2))
+    assert (stranded["run_id"], stranded["status"]) == (never, "FAILURE")
+    assert "launched no retry within 2 s" in stranded["message"]

@@ -331,7 +331,7 @@ def test_without_a_database_a_run_fails_with_one_line_naming_the_command(
 def test_the_airflow_side_reads_exactly_its_declared_settings_and_compose_passes_them() -> None:
     shared = {"BUFFALO_ORCHESTRATOR", "BUFFALO_INGEST_CRON", "BUFFALO_OPS_ALERT_WEBHOOK"}
     read = set()
-    for path in [*(ROOT / "airflow" / "dags").glob("*.py"), *(ROOT / "airflow" / "plugins").rglob("*.py")]:
+    for path in [*(ROOT / "airflow" / "dags").glob("*.py"), *(ROOT / "airflow" / "provider").rglob("*.py")]:
         read |= _names(path.read_text())
     assert read == AIRFLOW | shared
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

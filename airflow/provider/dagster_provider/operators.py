@@ -10,6 +10,11 @@ Reattach on retry: every run is tagged with the task instance that launched it
 worker, a polling error, a timeout) first looks for a run of an earlier try and waits for
 it instead of launching a second one while that run is still going (a run that succeeded
 is reused only with `reuse_succeeded_run=True`, so a cleared task materializes again).
+
+Dagster's own run retries: a run that fails and that Dagster will retry (tag
+`dagster/will_retry`) is followed to the run retrying it (`dagster/auto_retry_run_id`), and
+the task ends with the last run of that chain (`follow_run_retries=False` ends it with the
+first failure).
 """
 
 from __future__ import annotations
@@ -30,9 +35,13 @@ from dagster_provider.hooks import (
     DEFAULT_CONN_ID,
     ENDED,
     ENDED_FAILED,
+    ENDED_STEP,
+    WAIT_STEP,
     AirflowException,
     DagsterApiError,
     DagsterHook,
+    after_end,
+    no_retry_launched,
 )
 from dagster_provider.triggers import MAX_BACKOFF_S, DagsterRunTrigger
 
@@ -93,6 +102,9 @@ class DagsterAssetRunOperator(BaseOperator):
         wait for it while it is still going.
     :param reuse_succeeded_run: also take an earlier try's run that already succeeded as
         this try's result (False, default: a cleared task materializes again).
+    :param follow_run_retries: when Dagster's run retries retry a failed run, wait for the
+        retry instead of failing (True, default).
+    :param retry_wait: seconds to wait for Dagster to launch a retry it announced.
     """
 
     template_fields: Sequence[str] = ("asset_selection", "run_config", "tags")
@@ -114,6 +126,8 @@ class DagsterAssetRunOperator(BaseOperator):
         poll_error_budget: float = 600.0,
         reattach: bool = True,
         reuse_succeeded_run: bool = False,
+        follow_run_retries: bool = True,
+        retry_wait: float = 300.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -128,6 +142,8 @@ class DagsterAssetRunOperator(BaseOperator):
         self.poll_error_budget = poll_error_budget
         self.reattach = reattach
         self.reuse_succeeded_run = reuse_succeeded_run
+        self.follow_run_retries = follow_run_retries
+        self.retry_wait = retry_wait
         self._run_id: str | None = None
 
     @property
@@ -160,11 +176,9 @@ class DagsterAssetRunOperator(BaseOperator):
                 self.asset_selection,
                 hook.settings.run_url(run_id),
             )
-        self._run_id = run_id
         # Pushed before waiting, so a killed or deferred try still shows which run it owns,
         # and the "Dagster run" link leads to it while the task waits.
-        context["ti"].xcom_push(key=XCOM_RUN_ID, value=run_id)
-        context["ti"].xcom_push(key=XCOM_RUN_URL, value=hook.settings.run_url(run_id))
+        self._own(context, hook, run_id)
         if status not in ENDED and self.deferrable:
             self.defer(
                 trigger=DagsterRunTrigger(
@@ -172,12 +186,24 @@ class DagsterAssetRunOperator(BaseOperator):
                     dagster_conn_id=self.dagster_conn_id,
                     poll_interval=self.poll_interval,
                     error_budget=self.poll_error_budget,
+                    follow_retries=self.follow_run_retries,
+                    retry_wait=self.retry_wait,
                 ),
                 method_name="execute_complete",
             )
-        if status not in ENDED:
-            status = self._wait(hook, run_id)
-        return self._finish(hook, run_id, status)
+        message = ""
+        if status not in ENDED or self.follow_run_retries:
+            first = run_id
+            run_id, status, message = self._wait(hook, run_id)
+            if run_id != first:  # a retry Dagster made of it
+                self._own(context, hook, run_id)
+        return self._finish(hook, run_id, status, message)
+
+    def _own(self, context: Any, hook: DagsterHook, run_id: str) -> None:
+        """Say which Dagster run this try waits for (XCom, the "Dagster run" link)."""
+        self._run_id = run_id
+        context["ti"].xcom_push(key=XCOM_RUN_ID, value=run_id)
+        context["ti"].xcom_push(key=XCOM_RUN_URL, value=hook.settings.run_url(run_id))
 
     def execute_complete(self, context: Any, event: Mapping[str, Any]) -> str:
         run_id = str(event["run_id"])
@@ -187,7 +213,10 @@ class DagsterAssetRunOperator(BaseOperator):
                 f"Lost track of Dagster run {run_id}: {event['message']}. The run was not stopped; "
                 "a retry of this task reattaches to it."
             )
-        return self._finish(self.hook, run_id, str(event["status"]))
+        hook = self.hook
+        if context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=XCOM_RUN_ID) != run_id:
+            self._own(context, hook, run_id)  # a retry of it the trigger followed
+        return self._finish(hook, run_id, str(event["status"]), str(event.get("message") or ""))
 
     def _earlier_run(self, hook: DagsterHook, identity: Mapping[str, str]) -> dict[str, Any] | None:
         same_instance = {k: identity[k] for k in ("airflow/dag_id", "airflow/run_id", "airflow/task_id")}
@@ -203,13 +232,15 @@ class DagsterAssetRunOperator(BaseOperator):
             return None
         return runs[0]
 
-    def _wait(self, hook: DagsterHook, run_id: str) -> str:
+    def _wait(self, hook: DagsterHook, run_id: str) -> tuple[str, str, str]:
+        """Poll until the run (or the retries Dagster made of it) ended: (run id, status, message)."""
         last: str | None = None
         failing_since: float | None = None
+        retry_since: float | None = None
         attempt = 0
         while True:
             try:
-                status = hook.run_status(run_id)
+                state = hook.run_state(run_id)
             except (httpx.HTTPError, DagsterApiError, OSError) as error:
                 now = time.monotonic()
                 failing_since = failing_since or now
@@ -223,16 +254,31 @@ class DagsterAssetRunOperator(BaseOperator):
                 time.sleep(min(self.poll_interval * 2**attempt, MAX_BACKOFF_S))
                 continue
             failing_since, attempt = None, 0
-            if status != last:
-                self.log.info("Dagster run %s is %s", run_id, status)
-                last = status
-            if status in ENDED:
-                return status
+            if state.status != last:
+                self.log.info("Dagster run %s is %s", run_id, state.status)
+                last = state.status
+            if state.status in ENDED:
+                confirmed = retry_since is not None
+                step = after_end(state, follow_retries=self.follow_run_retries, confirmed=confirmed)
+                if step == ENDED_STEP:
+                    return run_id, state.status, ""
+                if step != WAIT_STEP:
+                    self.log.info("Dagster retries run %s as run %s; following it", run_id, step)
+                    run_id, last, retry_since = step, None, None
+                    self._run_id = run_id
+                    continue
+                now = time.monotonic()
+                retry_since = retry_since or now
+                if now - retry_since > self.retry_wait:
+                    return run_id, state.status, no_retry_launched(self.retry_wait)
+                time.sleep(min(self.poll_interval, 2.0))
+                continue
             time.sleep(self.poll_interval)
 
-    def _finish(self, hook: DagsterHook, run_id: str, status: str) -> str:
+    def _finish(self, hook: DagsterHook, run_id: str, status: str, message: str = "") -> str:
         if status != "SUCCESS":
-            messages = hook.failure_messages(run_id)
+            messages = [message] if message else []
+            messages += hook.failure_messages(run_id)
             raise DagsterRunFailed(
                 f"Dagster run {run_id} ended {status}: {' | '.join(messages) or 'no error message'} "
                 f"(see {hook.settings.run_url(run_id)})"

@@ -35,10 +35,22 @@ try:
 except ImportError:  # pragma: no cover - every supported Airflow has it
     AirflowException = RuntimeError  # type: ignore[misc,assignment]
 
+from dagster_provider.provider_info import (
+    CONNECTION_TYPE,
+    EXTRA_FIELDS,
+    HIDDEN_FIELDS,
+    PLACEHOLDERS,
+    RELABELING,
+)
+
 DEFAULT_CONN_ID = "dagster_default"
 DEFAULT_LOCATION = "buffalo_assets"
 ENDED = {"SUCCESS", "FAILURE", "CANCELED"}
 ENDED_FAILED = {"FAILURE", "CANCELED"}
+# Tags Dagster's run retries (`run_retries` in dagster.yaml) put on a failed run: whether it
+# will be retried, then the id of the run retrying it.
+WILL_RETRY_TAG = "dagster/will_retry"
+AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
 
 WORKSPACE = """
 query Workspace {
@@ -93,7 +105,7 @@ STATUS = """
 query Status($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
-    ... on Run { status }
+    ... on Run { status tags { key value } }
     ... on PythonError { message }
     ... on RunNotFoundError { message }
   }
@@ -190,8 +202,15 @@ class DagsterConnection:
 def _extra(conn: Any) -> dict[str, Any]:
     dejson = getattr(conn, "extra_dejson", None)
     if isinstance(dejson, Mapping):
-        return dict(dejson)
-    return json.loads(conn.extra) if getattr(conn, "extra", None) else {}
+        extra = dict(dejson)
+    else:
+        extra = json.loads(conn.extra) if getattr(conn, "extra", None) else {}
+    # Forms of older Airflow versions stored a field as `extra__dagster__<name>`; empty
+    # form fields are stored as "" or None and mean "not set".
+    prefix = f"extra__{CONNECTION_TYPE}__"
+    plain = {key.removeprefix(prefix): value for key, value in extra.items() if key.startswith(prefix)}
+    plain.update({key: value for key, value in extra.items() if not key.startswith(prefix)})
+    return {key: value for key, value in plain.items() if value not in ("", None)}
 
 
 def _flag(value: Any) -> bool:
@@ -236,8 +255,49 @@ class DagsterHook(BaseHook):
 
     conn_name_attr = "dagster_conn_id"
     default_conn_name = DEFAULT_CONN_ID
-    conn_type = "dagster"
+    conn_type = CONNECTION_TYPE
     hook_name = "Dagster"
+
+    # -- the connection form (Airflow 2; Airflow 3 reads the provider info) ---------------
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from wtforms import BooleanField, IntegerField, StringField
+
+        widgets: dict[str, Any] = {}
+        for key, (label, schema, description) in EXTRA_FIELDS.items():
+            kinds = schema["type"]
+            if "boolean" in kinds:
+                widgets[key] = BooleanField(label, description=description, default=schema.get("default"))
+            elif "integer" in kinds:
+                widgets[key] = IntegerField(
+                    label, widget=BS3TextFieldWidget(), description=description, default=schema.get("default")
+                )
+            else:
+                widgets[key] = StringField(label, widget=BS3TextFieldWidget(), description=description)
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {"hidden_fields": HIDDEN_FIELDS, "relabeling": RELABELING, "placeholders": PLACEHOLDERS}
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The Connections page's Test button: can Dagster be reached, with this token, and
+        does it serve the code location?"""
+        try:
+            settings = self.settings
+        except (DagsterApiError, ValueError) as error:  # no host, an extra that is not JSON
+            return False, str(error)
+        try:
+            repository = settings.repository or self.repository_name(settings.location)
+        except DagsterApiError as error:
+            return False, str(error)
+        except (httpx.HTTPError, OSError) as error:
+            return False, f"could not reach Dagster at {settings.base_url}: {error}"
+        return True, (
+            f"Dagster at {settings.base_url} serves code location '{settings.location}' "
+            f"(repository '{repository}')"
+        )
 
     def __init__(self, dagster_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -333,7 +393,10 @@ class DagsterHook(BaseHook):
         ]
 
     def run_status(self, run_id: str) -> str:
-        return _status(self.graphql(STATUS, {"runId": run_id})["runOrError"], run_id)
+        return self.run_state(run_id).status
+
+    def run_state(self, run_id: str) -> RunState:
+        return _state(self.graphql(STATUS, {"runId": run_id})["runOrError"], run_id)
 
     def failure_messages(self, run_id: str) -> list[str]:
         logs = self.graphql(FAILURES, {"runId": run_id})["logsForRun"]
@@ -360,18 +423,69 @@ class DagsterHook(BaseHook):
         return _data(settings, response)
 
     async def arun_status(self, run_id: str) -> str:
-        return _status((await self.agraphql(STATUS, {"runId": run_id}))["runOrError"], run_id)
+        return (await self.arun_state(run_id)).status
+
+    async def arun_state(self, run_id: str) -> RunState:
+        return _state((await self.agraphql(STATUS, {"runId": run_id}))["runOrError"], run_id)
 
     async def aterminate(self, run_id: str) -> None:
         _terminated((await self.agraphql(TERMINATE, {"runId": run_id}))["terminateRun"], run_id)
 
 
-def _status(found: Mapping[str, Any], run_id: str) -> str:
+@dataclass(frozen=True)
+class RunState:
+    """A Dagster run's status, and what Dagster's run retries say about it."""
+
+    run_id: str
+    status: str
+    tags: Mapping[str, str]
+
+    @property
+    def retry_pending(self) -> bool:
+        """Failed, and Dagster's run retries will launch (or launched) another run for it."""
+        return self.status == "FAILURE" and self.tags.get(WILL_RETRY_TAG, "").lower() == "true"
+
+    @property
+    def retried_by(self) -> str | None:
+        """The run Dagster's run retries launched for this failed one, once launched."""
+        return self.tags.get(AUTO_RETRY_RUN_ID_TAG) or None
+
+
+ENDED_STEP = "ended"
+WAIT_STEP = "wait"
+
+
+def after_end(state: RunState, *, follow_retries: bool, confirmed: bool) -> str:
+    """What a waiter does once `state` has ended: ENDED_STEP (report it), WAIT_STEP (Dagster
+    will retry it and has not launched the retry yet, or a failure not yet tagged), or the id
+    of the run retrying it (follow that one instead).
+
+    Dagster tags a failed run `dagster/will_retry` a moment after it fails, so a failure
+    without the tag is read once more (`confirmed=False`) before it is taken as final.
+    """
+    if not follow_retries or state.status != "FAILURE":
+        return ENDED_STEP
+    if state.retried_by:
+        return state.retried_by
+    if state.retry_pending or (WILL_RETRY_TAG not in state.tags and not confirmed):
+        return WAIT_STEP
+    return ENDED_STEP
+
+
+def no_retry_launched(retry_wait: float) -> str:
+    return (
+        f"Dagster was to retry it, but launched no retry within {retry_wait:.0f} s "
+        "(is the Dagster daemon running?)"
+    )
+
+
+def _state(found: Mapping[str, Any], run_id: str) -> RunState:
     if found["__typename"] == "RunNotFoundError":
         raise DagsterRunNotFound(f"Dagster has no run {run_id}: {found.get('message', '')}")
     if found["__typename"] != "Run":
         raise DagsterApiError(f"Dagster could not read run {run_id}: {_refusal(found)}")
-    return str(found["status"])
+    tags = {tag["key"]: tag["value"] for tag in found.get("tags") or ()}
+    return RunState(run_id=run_id, status=str(found["status"]), tags=tags)
 
 
 def _terminated(result: Mapping[str, Any], run_id: str) -> None:

@@ -1,8 +1,10 @@
 """A small Dagster provider for Airflow: hook, deferrable operator and trigger.
 
-Lives in Airflow's plugins folder (on `sys.path` in every Airflow component, the
-triggerer included, on Airflow 2 and 3), so the trigger's class path imports wherever it
-runs. Needs only httpx besides Airflow.
+An installable provider package (`airflow/provider`, distribution
+airflow-provider-buffalo-dagster), installed with pip into every Airflow component's
+environment, the triggerer's included, so the trigger's class path imports wherever it runs.
+Its entry point registers connection type `dagster` and the "Dagster run" link
+(`provider_info.py`). Needs only httpx besides Airflow 2.10+ or 3.x.
 """
 
 from dagster_provider.hooks import DagsterApiError, DagsterHook
