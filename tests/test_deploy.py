@@ -65,6 +65,68 @@ def test_the_compose_file_validates_with_every_service_and_the_sandbox_behind_a_
     assert services["webserver"]["environment"]["BUFFALO_PASSWORD"] == "pw"  # from .env, not baked in
 
 
+def _published(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host address, host port) of each port a service publishes, as either compose writes them."""
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.append((str(port.get("host_ip", "")), str(port.get("published", ""))))
+        else:
+            address, published, _ = str(port).rsplit(":", 2)
+            ports.append((address, published))
+    return ports
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Each volume's target: its source and whether it is read-only, as either compose writes them."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            mounts[volume["target"]] = (str(volume["source"]), bool(volume.get("read_only")))
+        else:
+            source, target, *options = str(volume).split(":")
+            mounts[target] = (source, "ro" in options)
+    return mounts
+
+
+def test_postgres_is_published_on_loopback_unless_opened_for_power_bi_and_always_speaks_tls() -> None:
+    assert _published(compose_services()["postgres"]) == [("127.0.0.1", "5432")]
+    # An operator's .env opens it to the analysts' network; nothing else moves.
+    opened = compose_services({"BUFFALO_PG_PUBLISH": "10.20.0.5"})
+    postgres = opened["postgres"]
+    assert _published(postgres) == [("10.20.0.5", "5432")]
+    others = [port for name, service in opened.items() if name != "postgres" for port in _published(service)]
+    assert others and all(address == "127.0.0.1" for address, _ in others)
+    # TLS on, TLS 1.2 at least, the shipped pg_hba.conf (tests/test_bi_tls.py runs a server with
+    # exactly these settings), and the certificate put in place by tls-init.sh.
+    assert postgres["entrypoint"] == ["bash", "/etc/buffalo/postgres/tls-init.sh"]
+    command = postgres["command"]
+    for setting in (
+        "hba_file=/etc/buffalo/postgres/pg_hba.conf",
+        "ssl=on",
+        "ssl_cert_file=/var/lib/postgresql/tls/server.crt",
+        "ssl_key_file=/var/lib/postgresql/tls/server.key",
+        "ssl_min_protocol_version=TLSv1.2",
+    ):
+        assert command[command.index(setting) - 1] == "-c", setting
+    mounts = _mounts(postgres)
+    assert mounts["/etc/buffalo/postgres"] == (str(ROOT / "deploy" / "postgres"), True)
+    assert mounts["/etc/buffalo/certs"] == (str(ROOT / "deploy" / "certs"), True)
+    assert mounts["/var/lib/postgresql/data"][0].endswith("pgdata")
+
+
+def test_the_certificates_folder_is_there_to_mount_and_keeps_keys_out_of_git() -> None:
+    # Present in a fresh clone (so Docker does not make it, as root), and nothing made in it
+    # is ever committed.
+    assert (ROOT / "deploy" / "certs" / ".gitignore").is_file()
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        cwd=ROOT, input="deploy/certs/server.key\ndeploy/certs/ca.key\ndeploy/certs/.gitignore\n",
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert ignored.stdout.split() == ["deploy/certs/server.key", "deploy/certs/ca.key"]
+
+
 def test_a_setting_still_set_by_its_old_name_reaches_the_dagster_processes_in_compose(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

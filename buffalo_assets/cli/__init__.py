@@ -5,7 +5,7 @@ and `python -m buffalo_assets.cli`) out of them:
 
     sandbox.py     buffalo sandbox: the local Buffalo simulator and the options of its world
     settings.py    buffalo settings, buffalo check: the settings in use, and the account
-    db.py          buffalo db url | upgrade | init | revision | grant-bi | stop
+    db.py          buffalo db url | upgrade | init | revision | grant-bi | make-cert | stop
     stock.py       buffalo stock import: Solo's stock list
     demo.py        buffalo demo: the main job, and its summary of what is stored
     _demo_runs.py  the demo's two Dagster runs, in the child process `buffalo demo` starts

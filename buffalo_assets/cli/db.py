@@ -1,8 +1,10 @@
-"""`buffalo db`: the database's URL, its schema migrations, the read-only BI role, the embedded server."""
+"""`buffalo db`: the database's URL, its schema migrations, the read-only BI role, the server's TLS
+certificate, the embedded server."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -128,6 +130,49 @@ def db_grant_bi(role: str) -> None:
         f"limits: statement timeout {timeout} (BUFFALO_BI_STATEMENT_TIMEOUT_S), "
         f"connections {limit} (BUFFALO_BI_CONNECTION_LIMIT)\n"
         f"views: {', '.join(views) or '(none: run `buffalo db upgrade`)'}"
+    )
+
+
+@db.command("make-cert")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    required=True,
+    help="A name or IP address clients connect to (repeat for more); the certificate's SANs",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("deploy/certs"),
+    show_default=True,
+    help="Folder for ca.crt, ca.key, server.crt, server.key (what the compose postgres service mounts)",
+)
+@click.option(
+    "--days", type=int, default=825, show_default=True, help="Validity of the server certificate, days"
+)
+@click.option("--new-ca", is_flag=True, help="Make a new CA even if the folder has one (trust it anew)")
+def db_make_cert(hosts: tuple[str, ...], out: Path, days: int, new_ca: bool) -> None:
+    """Make the PostgreSQL server's TLS certificate, signed by a private CA, for Power BI.
+
+    Reuses the CA in --out when it covers the names, so clients that trust its ca.crt keep
+    trusting the server; keys are written readable by their owner only (0600).
+    """
+    from buffalo_assets.storage.tls import CertificateError, make_server_certificate
+
+    try:
+        issued = make_server_certificate(out, hosts, days=days, new_ca=new_ca)
+    except CertificateError as error:
+        raise click.ClickException(str(error)) from error
+    ca = "reused the CA" if issued.ca_reused else "made a new CA"
+    click.echo(
+        f"{ca} and a server certificate for {', '.join(issued.hosts)} in {out}, valid until "
+        f"{issued.not_after:%Y-%m-%d}:\n"
+        + "".join(f"  {path}\n" for path in issued.files)
+        + f"CA thumbprint (SHA-1, as Windows shows it): {issued.ca_sha1}\n"
+        f"CA fingerprint (SHA-256): {issued.ca_sha256}\n"
+        "Next: restart PostgreSQL (docker compose restart postgres), then trust ca.crt on the analysts' "
+        'machines and the gateway: docs/deploy.md, section "PostgreSQL for Power BI"'
     )
 
 
