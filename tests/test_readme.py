@@ -97,6 +97,8 @@ DG_CHECK = "tests/test_dg.py::test_dg_check_defs_and_list_defs_load_the_project_
 BI_ROLE = (
     "`buffalo db grant-bi`: tests/test_security.py::test_the_bi_role_reads_the_bi_views_and_nothing_else"
 )
+BI_TLS = "tests/test_bi_tls.py::test_power_bi_reads_the_bi_views_over_verified_tls_and_never_without_it"
+FIREWALL = "changes the server's firewall (iptables, as root): never on a test machine"
 RESEND = (
     "needs given-up alerts: tests/test_customer_alerts.py::"
     "test_alerts_given_up_while_the_service_was_down_are_delivered_after_a_resend"
@@ -146,6 +148,19 @@ ELSEWHERE = {
     "buffalo-raw-$(date +%F).dump": COMPOSE,
     "docker compose exec -T postgres pg_restore -U buffalo -d buffalo --clean --if-exists < "
     "buffalo-raw-2026-11-29.dump": COMPOSE,
+    ".venv/bin/buffalo db make-cert --host db.example.internal --host 10.20.0.5 --out deploy/certs/": (
+        "`buffalo db make-cert`: " + BI_TLS
+    ),
+    "docker compose restart postgres": COMPOSE,
+    'docker compose run --rm --no-deps --user "$(id -u):$(id -g)" -v "$PWD/deploy/certs:/certs" '
+    "webserver buffalo db make-cert --host db.example.internal --host 10.20.0.5 --out /certs": COMPOSE,
+    "sudo iptables -I DOCKER-USER -i eth0 -p tcp --dport 5432 -j DROP": FIREWALL,
+    "sudo iptables -I DOCKER-USER -i eth0 -p tcp --dport 5432 -s 10.20.0.0/16 -j ACCEPT": FIREWALL,
+    "sudo iptables -I DOCKER-USER -i eth0 -p tcp --dport 5432 -s 10.30.0.7 -j ACCEPT": FIREWALL,
+    'psql "host=db.example.internal port=5432 dbname=buffalo user=buffalo_bi sslmode=verify-full '
+    "sslrootcert=ca.crt\" -c 'SELECT * FROM analytics.bi_delivery_kpis LIMIT 1'": (
+        "the same connection through libpq, to the test's own server: " + BI_TLS
+    ),
     "BUFFALO_BI_PASSWORD='a-long-random-password' .venv/bin/buffalo db grant-bi": BI_ROLE,
     "BUFFALO_BI_PASSWORD='...' .venv/bin/buffalo db grant-bi --role powerbi_finance": BI_ROLE,
     ".venv/bin/python -m pytest -q tests/test_settings.py": "a file of this suite",
