@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -175,7 +176,20 @@ def test_the_dockerfiles_pass_hadolint_and_bake_in_no_secret(dockerfile: str) ->
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     text = (ROOT / dockerfile).read_text()
-    assert "USER " in text and "slim" in text
+    assert "USER " in text
+    if dockerfile == "deploy/airflow.Dockerfile":
+        # The official image of the Airflow version the tests run, its official constraints, and
+        # the provider installed by pip (no plugins folder).
+        pinned = re.search(
+            r"^apache-airflow==(\S+)$", (ROOT / "airflow" / "requirements.txt").read_text(), re.M
+        )
+        assert pinned is not None
+        assert f"ARG AIRFLOW_VERSION={pinned.group(1)}\n" in text
+        assert "FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}" in text
+        assert "raw.githubusercontent.com/apache/airflow/constraints-${AIRFLOW_VERSION}/" in text
+        assert "COPY --chown=airflow:root airflow/provider" in text and "plugins" not in text
+    else:
+        assert "slim" in text
     assert "PASSWORD" not in text.replace("BUFFALO_PASSWORD come from", "")
 
 

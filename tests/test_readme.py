@@ -87,7 +87,7 @@ SERVERS = {
     ),
 }
 AIRFLOW_CONN_JSON = (
-    'AIRFLOW_CONN_DAGSTER_DEFAULT=\'{"conn_type": "http", "host": "https://dagster.example.com", '
+    'AIRFLOW_CONN_DAGSTER_DEFAULT=\'{"conn_type": "dagster", "host": "https://dagster.example.com", '
     '"password": "TOKEN", "extra": {"token_header": "Dagster-Cloud-Api-Token", '
     '"ca_bundle": "/etc/ssl/corp.pem"}}\''
 )
@@ -116,6 +116,12 @@ ELSEWHERE = {
     "AIRFLOW_CONN_DAGSTER_DEFAULT='http://webserver:3000'": "a value of Airflow's connection, not a command",
     "AIRFLOW_CONN_DAGSTER_DEFAULT='https://:TOKEN@dagster.example.com'": "the same",
     AIRFLOW_CONN_JSON: "the same",
+    'pip install "apache-airflow==3.3.2" ./airflow/provider --constraint '
+    "https://raw.githubusercontent.com/apache/airflow/constraints-3.3.2/constraints-3.11.txt": (
+        "needs GitHub for the official constraints; make airflow-venv installs the provider the same way: "
+        "tests/test_airflow.py::"
+        "test_the_provider_is_pip_installed_and_airflow_offers_the_dagster_connection_type_link_and_test"
+    ),
     ".venv/bin/python -m bench.ingest --orders 2000 --latency-ms 50 --concurrency 16": BENCHMARK,
     ".venv/bin/python -m bench.ingest --orders 10000 --history-days 210 --skip-baseline": BENCHMARK,
     ".venv/bin/python -m bench.ingest --orders 100000 --skip-baseline": BENCHMARK,
