@@ -789,7 +789,7 @@ def test_compose_runs_airflow_as_four_components_on_its_own_database_with_dagste
             == "postgresql+psycopg2://airflow:apw@postgres:5432/airflow"
         )
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
-        assert env["AIRFLOW_CONN_DAGSTER_DEFAULT"] == "http://webserver:3000"
+        assert env["AIRFLOW_CONN_DAGSTER_DEFAULT"] == "dagster://webserver:3000"
         assert env["BUFFALO_ORCHESTRATOR"] == "dagster"  # one scheduler of the ingest by default
         assert service["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     assert services["airflow-init"]["command"] == ["airflow", "db", "migrate"]
@@ -1000,7 +1000,8 @@ def test_the_provider_is_pip_installed_and_airflow_offers_the_dagster_connection
 
     # The Test button's check, from the CLI: the default connection reaches Dagster and finds
     # the code location; a connection of type dagster naming another location fails, saying so.
-    as_typed = json.dumps({"conn_type": "dagster", "host": dagster.url})  # as the form saves it
+    # (as compose sets it: a URI of type dagster; http://... has no Test, being of type http)
+    as_typed = dagster.url.replace("http://", "dagster://")
     ok = cli("connections", "test", "dagster_default", AIRFLOW_CONN_DAGSTER_DEFAULT=as_typed)
     assert "Connection success!" in ok.stdout, (ok.stdout + ok.stderr)[-3000:]
     elsewhere = json.dumps({"conn_type": "dagster", "host": dagster.url, "extra": {"location": "nowhere"}})
