@@ -113,7 +113,8 @@ ELSEWHERE = {
     "tests/test_stock.py::test_stock_import_loads_a_good_file_and_a_new_file_replaces_the_list",
     "make airflow-dag-test": "`airflow dags test`: "
     "tests/test_airflow.py::test_the_dag_materializes_both_assets_in_dagster_and_fails_with_dagsters_error",
-    "AIRFLOW_CONN_DAGSTER_DEFAULT='dagster://webserver:3000'": "a value of Airflow's connection, not a command",
+    "AIRFLOW_CONN_DAGSTER_DEFAULT='dagster://webserver:3000'": "a value of Airflow's connection, not a "
+    "command",
     "AIRFLOW_CONN_DAGSTER_DEFAULT='https://:TOKEN@dagster.example.com'": "the same",
     AIRFLOW_CONN_JSON: "the same",
     'pip install "apache-airflow==3.3.2" ./airflow/provider --constraint '
