@@ -4,8 +4,9 @@
 # four containers (api-server, scheduler, dag-processor, triggerer; see docker-compose.yml);
 # it reaches Dagster through connection dagster_default.
 #
-# Without internet access to GitHub at build time, pass a local copy of the constraints file:
-#   --build-arg AIRFLOW_CONSTRAINTS=/opt/buffalo/constraints.txt (COPY it in first).
+# Without access to GitHub at build time, use the constraints the tests ran with instead
+# (airflow/constraints.txt, copied in below):
+#   --build-arg AIRFLOW_CONSTRAINTS=/opt/buffalo/constraints.txt
 ARG AIRFLOW_VERSION=3.3.2
 ARG PYTHON_VERSION=3.11
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
@@ -20,6 +21,7 @@ ENV AIRFLOW__CORE__LOAD_EXAMPLES=False \
 
 USER airflow
 COPY --chown=airflow:root airflow/provider /opt/buffalo/provider
+COPY --chown=airflow:root airflow/constraints.txt /opt/buffalo/constraints.txt
 # apache-airflow==<version> in the same command keeps pip from moving Airflow itself.
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" /opt/buffalo/provider \
         --constraint "${AIRFLOW_CONSTRAINTS}" \

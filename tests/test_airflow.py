@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -921,6 +922,14 @@ def test_the_hook_sends_the_connections_token_and_a_refused_token_fails_naming_t
 
         accepted = hook(token)
         refused = hook("wrong-" + token)
+        # A token pasted from a secrets file with its newline is the token; a control character
+        # inside it is refused without quoting it.
+        pasted = hook(urllib.parse.quote(token + "\n"))
+        mangled = hook(urllib.parse.quote(token[:6] + "\x01" + token[6:]))
+    assert pasted.returncode == 0, pasted.stderr[-3000:]
+    assert mangled.returncode != 0
+    assert "the API token in the password field contains a control character" in mangled.stderr
+    assert token[6:] not in mangled.stdout + mangled.stderr
     assert accepted.returncode == 0, accepted.stderr[-3000:]
     assert "repository __repository__" in accepted.stdout  # asked from the workspace, not assumed
     assert "status CANCELED" in accepted.stdout  # the triggerer's async path, same token
@@ -1008,9 +1017,17 @@ def test_the_provider_is_pip_installed_and_airflow_offers_the_dagster_connection
     bad = cli("connections", "test", "dagster_elsewhere", AIRFLOW_CONN_DAGSTER_ELSEWHERE=elsewhere)
     assert "Connection failed!" in bad.stdout, (bad.stdout + bad.stderr)[-3000:]
     assert "Dagster has no code location 'nowhere'" in bad.stdout
-    down = json.dumps({"conn_type": "dagster", "host": "http://127.0.0.1:1"})
-    unreachable = cli("connections", "test", "dagster_down", AIRFLOW_CONN_DAGSTER_DOWN=down)
-    assert "could not reach Dagster at http://127.0.0.1:1" in unreachable.stdout, unreachable.stdout[-3000:]
+    # Dagster is always asked, even when the connection names its repository.
+    for extra, said in (
+        ({}, "could not reach Dagster at http://127.0.0.1:1"),
+        ({"repository": "__repository__"}, "could not reach Dagster at http://127.0.0.1:1"),
+    ):
+        down = json.dumps({"conn_type": "dagster", "host": "http://127.0.0.1:1", "extra": extra})
+        unreachable = cli("connections", "test", "dagster_down", AIRFLOW_CONN_DAGSTER_DOWN=down)
+        assert "Connection failed!" in unreachable.stdout and said in unreachable.stdout, unreachable.stdout
+    other = json.dumps({"conn_type": "dagster", "host": dagster.url, "extra": {"repository": "nope"}})
+    wrong = cli("connections", "test", "dagster_other", AIRFLOW_CONN_DAGSTER_OTHER=other)
+    assert "Dagster code location 'buffalo_assets' has no repository 'nope'" in wrong.stdout, wrong.stdout
 
 
 FOLLOW_SCRIPT = """
@@ -1023,11 +1040,20 @@ if path == "trigger":
         async for event in trigger.run():
             return event.payload
     print(json.dumps(asyncio.run(first())))
-else:
+elif path == "worker":
     operator = DagsterAssetRunOperator(
         task_id="t", asset_selection=["raw_orders"], poll_interval=0.5, retry_wait=retry_wait)
     ended, status, message = operator._wait(DagsterHook(), run_id)
     print(json.dumps({"run_id": ended, "status": status, "message": message}))
+elif path == "stop-trigger":  # what a killed deferred task terminates
+    print(json.dumps({"run_id": asyncio.run(DagsterHook().arun_to_stop(run_id, wait_s=retry_wait))}))
+elif path == "stop-worker":  # what a killed task in a worker terminates
+    print(json.dumps({"run_id": DagsterHook().run_to_stop(run_id, wait_s=retry_wait)}))
+elif path == "reattach":  # what a new try of the task instance tagged run_id waits for
+    operator = DagsterAssetRunOperator(task_id=run_id, asset_selection=["raw_orders"])
+    identity = {"airflow/dag_id": "d", "airflow/run_id": "r", "airflow/task_id": run_id}
+    earlier = operator._earlier_run(DagsterHook(), identity)
+    print(json.dumps({"run_id": earlier and earlier["runId"]}))
 """
 
 
@@ -1044,9 +1070,9 @@ def test_a_run_dagster_retries_is_followed_to_its_retry_and_a_final_failure_is_n
     def run(status: DagsterRunStatus, **tags: str) -> str:
         return create_run_for_test(instance, job_name="__ASSET_JOB", status=status, tags=tags).run_id
 
-    def follow(run_id: str, retry_wait: float = 60) -> subprocess.Popen[str]:
+    def follow(run_id: str, retry_wait: float = 60, mode: str = path) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [str(AIRFLOW_VENV / "bin" / "python"), "-c", FOLLOW_SCRIPT, run_id, str(retry_wait), path],
+            [str(AIRFLOW_VENV / "bin" / "python"), "-c", FOLLOW_SCRIPT, run_id, str(retry_wait), mode],
             env=airflow_env(tmp_path, dagster.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
@@ -1072,3 +1098,23 @@ def test_a_run_dagster_retries_is_followed_to_its_retry_and_a_final_failure_is_n
     stranded = ended(follow(never, retry_wait=2))
     assert (stranded["run_id"], stranded["status"]) == (never, "FAILURE")
     assert "launched no retry within 2 s" in stranded["message"]
+
+    # Killing the task while Dagster is about to retry stops the retry, not the failed run.
+    stop = f"stop-{path}"
+    pending = run(DagsterRunStatus.FAILURE, **{"dagster/will_retry": "true"})
+    going = run(DagsterRunStatus.STARTED, **{"dagster/parent_run_id": pending})
+    stopping = follow(pending, retry_wait=30, mode=stop)
+    time.sleep(2)
+    assert stopping.poll() is None, "the kill gave up before Dagster launched the announced retry"
+    instance.add_run_tags(pending, {"dagster/auto_retry_run_id": going})
+    assert ended(stopping) == {"run_id": going}
+    assert ended(follow(going, mode=stop)) == {"run_id": going}  # a run still going is itself stopped
+    assert ended(follow(final, mode=stop)) == {"run_id": None}  # an ended chain: nothing to stop
+
+    # A new try of the task reattaches to its failed run while Dagster retries it (no second
+    # run beside Dagster's retry), and launches anew after a final failure.
+    for will_retry, expected in (("true", True), ("false", False)):
+        task = f"t-{path}-{will_retry}"
+        tags = {"airflow/dag_id": "d", "airflow/run_id": "r", "airflow/task_id": task}
+        tried = run(DagsterRunStatus.FAILURE, **tags, **{"dagster/will_retry": will_retry})
+        assert ended(follow(task, mode="reattach")) == {"run_id": tried if expected else None}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,9 @@ ENDED_FAILED = {"FAILURE", "CANCELED"}
 # Tags Dagster's run retries (`run_retries` in dagster.yaml) put on a failed run: whether it
 # will be retried, then the id of the run retrying it.
 WILL_RETRY_TAG = "dagster/will_retry"
+# How long a killed task waits for a retry Dagster announced, to stop it too (within the
+# triggerer's time for a trigger's on_kill).
+STOP_WAIT_S = 20.0
 AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
 
 WORKSPACE = """
@@ -147,6 +151,17 @@ class DagsterRunNotFound(DagsterApiError):
     """Dagster does not know the run (deleted, or another instance)."""
 
 
+class DagsterUnreachable(DagsterApiError):
+    """No answer from Dagster (refused, timed out, TLS failed). The message never holds the
+    token, even when the error quoted the request's headers."""
+
+    def __init__(self, settings: DagsterConnection, error: BaseException) -> None:
+        text = f"{type(error).__name__}: {error}"
+        if settings.token:
+            text = text.replace(settings.token, "***")
+        super().__init__(f"could not reach Dagster at {settings.base_url}: {text}")
+
+
 @dataclass(frozen=True)
 class DagsterConnection:
     """What a request to Dagster needs, taken from an Airflow Connection."""
@@ -179,7 +194,7 @@ class DagsterConnection:
         return cls(
             conn_id=conn.conn_id,
             base_url=host,
-            token=conn.password or None,
+            token=_token(conn),
             token_header=str(extra.get("token_header") or "Authorization"),
             verify=verify,
             timeout=float(extra.get("timeout", 30)),
@@ -197,6 +212,18 @@ class DagsterConnection:
 
     def run_url(self, run_id: str) -> str:
         return f"{self.base_url}/runs/{run_id}"
+
+
+def _token(conn: Any) -> str | None:
+    """The connection's password as a token: surrounding whitespace (a secrets file's newline)
+    dropped; a control character inside is refused without quoting the token."""
+    token = (conn.password or "").strip()
+    if any(ord(char) < 32 or ord(char) == 127 for char in token):
+        raise DagsterApiError(
+            f"Airflow connection '{conn.conn_id}': the API token in the password field contains a "
+            "control character; paste it again"
+        )
+    return token or None
 
 
 def _extra(conn: Any) -> dict[str, Any]:
@@ -217,6 +244,15 @@ def _flag(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in ("false", "0", "no", "off")
     return bool(value)
+
+
+def _sole(location: str, repositories: list[str]) -> str:
+    if len(repositories) != 1:
+        raise DagsterApiError(
+            f"Dagster code location '{location}' has repositories {repositories}: set "
+            "`repository` in the connection's extra"
+        )
+    return repositories[0]
 
 
 def _payload(query: str, variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -288,12 +324,16 @@ class DagsterHook(BaseHook):
             settings = self.settings
         except (DagsterApiError, ValueError) as error:  # no host, an extra that is not JSON
             return False, str(error)
-        try:
-            repository = settings.repository or self.repository_name(settings.location)
+        try:  # always asked, so a wrong URL or token fails even with `repository` set
+            repositories = self.repositories(settings.location)
         except DagsterApiError as error:
             return False, str(error)
-        except (httpx.HTTPError, OSError) as error:
-            return False, f"could not reach Dagster at {settings.base_url}: {error}"
+        repository = settings.repository or _sole(settings.location, repositories)
+        if repository not in repositories:
+            return False, (
+                f"Dagster code location '{settings.location}' has no repository '{repository}' "
+                f"(it has {repositories})"
+            )
         return True, (
             f"Dagster at {settings.base_url} serves code location '{settings.location}' "
             f"(repository '{repository}')"
@@ -324,14 +364,21 @@ class DagsterHook(BaseHook):
     # -- blocking side (the worker) -----------------------------------------------------
     def graphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
         settings = self.settings
-        with httpx.Client(
-            verify=settings.verify, timeout=settings.timeout, headers=settings.headers
-        ) as client:
-            response = client.post(f"{settings.base_url}/graphql", json=_payload(query, variables or {}))
+        try:
+            with httpx.Client(
+                verify=settings.verify, timeout=settings.timeout, headers=settings.headers
+            ) as client:
+                response = client.post(f"{settings.base_url}/graphql", json=_payload(query, variables or {}))
+        except (httpx.HTTPError, OSError) as error:
+            raise DagsterUnreachable(settings, error) from None
         return _data(settings, response)
 
     def repository_name(self, location: str) -> str:
         """The repository Dagster serves in `location` (the one a `Definitions` object makes)."""
+        return _sole(location, self.repositories(location))
+
+    def repositories(self, location: str) -> list[str]:
+        """The repositories Dagster serves in code location `location`."""
         found = self.graphql(WORKSPACE)["workspaceOrError"]
         if found["__typename"] != "Workspace":
             raise DagsterApiError(f"Dagster could not list its workspace: {_refusal(found)}")
@@ -344,13 +391,7 @@ class DagsterHook(BaseHook):
                 raise DagsterApiError(
                     f"Dagster code location '{location}' failed to load: {_refusal(loaded)}"
                 )
-            repositories = [repo["name"] for repo in loaded["repositories"]]
-            if len(repositories) != 1:
-                raise DagsterApiError(
-                    f"Dagster code location '{location}' has repositories {repositories}: set "
-                    "`repository` in the connection's extra"
-                )
-            return repositories[0]
+            return [repo["name"] for repo in loaded["repositories"]]
         raise DagsterApiError(f"Dagster has no code location '{location}' (it has {names})")
 
     def launch_run(
@@ -411,15 +452,34 @@ class DagsterHook(BaseHook):
     def terminate(self, run_id: str) -> None:
         _terminated(self.graphql(TERMINATE, {"runId": run_id})["terminateRun"], run_id)
 
+    def run_to_stop(self, run_id: str, wait_s: float = STOP_WAIT_S) -> str | None:
+        """The run of `run_id`'s chain of Dagster retries that is still going, to stop when
+        the task is killed: the retry if Dagster retried it (waiting up to `wait_s` for a retry
+        it announced); None when the chain has ended."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            state = self.run_state(run_id)
+            if state.retried_by:
+                run_id = state.retried_by
+            elif state.status not in ENDED:
+                return run_id
+            elif not state.retry_pending or time.monotonic() > deadline:
+                return None
+            else:
+                time.sleep(1.0)
+
     # -- async side (the triggerer) -----------------------------------------------------
     async def agraphql(self, query: str, variables: Mapping[str, Any] | None = None) -> dict[str, Any]:
         settings = await self.asettings()
-        async with httpx.AsyncClient(
-            verify=settings.verify, timeout=settings.timeout, headers=settings.headers
-        ) as client:
-            response = await client.post(
-                f"{settings.base_url}/graphql", json=_payload(query, variables or {})
-            )
+        try:
+            async with httpx.AsyncClient(
+                verify=settings.verify, timeout=settings.timeout, headers=settings.headers
+            ) as client:
+                response = await client.post(
+                    f"{settings.base_url}/graphql", json=_payload(query, variables or {})
+                )
+        except (httpx.HTTPError, OSError) as error:
+            raise DagsterUnreachable(settings, error) from None
         return _data(settings, response)
 
     async def arun_status(self, run_id: str) -> str:
@@ -430,6 +490,20 @@ class DagsterHook(BaseHook):
 
     async def aterminate(self, run_id: str) -> None:
         _terminated((await self.agraphql(TERMINATE, {"runId": run_id}))["terminateRun"], run_id)
+
+    async def arun_to_stop(self, run_id: str, wait_s: float = STOP_WAIT_S) -> str | None:
+        """`run_to_stop` for the triggerer."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            state = await self.arun_state(run_id)
+            if state.retried_by:
+                run_id = state.retried_by
+            elif state.status not in ENDED:
+                return run_id
+            elif not state.retry_pending or time.monotonic() > deadline:
+                return None
+            else:
+                await asyncio.sleep(1.0)
 
 
 @dataclass(frozen=True)

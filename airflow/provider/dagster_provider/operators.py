@@ -40,6 +40,7 @@ from dagster_provider.hooks import (
     AirflowException,
     DagsterApiError,
     DagsterHook,
+    RunState,
     after_end,
     no_retry_launched,
 )
@@ -179,7 +180,9 @@ class DagsterAssetRunOperator(BaseOperator):
         # Pushed before waiting, so a killed or deferred try still shows which run it owns,
         # and the "Dagster run" link leads to it while the task waits.
         self._own(context, hook, run_id)
-        if status not in ENDED and self.deferrable:
+        # A failed run is waited for only when it is one Dagster retries (reattached to above).
+        wait = status not in ENDED or (status == "FAILURE" and self.follow_run_retries)
+        if wait and self.deferrable:
             self.defer(
                 trigger=DagsterRunTrigger(
                     run_id=run_id,
@@ -192,11 +195,8 @@ class DagsterAssetRunOperator(BaseOperator):
                 method_name="execute_complete",
             )
         message = ""
-        if status not in ENDED or self.follow_run_retries:
-            first = run_id
-            run_id, status, message = self._wait(hook, run_id)
-            if run_id != first:  # a retry Dagster made of it
-                self._own(context, hook, run_id)
+        if wait:
+            run_id, status, message = self._wait(hook, run_id, context)
         return self._finish(hook, run_id, status, message)
 
     def _own(self, context: Any, hook: DagsterHook, run_id: str) -> None:
@@ -207,21 +207,28 @@ class DagsterAssetRunOperator(BaseOperator):
 
     def execute_complete(self, context: Any, event: Mapping[str, Any]) -> str:
         run_id = str(event["run_id"])
-        self._run_id = run_id
+        hook = self.hook
+        if context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=XCOM_RUN_ID) != run_id:
+            self._own(context, hook, run_id)  # a retry of it the trigger followed
         if event["status"] == "error":
             raise AirflowException(
                 f"Lost track of Dagster run {run_id}: {event['message']}. The run was not stopped; "
                 "a retry of this task reattaches to it."
             )
-        hook = self.hook
-        if context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=XCOM_RUN_ID) != run_id:
-            self._own(context, hook, run_id)  # a retry of it the trigger followed
         return self._finish(hook, run_id, str(event["status"]), str(event.get("message") or ""))
 
     def _earlier_run(self, hook: DagsterHook, identity: Mapping[str, str]) -> dict[str, Any] | None:
         same_instance = {k: identity[k] for k in ("airflow/dag_id", "airflow/run_id", "airflow/task_id")}
         runs = hook.find_runs(same_instance)
-        if not runs or runs[0]["status"] in ENDED_FAILED:
+        if not runs:
+            return None
+        newest = RunState(runs[0]["runId"], runs[0]["status"], runs[0]["tags"])
+        # A failure Dagster retries (or has retried) is still this task's run: the wait
+        # follows it to the retry rather than launching one more beside Dagster's.
+        retried = after_end(newest, follow_retries=self.follow_run_retries, confirmed=True) != ENDED_STEP
+        if newest.status in ENDED_FAILED and retried:
+            return runs[0]
+        if newest.status in ENDED_FAILED:
             return None
         if runs[0]["status"] == "SUCCESS" and not self.reuse_succeeded_run:
             self.log.info(
@@ -232,7 +239,7 @@ class DagsterAssetRunOperator(BaseOperator):
             return None
         return runs[0]
 
-    def _wait(self, hook: DagsterHook, run_id: str) -> tuple[str, str, str]:
+    def _wait(self, hook: DagsterHook, run_id: str, context: Any = None) -> tuple[str, str, str]:
         """Poll until the run (or the retries Dagster made of it) ended: (run id, status, message)."""
         last: str | None = None
         failing_since: float | None = None
@@ -265,6 +272,8 @@ class DagsterAssetRunOperator(BaseOperator):
                 if step != WAIT_STEP:
                     self.log.info("Dagster retries run %s as run %s; following it", run_id, step)
                     run_id, last, retry_since = step, None, None
+                    if context is not None:
+                        self._own(context, hook, run_id)  # XCom and the link: the run now waited for
                     self._run_id = run_id
                     continue
                 now = time.monotonic()
@@ -291,9 +300,11 @@ class DagsterAssetRunOperator(BaseOperator):
             return
         hook = self.hook
         try:
-            if hook.run_status(self._run_id) in ENDED:
+            # The run waited for, or the retry Dagster launched (or is about to) for it.
+            run_id = hook.run_to_stop(self._run_id)
+            if run_id is None:
                 return
-            self.log.info("Terminating Dagster run %s", self._run_id)
-            hook.terminate(self._run_id)
+            self.log.info("Terminating Dagster run %s", run_id)
+            hook.terminate(run_id)
         except (httpx.HTTPError, DagsterApiError, OSError) as error:
             self.log.error("Could not terminate Dagster run %s: %s", self._run_id, error)

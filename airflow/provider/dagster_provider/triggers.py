@@ -3,8 +3,9 @@
 It polls the run's status asynchronously and fires one event when the run ended, or when
 Dagster could not be asked for longer than `error_budget` seconds (an error event: the
 operator fails that try, and the retry reattaches to the same, still running, Dagster
-run). A user's mark-failed or clear of the deferred task terminates the run (`on_kill`,
-Airflow 3.1+).
+run). A user's mark-failed or clear of the deferred task terminates the run, or the retry
+Dagster launched for it (`on_kill`: on Airflow 3.3, the version tested; the triggerers of
+Airflow 3.0-3.2 and 2.x do not call it, see docs/airflow.md).
 
 A run that fails and that Dagster's run retries (`run_retries` in dagster.yaml) will retry
 is not the end: the trigger follows the retry (tag `dagster/auto_retry_run_id`) and reports
@@ -122,8 +123,9 @@ class DagsterRunTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         hook = DagsterHook(self.dagster_conn_id)
-        run_id = getattr(self, "_following", self.run_id)  # the retry being followed, if any
-        if await hook.arun_status(run_id) in ENDED:
+        # The run being followed, or the retry Dagster launched (or is about to) for it.
+        run_id = await hook.arun_to_stop(getattr(self, "_following", self.run_id))
+        if run_id is None:
             return
         self.log.info("Terminating Dagster run %s (the task was stopped)", run_id)
         await hook.aterminate(run_id)
