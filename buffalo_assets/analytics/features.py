@@ -453,7 +453,8 @@ def in_flight_features(history: History, orders: pd.Series | None = None) -> pd.
     """Features at `history.as_of_s` of every order still travelling (optionally only `orders`)."""
     pos = np.flatnonzero(in_flight(history))
     if orders is not None:
-        pos = pos[np.isin(history.order_ids[pos], orders.astype(str).to_numpy())]
+        # pandas hashes; numpy's isin compares every pair for strings (object arrays).
+        pos = pos[pd.Series(history.order_ids[pos]).isin(orders.astype(str)).to_numpy()]
     return snapshot_features(history, pos, np.full(len(pos), history.as_of_s))
 
 
