@@ -138,6 +138,10 @@ ELSEWHERE = {
     ".venv/bin/python -m bench.e2e": BENCHMARK,
     ".venv/bin/python -m bench.e2e --orders 100000 --latency-ms 20 --skip-baseline --skip-dlt "
     "--repeat 1": BENCHMARK,
+    ".venv/bin/python -m bench.e2e --orders 1000000 --latency-ms 20": BENCHMARK,
+    ".venv/bin/python -m bench.e2e --orders 100000 --latency-ms 5 --steps ingest,transform,analytics": (
+        BENCHMARK
+    ),
     ".venv/bin/dg check defs": DG_CHECK,
     ".venv/bin/dg list defs": DG_CHECK,
     ".venv/bin/dg launch --assets order_ids,raw_orders": (
