@@ -2,7 +2,7 @@
 
     python -m bench.e2e                                        # 1,500 orders, 50 ms: all three
     python -m bench.e2e --orders 100000 --latency-ms 20 --skip-baseline --skip-dlt --repeat 1
-    python -m bench.e2e --orders 1000000 --latency-ms 5     # ingest, transform, analytics: about 1 h
+    python -m bench.e2e --orders 1000000 --latency-ms 20    # ingest, transform, analytics: about 1 h
 
 Side by side in one run, against one sandbox served by a separate process:
   (a) baseline: the original sequential pipeline (`bench.ingest.baseline`, in this process);

@@ -85,11 +85,11 @@ def _stuck_counts(
     at = frame["at"].to_numpy()
     if not len(at):
         return np.zeros(len(ends_s), dtype="int64")
-    open_orders = set(status_now.loc[~status_now["stage"].isin(TERMINAL_STAGES), "order_id"].astype(str))
+    open_orders = status_now.loc[~status_now["stage"].isin(TERMINAL_STAGES), "order_id"].astype(str)
     same_next = np.r_[order[1:] == order[:-1], False]
     next_at = np.where(same_next, np.r_[at[1:], np.nan], np.nan)
     # pandas hashes; numpy's isin compares every pair for strings (object arrays).
-    last_open = ~same_next & pd.Series(order).isin(list(open_orders)).to_numpy()
+    last_open = ~same_next & pd.Series(order).isin(open_orders).to_numpy()
     gap_end = np.where(same_next, next_at, np.where(last_open, np.inf, np.nan))
     start = at + stuck_days * DAY_S
     valid = ~np.isnan(gap_end) & (start < gap_end)
